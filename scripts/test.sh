@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up the virtual environment (if needed) and run the test suite. Works on a fresh machine:
+# everything comes from PyPI (the encoders the tests use ship inside the imageio-ffmpeg wheel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+exec .venv/bin/python -m pytest "$@"

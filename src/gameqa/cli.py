@@ -1,0 +1,222 @@
+"""The ``gameqa`` command line: it only wires the package's pieces together."""
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gameqa.errors import GameQAError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table measured in one run.")
+app.add_typer(bench_app, name="bench")
+
+from gameqa.data.cli import corpus_app  # noqa: E402  (sub-apps only wire; heavy imports stay lazy inside)
+
+app.add_typer(corpus_app, name="corpus")
+
+out = Console()
+err = Console(stderr=True)
+
+BUNDLED_CLIP = "wesnoth_720p30.mp4"
+
+
+def bundled_clip() -> Path:
+    """The gameplay clip shipped with the package (Battle for Wesnoth, AI vs AI, 1280x720, 4 s)."""
+    return Path(str(resources.files("gameqa") / "assets" / BUNDLED_CLIP))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def probe(
+    files: List[str] = typer.Argument(..., help="Video files to describe."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Describe videos: codec, size, fps, frame count, duration, rotation, pixel format, bit depth."""
+    from gameqa.media import probe_video
+
+    infos, failures = [], []
+    for f in files:
+        try:
+            infos.append(probe_video(f).to_dict())
+        except GameQAError as exc:
+            failures.append(str(exc))
+    if as_json:
+        out.print_json(json.dumps(infos))
+    elif infos:  # one column per file, one row per field: reads well for one file or a few
+        table = Table("field", *(Path(i["path"]).name for i in infos))
+        for key in infos[0]:
+            if key != "path":
+                table.add_row(key, *(str(i[key]) for i in infos))
+        out.print(table)
+    for f in failures:
+        err.print(f"[red]error:[/] {f}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_size, threads, pooling) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gameqa.scoring import Scorer, collect_inputs
+    from gameqa.sinks import FORMATS, render, write_atomic
+
+    if output not in FORMATS:
+        _fail(f"--output must be one of {', '.join(FORMATS)}, not {output!r}", 2)
+    try:
+        scorer = Scorer(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling)
+    except GameQAError as exc:
+        _fail(str(exc), 2)
+    files, input_errors = collect_inputs(paths)
+    failures = [str(e) for e in input_errors]
+    if ref is not None and len(files) != 1:
+        _fail("--ref pairs one reference with one input file; give exactly one input", 2)
+    results = []
+    with Progress(
+        TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err, transient=True, disable=len(files) < 2,
+    ) as progress:
+        task = progress.add_task("", total=len(files))
+        for f in files:
+            progress.update(task, description=Path(f).name)
+            try:
+                results.append(scorer.score(f, ref=ref))
+            except GameQAError as exc:
+                failures.append(str(exc))
+            progress.advance(task)
+    if output == "table":
+        if results:
+            card = scorer.card
+            direction = "lower is better" if card.lower_better else "higher is better"
+            table = Table(title=f"{card.name} v{card.version} ({direction}, range {card.score_range[0]:g}-{card.score_range[1]:g})")
+            for col in ("file", "kind", "overall", "frames", "worst frame: index @ s = score", "time (s)"):
+                table.add_column(col, overflow="fold")
+            for r in results:
+                idx, ts, sc = r.worst_frames(1)[0]
+                table.add_row(Path(r.path).name, r.kind, f"{r.overall:.3f}", str(len(r.frame_scores)),
+                              f"{idx} @ {ts:.2f} = {sc:.3f}", f"{r.timing.total_s:.2f}")
+            out.print(table)
+            if per_frame:
+                for r in results:
+                    out.print(f"[bold]{r.path}[/]: " + ", ".join(
+                        f"{i}@{t:.2f}s={s:.3f}" for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores)))
+        if out_file:
+            write_atomic(render(results, "json", per_frame), out_file)
+    else:
+        write_atomic(render(results, output, per_frame), out_file)
+    if failures:
+        err.print(f"[bold red]{len(failures)} of {len(files) + len(input_errors)} inputs failed:[/]")
+        for f in failures:
+            err.print(f"  {f}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    paths: List[str] = typer.Argument(..., help="Files, folders, globs, or list files (.txt / @FILE)."),
+    model: str = typer.Option("niqe", "--model", "-m", help="Registered model name or model folder."),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Reference file for full-reference models."),
+    output: str = typer.Option("table", "--output", "-o", help="table, json, jsonl or csv."),
+    per_frame: bool = typer.Option(False, "--per-frame", help="Include per-frame scores, indices, timestamps."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Write results to this file (all or nothing)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Frames per model batch."),
+    threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
+) -> None:
+    """Score videos and images with a registered model."""
+    _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_size, threads, pooling)
+
+
+@app.command()
+def demo(
+    model: str = typer.Option("niqe", "--model", "-m", help="Registered model name."),
+    per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame"),
+) -> None:
+    """Score the bundled gameplay clip with the bundled default model."""
+    clip = bundled_clip()
+    err.print(f"scoring the bundled clip {clip}", highlight=False)
+    _score_paths([str(clip)], model, "fps:2", None, "table", per_frame, None, 8, 1, None)
+
+
+@app.command()
+def models(pattern: str = typer.Argument("*", help="Shell-style name pattern."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the registered models with their range, direction and version."""
+    from gameqa.models.registry import list_models
+
+    cards = list_models(pattern)
+    if as_json:
+        out.print_json(json.dumps([c.to_dict() for c in cards]))
+        return
+    table = Table("name", "kind", "reference", "range", "better", "version", "engine")
+    for c in cards:
+        table.add_row(c.name, c.kind, c.reference, f"{c.score_range[0]:g}-{c.score_range[1]:g}",
+                      "lower" if c.lower_better else "higher", c.version, c.engine)
+    out.print(table)
+    for c in cards:
+        out.print(f"[bold]{c.name}[/]: {c.description}", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    pred: str = typer.Argument(..., help="Predictions: gameqa JSON/JSONL output, or CSV."),
+    labels: str = typer.Argument(..., help="Labels: CSV/JSON/JSONL with a key column and a label column."),
+    pred_col: Optional[str] = typer.Option(None, "--pred-col", help="Prediction column (default: overall/score)."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Label column (default: mos/label)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Correlation table (SROCC, KROCC, PLCC, RMSE, with and without logistic mapping) of predictions vs labels."""
+    from gameqa.evaluate import evaluate_files, print_table
+
+    try:
+        ev = evaluate_files(pred, labels, pred_col=pred_col, label_col=label_col, bootstrap=bootstrap)
+    except GameQAError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps({"items": len(ev.keys), "unlabelled": ev.pred_only, "unpredicted": ev.labels_only,
+                                   "table": ev.table}, default=float))
+    else:
+        print_table(ev.table, title=f"{len(ev.keys)} items ({Path(pred).name} vs {Path(labels).name})", console=out)
+        if ev.pred_only or ev.labels_only:
+            err.print(f"{len(ev.pred_only)} predictions had no label, {len(ev.labels_only)} labels had no prediction")
+
+
+@bench_app.command("decode")
+def bench_decode_cmd(
+    clip: Optional[str] = typer.Argument(None, help="Clip to decode (default: the bundled 720p clip)."),
+    sample: str = typer.Option("fps:2", "--sample", "-s"),
+    repeats: int = typer.Option(3, "--repeats"),
+) -> None:
+    """Decode throughput of the sampling reader next to `ffmpeg -f null` on the same clip."""
+    from gameqa.bench.decode import bench_decode, print_decode_table
+
+    try:
+        rows = bench_decode(clip or str(bundled_clip()), policy=sample, repeats=repeats)
+    except GameQAError as exc:
+        _fail(str(exc))
+    print_decode_table(rows, console=out)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    try:
+        app()
+    except GameQAError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

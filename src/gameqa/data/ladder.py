@@ -1,0 +1,116 @@
+"""The distortion ladder: which encodes every corpus source gets, read from a TOML config."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gameqa.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    encoder: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rung:
+    height: int
+    kbps: float
+    fps: float | None = None
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    """One encode of one source: codec settings and a rung."""
+
+    codec: Codec
+    rung: Rung
+    seconds: float
+    gop_seconds: float
+
+    @property
+    def spec_id(self) -> str:
+        """Readable and content-addressed: changing any setting changes the id (and so the cache path)."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        digest = hashlib.sha1(blob).hexdigest()[:8]
+        fps = f"_{self.rung.fps:g}fps" if self.rung.fps else ""
+        return f"{self.codec.name}_{self.rung.height}p_{self.rung.kbps:g}k{fps}_{digest}"
+
+
+@dataclass(frozen=True)
+class Ladder:
+    codecs: tuple[Codec, ...]
+    rungs: tuple[Rung, ...]
+    seconds: float = 6.0
+    gop_seconds: float = 2.0
+    codecs_per_source: int = 3
+    source: str = field(default="", compare=False)
+
+    def specs_for(self, source_index: int) -> list[EncodeSpec]:
+        """The encodes for the ``source_index``-th source: a rotating subset of codecs, every rung."""
+        n = len(self.codecs)
+        k = min(self.codecs_per_source, n)
+        chosen = [self.codecs[(source_index + i) % n] for i in range(k)]
+        return [EncodeSpec(c, r, self.seconds, self.gop_seconds) for c in chosen for r in self.rungs]
+
+
+_TOP = {"seconds", "gop_seconds", "codecs_per_source", "codec", "rung"}
+_CODEC = {"name", "encoder", "args"}
+_RUNG = {"height", "kbps", "fps"}
+
+
+def _check_keys(path: Path, where: str, table: dict, allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(path, f"unknown key(s) {sorted(unknown)} in {where}")
+
+
+def _number(path: Path, where: str, value, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+        raise ConfigError(path, f"{where} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def load_ladder(path: str | Path) -> Ladder:
+    """Read and check a ladder config; every mistake is a one-line ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read ladder config ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML: {exc}") from None
+    _check_keys(path, "the top level", data, _TOP)
+    codecs = []
+    for i, c in enumerate(data.get("codec", [])):
+        _check_keys(path, f"codec #{i + 1}", c, _CODEC)
+        if not isinstance(c.get("name"), str) or not isinstance(c.get("encoder"), str):
+            raise ConfigError(path, f"codec #{i + 1} needs string 'name' and 'encoder'")
+        args = c.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ConfigError(path, f"codec {c['name']!r}: 'args' must be a list of strings")
+        codecs.append(Codec(c["name"], c["encoder"], tuple(args)))
+    rungs = []
+    for i, r in enumerate(data.get("rung", [])):
+        _check_keys(path, f"rung #{i + 1}", r, _RUNG)
+        height = int(_number(path, f"rung #{i + 1} height", r.get("height")))
+        kbps = _number(path, f"rung #{i + 1} kbps", r.get("kbps"))
+        fps = _number(path, f"rung #{i + 1} fps", r["fps"]) if "fps" in r else None
+        rungs.append(Rung(height, kbps, fps))
+    if not codecs or not rungs:
+        raise ConfigError(path, "a ladder needs at least one [[codec]] and one [[rung]]")
+    if len({c.name for c in codecs}) != len(codecs):
+        raise ConfigError(path, "codec names must be unique")
+    return Ladder(
+        codecs=tuple(codecs),
+        rungs=tuple(rungs),
+        seconds=_number(path, "seconds", data.get("seconds", 6.0)),
+        gop_seconds=_number(path, "gop_seconds", data.get("gop_seconds", 2.0)),
+        codecs_per_source=int(_number(path, "codecs_per_source", data.get("codecs_per_source", 3))),
+        source=str(path),
+    )

@@ -1,0 +1,114 @@
+"""The corpus manifest: one row per distorted clip, with its settings, labels and fixed splits.
+
+Splits are content-disjoint: every clip of a source lands in the same split (train / val / test), chosen by a
+hash of the source id within each game, so adding sources never moves old ones. The second split holds out
+whole games: ``logo_split(rows, game)`` puts that game's clips in test and every other game's in train/val.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from gameqa.errors import ConfigError
+
+COLUMNS = [
+    "clip_id", "source_id", "game", "group", "codec", "encoder", "height", "width", "display_height",
+    "display_width", "kbps", "actual_kbps", "fps", "seconds", "path", "source_path", "vmaf", "vmaf_p5", "psnr_y", "ssim", "mos", "frames", "split",
+]
+NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": int, "kbps": float,
+           "actual_kbps": float, "fps": float, "seconds": float, "vmaf": float,
+           "vmaf_p5": float, "psnr_y": float, "ssim": float, "mos": float, "frames": int}
+SPLITS = ("train", "val", "test")
+
+
+def _rank(source_id: str) -> str:
+    return hashlib.sha1(f"gameqa-split:{source_id}".encode()).hexdigest()
+
+
+def assign_splits(sources_by_game: dict[str, list[str]], val: float = 0.15, test: float = 0.15) -> dict[str, str]:
+    """Source id -> split, per game, by hash order: the first ``test`` share is test, the next ``val`` share val."""
+    out = {}
+    for game, ids in sources_by_game.items():
+        ordered = sorted(set(ids), key=_rank)
+        n = len(ordered)
+        n_test = max(1, round(n * test)) if n >= 3 else 0
+        n_val = max(1, round(n * val)) if n >= 3 else 0
+        for i, sid in enumerate(ordered):
+            out[sid] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def logo_split(rows: list[dict], game: str) -> dict[str, list[dict]]:
+    """Leave-one-game-out: ``game``'s clips are test; the others keep their train/val assignment (test -> train)."""
+    if not any(r["game"] == game for r in rows):
+        raise ConfigError(None, f"no clips of game {game!r} in the manifest")
+    out = {"train": [], "val": [], "test": []}
+    for r in rows:
+        if r["game"] == game:
+            out["test"].append(r)
+        else:
+            out["val" if r["split"] == "val" else "train"].append(r)
+    return out
+
+
+def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
+    """Write rows as CSV in one step (temp file, then rename)."""
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r["game"], r["source_id"], r["clip_id"])):
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".csv")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None, check_files: bool = False) -> list[dict]:
+    """Read and check a manifest; ``root`` resolves relative clip paths; errors name the file and row."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read manifest ({exc.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = set(COLUMNS) - set(reader.fieldnames or [])
+    if missing:
+        raise ConfigError(path, f"missing columns {sorted(missing)}")
+    rows = []
+    for lineno, raw in enumerate(reader, start=2):
+        row = dict(raw)
+        for key, conv in NUMERIC.items():
+            try:
+                row[key] = conv(float(row[key])) if conv is int else conv(row[key])
+            except (TypeError, ValueError):
+                raise ConfigError(path, f"line {lineno}: {key} is not a number ({row[key]!r})") from None
+        if not 1.0 <= row["mos"] <= 5.0:
+            raise ConfigError(path, f"line {lineno}: mos {row['mos']} is outside 1-5")
+        if row["split"] not in SPLITS:
+            raise ConfigError(path, f"line {lineno}: split {row['split']!r} is not one of {SPLITS}")
+        if root is not None:
+            row["abs_path"] = str(Path(root) / row["path"])
+            row["abs_source_path"] = str(Path(root) / row["source_path"])
+            if check_files and not os.path.isfile(row["abs_path"]):
+                raise ConfigError(path, f"line {lineno}: clip file {row['abs_path']} is missing")
+        rows.append(row)
+    if not rows:
+        raise ConfigError(path, "manifest has no rows")
+    return rows
+
+
+def split_rows(rows: list[dict]) -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for r in rows:
+        out[r["split"]].append(r)
+    return dict(out)

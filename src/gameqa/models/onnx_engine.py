@@ -1,0 +1,141 @@
+"""ONNX Runtime engine: runs an exported model on sampled frames in batches, no torch needed.
+
+Preprocessing comes from the ``input`` block of the model's ``model.json``::
+
+    {"layout": "NCHW", "scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+     "crops": {"size": 448, "count": 4},     # or "resize": [H, W], or neither (whole frame)
+     "display_height": 720}                  # optional: smaller frames are first scaled up (bicubic)
+                                             # to this height, as a player shows them on that screen
+
+Crops are laid out deterministically on an even grid over the frame (no random crops at inference); a frame
+smaller than the crop is used whole. A frame's score is the mean of its crops' scores. With ``reference``
+"full" the model takes the distorted crop and its difference to the reference as 6 channels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from gameqa.errors import ModelError
+from gameqa.models.registry import ModelCard
+
+
+def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``count`` size x size crops spread evenly over an HxW frame."""
+    if height <= size and width <= size:
+        return [(0, 0)]
+    rows = max(1, round(math.sqrt(count * height / max(width, 1))))
+    cols = max(1, math.ceil(count / rows))
+    ys = np.linspace(0, max(height - size, 0), rows).round().astype(int)
+    xs = np.linspace(0, max(width - size, 0), cols).round().astype(int)
+    boxes = [(int(y), int(x)) for y in ys for x in xs]
+    if len(boxes) > count:  # keep an even spread when the grid has spare cells
+        keep = np.linspace(0, len(boxes) - 1, count).round().astype(int)
+        boxes = [boxes[i] for i in keep]
+    return boxes
+
+
+def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    h, w = int(hw[0]), int(hw[1])
+    method = Image.BICUBIC if bicubic else Image.BILINEAR
+    return np.asarray(Image.fromarray(frame).resize((w, h), method))
+
+
+def upscale_to_display(frame: np.ndarray, display_height: int | None) -> np.ndarray:
+    """Scale a frame smaller than ``display_height`` up to it (aspect kept, bicubic); larger ones stay."""
+    if not display_height or frame.shape[0] >= display_height:
+        return frame
+    h = int(display_height)
+    w = round(frame.shape[1] * h / frame.shape[0])
+    return _resize(frame, (h, w), bicubic=True)
+
+
+class OnnxFrameModel:
+    """A registered ONNX model ready to score frames."""
+
+    def __init__(self, card: ModelCard, threads: int = 1):
+        import onnxruntime as ort
+
+        self.card = card
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(card.weights), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(card.weights, f"cannot load ONNX model: {exc}".splitlines()[0]) from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        batch_dim = inp.shape[0] if inp.shape else None
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
+        pre = card.preprocess
+        self.scale = float(pre.get("scale", 255.0))
+        self.mean = np.asarray(pre.get("mean", [0.0, 0.0, 0.0]), np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(pre.get("std", [1.0, 1.0, 1.0]), np.float32).reshape(1, -1, 1, 1)
+        self.crops = pre.get("crops")
+        self.resize = pre.get("resize")
+        self.display_height = pre.get("display_height")
+        self.clip = card.score_range
+
+    @classmethod
+    def from_card(cls, card: ModelCard, threads: int = 1) -> "OnnxFrameModel":
+        return cls(card, threads)
+
+    def _patches(self, frame: np.ndarray) -> list[np.ndarray]:
+        frame = upscale_to_display(frame, self.display_height)
+        if self.resize:
+            return [_resize(frame, self.resize)]
+        if self.crops:
+            size, count = int(self.crops["size"]), int(self.crops.get("count", 1))
+            h, w = frame.shape[:2]
+            return [frame[y : y + size, x : x + size] for y, x in crop_boxes(h, w, size, count)]
+        return [frame]
+
+    def _to_input(self, patches: list[np.ndarray]) -> np.ndarray:
+        x = np.stack(patches).astype(np.float32) / self.scale
+        x = x.transpose(0, 3, 1, 2)
+        channels = x.shape[1]
+        mean = np.tile(self.mean, (1, channels // self.mean.shape[1], 1, 1))
+        std = np.tile(self.std, (1, channels // self.std.shape[1], 1, 1))
+        return np.ascontiguousarray((x - mean) / std)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.fixed_batch:
+            outs = [self.session.run(None, {self.input_name: x[i : i + 1]})[0] for i in range(len(x))]
+            out = np.concatenate(outs)
+        else:
+            out = self.session.run(None, {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
+
+    def score_frames(
+        self, frames: Sequence[np.ndarray], refs: Optional[Sequence[np.ndarray]] = None
+    ) -> np.ndarray:
+        """One score per frame: the mean over its crops, clipped to the model's range."""
+        if self.card.full_reference and refs is None:
+            raise ModelError(None, f"model {self.card.name!r} needs a reference (--ref)")
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        for i, frame in enumerate(frames):
+            patches = self._patches(frame)
+            if self.card.full_reference:
+                ref_patches = self._patches(refs[i])
+                patches = [
+                    np.concatenate([p, (p.astype(np.int16) - r.astype(np.int16) + 128).clip(0, 255).astype(np.uint8)], axis=2)
+                    for p, r in zip(patches, ref_patches)
+                ]
+            for p in patches:  # crops of frames of one size share a shape: batch them together
+                groups.setdefault(p.shape[:2], []).append((i, p))
+        sums = np.zeros(len(frames))
+        counts = np.zeros(len(frames))
+        for items in groups.values():
+            scores = self._run(self._to_input([p for _, p in items]))
+            for (i, _), s in zip(items, scores):
+                sums[i] += s
+                counts[i] += 1
+        return np.clip(sums / counts, *self.clip)

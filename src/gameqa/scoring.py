@@ -1,0 +1,195 @@
+"""The executor: turns one input file (and its reference, for full-reference models) into a ScoreResult.
+
+In the spirit of Netflix vmaf's Asset -> Executor -> Result: media sampling feeds a registered model in
+batches, frame scores are pooled over time, and the result carries model name, version and timing.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from gameqa.errors import GameQAError, MediaError
+from gameqa.media import DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
+from gameqa.models.pooling import pool_scores
+from gameqa.models.registry import create_model
+from gameqa.result import ScoreResult, Timing
+
+DEFAULT_MODEL = "niqe"
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ivf", ".y4m", ".ts", ".flv", ".m4v", ".mpg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+LIST_SUFFIXES = {".txt", ".lst"}
+
+
+class Scorer:
+    """Scores files with one model: ``Scorer("niqe").score("clip.mp4")``."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        sample: str = DEFAULT_SAMPLE,
+        batch_size: int = 8,
+        threads: int = 1,
+        pooling: Optional[str] = None,
+    ):
+        self.policy = SamplePolicy.parse(sample)
+        self.sample = str(sample)
+        self.model = create_model(model, threads=threads)
+        self.card = self.model.card
+        self.batch_size = max(1, int(batch_size))
+        self.pooling = pooling or self.card.pooling
+        pool_scores(np.zeros(1), self.pooling)  # reject a bad pooling name before any work
+
+    def score(self, path: str | os.PathLike, ref: str | os.PathLike | None = None) -> ScoreResult:
+        """Score one video or image file; ``ref`` is the reference for full-reference models."""
+        path = os.fspath(path)
+        if self.card.full_reference and ref is None:
+            raise GameQAError(path, f"model {self.card.name!r} is full-reference: give the reference with --ref")
+        start = time.perf_counter()
+        kind = media_kind(path)
+        if kind == "image":
+            result = self._score_image(path, ref)
+        else:
+            result = self._score_video(path, ref)
+        result.timing.total_s = time.perf_counter() - start
+        return result
+
+    def _result(self, path, kind, indices, stamps, scores, ref, timing) -> ScoreResult:
+        scores = np.asarray(scores, dtype=np.float64)
+        if not np.isfinite(scores).any():
+            raise GameQAError(path, f"model {self.card.name!r} gave no finite score for any sampled frame (blank frames?)")
+        return ScoreResult(
+            path=path,
+            kind=kind,
+            model=self.card.name,
+            model_version=self.card.version,
+            score_range=self.card.score_range,
+            lower_better=self.card.lower_better,
+            overall=pool_scores(scores, self.pooling, self.card.lower_better),
+            pooling=self.pooling,
+            frame_indices=list(indices),
+            timestamps=[round(float(t), 6) for t in stamps],
+            frame_scores=[float(s) for s in scores],
+            reference=None if ref is None else os.fspath(ref),
+            sample=self.sample if kind == "video" else None,
+            timing=timing,
+        )
+
+    def _score_image(self, path: str, ref) -> ScoreResult:
+        t0 = time.perf_counter()
+        frame = load_image(path)
+        ref_frame = None
+        if self.card.full_reference:
+            ref_frame = load_image(ref)
+            _check_same_size(path, frame, ref_frame)
+        t1 = time.perf_counter()
+        scores = self.model.score_frames([frame], None if ref_frame is None else [ref_frame])
+        timing = Timing(decode_s=t1 - t0, model_s=time.perf_counter() - t1, frames=1)
+        return self._result(path, "image", [0], [0.0], scores, ref, timing)
+
+    def _score_video(self, path: str, ref) -> ScoreResult:
+        indices: list[int] = []
+        stamps: list[float] = []
+        scores: list[float] = []
+        timing = Timing()
+        batches = _timed(iter_batches(path, self.policy, self.batch_size), timing)
+        ref_batches = None
+        if self.card.full_reference:
+            ref_batches = _timed(iter_batches(ref, self.policy, self.batch_size), timing)
+        for batch in batches:
+            frames = [f.rgb for f in batch]
+            refs = None
+            if ref_batches is not None:
+                ref_batch = next(ref_batches, None)
+                if ref_batch is None or [f.index for f in ref_batch] != [f.index for f in batch]:
+                    raise MediaError(ref, f"reference has fewer frames than {path}")
+                refs = [f.rgb for f in ref_batch]
+                _check_same_size(path, frames[0], refs[0])
+            t0 = time.perf_counter()
+            scores.extend(self.model.score_frames(frames, refs).tolist())
+            timing.model_s += time.perf_counter() - t0
+            indices.extend(f.index for f in batch)
+            stamps.extend(f.timestamp for f in batch)
+        if not scores:
+            raise MediaError(path, f"no frames were sampled with policy {self.sample!r}")
+        timing.frames = len(scores)
+        return self._result(path, "video", indices, stamps, scores, ref, timing)
+
+
+def _timed(batches: Iterator, timing: Timing) -> Iterator:
+    """Wrap a batch iterator so the time spent decoding is added to ``timing.decode_s``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            timing.decode_s += time.perf_counter() - t0
+            return
+        timing.decode_s += time.perf_counter() - t0
+        yield batch
+
+
+def _check_same_size(path: str, frame: np.ndarray, ref: np.ndarray) -> None:
+    if frame.shape != ref.shape:
+        raise MediaError(
+            path,
+            f"size {frame.shape[1]}x{frame.shape[0]} differs from the reference's {ref.shape[1]}x{ref.shape[0]}; "
+            "scale one to the other first",
+        )
+
+
+@dataclass
+class InputError:
+    """An input argument that named nothing scoreable."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def collect_inputs(items: Iterable[str]) -> tuple[list[str], list[InputError]]:
+    """Expand files, folders (recursively: video and image files), globs and list files (.txt/.lst, or @FILE)."""
+    files: list[str] = []
+    errors: list[InputError] = []
+    media_suffixes = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    for item in items:
+        is_list = item.startswith("@") or Path(item).suffix.lower() in LIST_SUFFIXES
+        if is_list:
+            list_path = Path(item.lstrip("@"))
+            try:
+                lines = list_path.read_text().splitlines()
+            except OSError as exc:
+                errors.append(InputError(str(list_path), f"cannot read list file ({exc.strerror})"))
+                continue
+            sub = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            sub = [s if os.path.isabs(s) else str(list_path.parent / s) for s in sub]
+            more, errs = collect_inputs(sub)
+            files.extend(more)
+            errors.extend(errs)
+        elif os.path.isdir(item):
+            found = sorted(
+                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in media_suffixes
+            )
+            if not found:
+                errors.append(InputError(item, "folder holds no video or image files"))
+            files.extend(found)
+        elif os.path.exists(item):
+            files.append(item)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(p for p in globlib.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                errors.append(InputError(item, "pattern matches no file"))
+            files.extend(found)
+        else:
+            errors.append(InputError(item, "no such file or folder"))
+    seen: set[str] = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    return unique, errors

@@ -1,0 +1,61 @@
+"""Where results go: JSON, JSONL and CSV writers, each all-or-nothing (temp file, then rename)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from typing import Sequence
+
+from gameqa.result import ScoreResult
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+def render(results: Sequence[ScoreResult], fmt: str, per_frame: bool = False) -> str:
+    """Results as text in one of the machine formats (json, jsonl, csv)."""
+    if fmt == "json":
+        rows = [r.model_dump() if per_frame else r.summary() for r in results]
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(
+            json.dumps(r.model_dump() if per_frame else r.summary()) + "\n" for r in results
+        )
+    if fmt == "csv":
+        buf = io.StringIO()
+        if per_frame:  # one row per frame: easy to plot and join
+            fields = ["path", "model", "model_version", "frame_index", "timestamp", "score", "overall"]
+            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            for r in results:
+                for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores):
+                    writer.writerow({"path": r.path, "model": r.model, "model_version": r.model_version,
+                                     "frame_index": i, "timestamp": t, "score": s, "overall": r.overall})
+        else:
+            rows = [r.summary() for r in results]
+            fields = list(rows[0]) if rows else ["path", "overall"]
+            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        return buf.getvalue()
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def write_atomic(text: str, path: str | None) -> None:
+    """Write text to a file in one step (a reader never sees half a file), or to stdout when path is None."""
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gameqa-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,139 @@
+"""The gameqa command line, run for real: scoring, formats, full-reference, eval, and bad input."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import clipgen
+from gameqa.cli import app, bundled_clip
+
+runner = CliRunner()
+GAMEQA = [sys.executable, "-m", "gameqa.cli"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    ref = clipgen.make_clip(d / "ref.mkv", codec="libx264", size=(192, 144), fps=10, seconds=1.0,
+                            source="mandelbrot", extra=["-crf", "0"])
+    dist = clipgen.make_clip(d / "dist.mp4", codec="libx264", size=(192, 144), fps=10, seconds=1.0,
+                             source="mandelbrot", extra=["-crf", "40"])
+    img = d / "shot.png"
+    Image.fromarray((np.random.default_rng(0).random((144, 192, 3)) * 255).astype(np.uint8)).save(img)
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "notes.txt.mp4").write_text("this is not a video\n")
+    clipgen.make_audio_only(d / "audio.m4a")
+    clipgen.truncate_file(dist, d / "truncated.mp4", keep=0.4)
+    return d
+
+
+def test_score_json_per_frame(clips, tmp_path):
+    out = tmp_path / "scores.json"
+    r = invoke("score", str(clips / "dist.mp4"), "--sample", "every:2", "--output", "json", "--per-frame",
+               "--out", str(out))
+    assert r.exit_code == 0, r.output
+    [res] = json.loads(out.read_text())
+    assert res["model"] == "niqe" and res["model_version"] == "1.0" and res["lower_better"] is True
+    assert res["frame_indices"] == [0, 2, 4, 6, 8]
+    assert res["timestamps"] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert len(res["frame_scores"]) == 5 and res["overall"] == pytest.approx(np.mean(res["frame_scores"]))
+    assert res["timing"]["frames"] == 5 and res["timing"]["total_s"] > 0
+
+
+def test_full_reference_psnr_orders_quality(clips):
+    r_good = invoke("score", str(clips / "ref.mkv"), "--ref", str(clips / "ref.mkv"), "-m", "psnr", "-o", "jsonl")
+    r_bad = invoke("score", str(clips / "dist.mp4"), "--ref", str(clips / "ref.mkv"), "-m", "psnr", "-o", "jsonl")
+    assert r_good.exit_code == 0 and r_bad.exit_code == 0
+    good, bad = json.loads(r_good.stdout)["overall"], json.loads(r_bad.stdout)["overall"]
+    assert good == 100.0 and 15 < bad < 45
+    r = invoke("score", str(clips / "dist.mp4"), "-m", "ssim")
+    assert r.exit_code == 1 and "full-reference" in r.output
+
+
+def test_batch_goes_on_and_lists_failures(clips, tmp_path):
+    out = tmp_path / "batch.csv"
+    names = ["dist.mp4", "empty.mp4", "notes.txt.mp4", "audio.m4a", "truncated.mp4", "missing.mp4", "shot.png"]
+    proc = subprocess.run([*GAMEQA, "score", *(str(clips / n) for n in names), "-o", "csv", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert sorted(Path(r["path"]).name for r in rows) == ["dist.mp4", "shot.png"]
+    assert "5 of 7 inputs failed" in proc.stderr
+    for name in ("empty.mp4", "notes.txt.mp4", "audio.m4a", "truncated.mp4", "missing.mp4"):
+        [line] = [ln for ln in proc.stderr.splitlines() if name in ln]
+        assert line.strip().startswith(str(clips / name) + ":")
+
+
+def test_huge_image_is_refused(tmp_path):
+    from clipgen import png_header_only  # a 60,000 x 60,000 PNG header, no pixel data
+
+    big = png_header_only(tmp_path / "huge.png", 60_000, 60_000)
+    proc = subprocess.run([*GAMEQA, "score", str(big)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "huge.png" in proc.stderr and "pixels" in proc.stderr
+
+
+def test_folder_glob_and_list_inputs(clips, tmp_path):
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"# clips to score\n{clips / 'dist.mp4'}\n{clips / 'shot.png'}\n")
+    r = invoke("score", f"@{listing}", "-o", "jsonl")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2
+    r = invoke("score", str(clips / "*.mkv"), "-o", "jsonl")
+    assert r.exit_code == 0 and json.loads(r.stdout)["path"].endswith("ref.mkv")
+    r = invoke("score", str(tmp_path / "nothing-*.mp4"))
+    assert r.exit_code == 1 and "pattern matches no file" in r.output
+
+
+def test_bad_options_are_one_line(clips):
+    r = invoke("score", str(clips / "dist.mp4"), "--sample", "fps:-1")
+    assert r.exit_code == 2 and "fps:-1" in r.output
+    r = invoke("score", str(clips / "dist.mp4"), "--model", "nope")
+    assert r.exit_code == 2 and "unknown model 'nope'" in r.output
+    r = invoke("score", str(clips / "dist.mp4"), "--output", "xml")
+    assert r.exit_code == 2
+
+
+def test_probe_models_demo(clips):
+    r = invoke("probe", str(clips / "dist.mp4"), "--json")
+    info = json.loads(r.stdout)[0]
+    assert (info["codec"], info["width"], info["height"], info["frame_count"]) == ("h264", 192, 144, 10)
+    r = invoke("probe", str(clips / "empty.mp4"))
+    assert r.exit_code == 1 and "empty.mp4" in r.output
+    r = invoke("models", "--json")
+    assert {m["name"] for m in json.loads(r.stdout)} >= {"niqe", "psnr", "ssim"}
+    assert bundled_clip().is_file()
+    r = invoke("demo", "--no-per-frame")
+    assert r.exit_code == 0 and "wesnoth_720p30.mp4" in r.stdout
+
+
+def test_eval_command(tmp_path):
+    rng = np.random.default_rng(1)
+    mos = rng.uniform(1, 5, 30)
+    pred = mos + rng.normal(0, 0.3, 30)
+    (tmp_path / "labels.csv").write_text("clip,mos\n" + "".join(f"c{i}.mp4,{m}\n" for i, m in enumerate(mos)))
+    (tmp_path / "pred.jsonl").write_text("".join(json.dumps({"path": f"/x/c{i}.mp4", "overall": p}) + "\n"
+                                                 for i, p in enumerate(pred)))
+    r = invoke("eval", str(tmp_path / "pred.jsonl"), str(tmp_path / "labels.csv"), "--json", "--bootstrap", "200")
+    assert r.exit_code == 0, r.output
+    table = json.loads(r.stdout)["table"]
+    srocc = next(row for row in table if row["metric"] == "SROCC" and not row["mapped"])
+    from scipy.stats import spearmanr
+
+    assert srocc["value"] == pytest.approx(spearmanr(pred, mos).statistic, abs=1e-9)
+    r = invoke("eval", str(tmp_path / "pred.jsonl"), str(tmp_path / "missing.csv"))
+    assert r.exit_code == 1 and "missing.csv" in r.output

@@ -1,0 +1,169 @@
+"""Corpus build end to end on a tiny corpus: two generated sources, two codecs, real encoders and libvmaf."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import clipgen
+from gameqa.data.corpus import build_corpus, clip_paths, find_sources
+from gameqa.data.ladder import load_ladder
+from gameqa.data.labels import vmaf_to_mos
+from gameqa.data.manifest import assign_splits, logo_split, read_manifest, write_manifest
+from gameqa.data.stats import corpus_stats, plot_stats
+from gameqa.errors import ConfigError
+from gameqa.models.classical import psnr
+
+LADDER = """
+seconds = 1.0
+codecs_per_source = 2
+[[codec]]
+name = "h264"
+encoder = "libx264"
+args = ["-preset", "veryfast"]
+[[codec]]
+name = "vp9"
+encoder = "libvpx-vp9"
+args = ["-deadline", "realtime", "-cpu-used", "8"]
+[[rung]]
+height = 180
+kbps = 60
+[[rung]]
+height = 180
+kbps = 600
+[[rung]]
+height = 90
+kbps = 150
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for game, source in (("alpha", "testsrc2"), ("beta", "mandelbrot")):
+        (root / "sources" / game).mkdir(parents=True)
+        clipgen.make_clip(root / "sources" / game / "s1.mkv", codec="libx264", size=(320, 180), fps=25,
+                          seconds=1.2, source=source, extra=["-crf", "0"])
+    # a source shorter than the ladder asks for: reported and skipped
+    clipgen.make_clip(root / "sources" / "beta" / "short.mkv", codec="libx264", size=(320, 180), fps=25,
+                      seconds=0.4, extra=["-crf", "0"])
+    (root / "ladder.toml").write_text(LADDER)
+    warnings: list[str] = []
+    rows, failures = build_corpus(root, load_ladder(root / "ladder.toml"), natural=False, warn=warnings.append)
+    return root, rows, failures, warnings
+
+
+def test_builds_every_clip_with_labels(tiny_corpus):
+    root, rows, failures, warnings = tiny_corpus
+    assert failures == []
+    assert len(rows) == 2 * 2 * 3  # sources x codecs x rungs
+    assert any("short.mkv" in w and "shorter" in w for w in warnings)
+    for r in rows:
+        assert (root / r["path"]).is_file()
+        assert 1.0 <= r["mos"] <= 5.0 and r["mos"] == pytest.approx(float(vmaf_to_mos(r["vmaf"])))
+        assert r["frames"] == 25 and r["display_width"] == 320
+    assert {r["height"] for r in rows} == {180, 90}
+    # VMAF rises with bitrate in every (source, codec) ladder at 180p
+    s = corpus_stats(rows)
+    assert s["ladders_checked"] == 4 and s["monotonic_share"] == 1.0
+
+
+def test_libvmaf_psnr_agrees_with_ours(tiny_corpus):
+    root, rows, _, _ = tiny_corpus
+    row = next(r for r in rows if r["height"] == 180 and r["codec"] == "h264" and r["kbps"] == 60)
+    labels = json.loads((root / row["path"]).with_suffix(".json").read_text())
+    picks = (4, 12, 20)
+    dist, ref = _luma_planes(root / row["path"], picks), _luma_planes(root / row["source_path"], picks)
+    ours = [psnr(d, r) for d, r in zip(dist, ref)]  # an HxW uint8 array is taken as luma as it is
+    theirs = [labels["per_frame"]["psnr_y"][i] for i in picks]
+    np.testing.assert_allclose(ours, theirs, atol=0.01)
+
+
+def _luma_planes(path, picks):
+    """The decoded Y planes of frames ``picks`` (what libvmaf compares), read with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        out = []
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in picks:  # the raw plane, not a gray conversion (that would stretch 16-235 to 0-255)
+                plane = frame.planes[0]
+                rows = np.frombuffer(bytes(plane), np.uint8).reshape(frame.height, plane.line_size)
+                out.append(rows[:, : frame.width].copy())
+        return out
+
+
+def test_resume_reuses_finished_clips(tiny_corpus):
+    root, rows, _, _ = tiny_corpus
+    stamps = {r["path"]: (root / r["path"]).stat().st_mtime_ns for r in rows}
+    again, failures = build_corpus(root, load_ladder(root / "ladder.toml"), natural=False, warn=lambda m: None)
+    assert failures == [] and len(again) == len(rows)
+    assert all((root / p).stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_missing_encoder_is_reported_and_others_go_on(tiny_corpus, tmp_path):
+    root, _, _, _ = tiny_corpus
+    ladder = tmp_path / "ladder.toml"
+    ladder.write_text(LADDER.replace('encoder = "libvpx-vp9"', 'encoder = "libnothere"'))
+    spec = load_ladder(ladder)
+    rows, failures = build_corpus(root, spec, natural=False, warn=lambda m: None)
+    assert len(rows) == 6 and len(failures) == 6
+    assert all("libnothere is missing" in f for f in failures)
+    sources = find_sources(root / "sources", spec.seconds, lambda m: None)
+    missing = [s for i, src in enumerate(sources) for s in spec.specs_for(i) if s.codec.encoder == "libnothere"]
+    assert len(missing) == 6
+    for i, src in enumerate(sources):  # nothing half-written: neither clip nor labels
+        for s in spec.specs_for(i):
+            if s.codec.encoder == "libnothere":
+                assert not any(p.exists() for p in clip_paths(root, src, s))
+    assert not list(root.glob("clips/*/.enc-*")) and not list(root.glob("clips/*/.labels-*"))
+
+
+def test_manifest_round_trip_and_splits(tiny_corpus, tmp_path):
+    root, rows, _, _ = tiny_corpus
+    splits = assign_splits({"g": [f"s{i}" for i in range(20)]})
+    assert sorted(splits.values()).count("test") == 3 and sorted(splits.values()).count("val") == 3
+    assert assign_splits({"g": [f"s{i}" for i in range(20)]}) == splits  # fixed
+    for r in rows:
+        r["split"] = "test" if r["game"] == "beta" else "train"
+    path = write_manifest(rows, tmp_path / "m.csv")
+    back = read_manifest(path, root=root, check_files=True)
+    assert len(back) == len(rows) and {r["game"] for r in back} == {"alpha", "beta"}
+    held = logo_split(back, "alpha")
+    assert {r["game"] for r in held["test"]} == {"alpha"} and {r["game"] for r in held["train"]} == {"beta"}
+    assert plot_stats(back, tmp_path / "stats.png").stat().st_size > 10_000
+
+
+def test_manifest_errors(tmp_path, tiny_corpus):
+    root, rows, _, _ = tiny_corpus
+    for r in rows:
+        r["split"] = "train"
+    path = write_manifest(rows, tmp_path / "m.csv")
+    text = path.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    header = text[0].split(",")
+    cells = text[1].split(",")
+    cells[header.index("mos")] = "7.5"
+    bad.write_text("\n".join([text[0], ",".join(cells)]) + "\n")
+    with pytest.raises(ConfigError, match="line 2: mos 7.5 is outside 1-5"):
+        read_manifest(bad)
+    (root / rows[0]["path"]).rename(root / (rows[0]["path"] + ".moved"))
+    try:
+        with pytest.raises(ConfigError, match="is missing"):
+            read_manifest(path, root=root, check_files=True)
+    finally:
+        (root / (rows[0]["path"] + ".moved")).rename(root / rows[0]["path"])
+
+
+def test_ladder_config_errors(tmp_path):
+    cfg = tmp_path / "l.toml"
+    cfg.write_text(LADDER + "\ncolour = 3\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_ladder(cfg)
+    cfg.write_text(LADDER.replace("kbps = 60\n", "kbps = \"fast\"\n"))
+    with pytest.raises(ConfigError, match="must be a positive number"):
+        load_ladder(cfg)
+    cfg.write_text("seconds = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_ladder(cfg)

@@ -1,0 +1,89 @@
+"""Model registry, ONNX Runtime engine and temporal pooling."""
+import json
+
+import numpy as np
+import pytest
+
+from gameqa.errors import ConfigError, ModelError
+from gameqa.models.onnx_engine import crop_boxes
+from gameqa.models.pooling import pool_scores
+from gameqa.models.registry import card_from_model_dir, create_model, get_card, list_models, register_model_dir
+from onnxgen import write_mean_model
+
+
+def test_builtin_cards_carry_range_and_direction():
+    names = [c.name for c in list_models()]
+    assert {"psnr", "ssim", "niqe"} <= set(names)
+    assert get_card("niqe").lower_better and get_card("niqe").reference == "none"
+    assert not get_card("psnr").lower_better and get_card("psnr").full_reference
+    assert [c.name for c in list_models("p*")] == ["psnr"]
+
+
+def test_unknown_model_is_one_line():
+    with pytest.raises(ModelError) as info:
+        get_card("no-such-model")
+    assert "unknown model 'no-such-model'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_onnx_engine_scores_known_values(tmp_path):
+    card = register_model_dir(write_mean_model(tmp_path / "m"))
+    model = create_model(card.name, threads=2)
+    frames = [np.full((40, 60, 3), v, np.uint8) for v in (0, 51, 255)]
+    frames.append(np.full((30, 30, 3), 102, np.uint8))  # another size in the same batch
+    scores = model.score_frames(frames)
+    np.testing.assert_allclose(scores, [1.0, 1.8, 5.0, 2.6], atol=1e-5)
+
+
+def test_onnx_engine_fixed_batch_and_crops(tmp_path):
+    folder = write_mean_model(tmp_path / "fixed", name="test-fixed", fixed_batch=True,
+                              extra={"input": {"scale": 255.0, "crops": {"size": 32, "count": 4}}})
+    model = create_model(str(folder))  # a folder path works as a model name
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:32, :32] = 255  # one bright quadrant: the four corner crops average to 1 + 4 * 0.25
+    np.testing.assert_allclose(model.score_frames([frame]), [2.0], atol=1e-5)
+
+
+def test_full_reference_needs_reference(tmp_path):
+    folder = write_mean_model(tmp_path / "fr", name="test-fr", channels=6, extra={"reference": "full"})
+    model = create_model(str(folder))
+    a = np.full((16, 16, 3), 128, np.uint8)
+    with pytest.raises(ModelError):
+        model.score_frames([a])
+    # distorted 128 and difference 128 (identical frames): mean 128/255 over all 6 channels
+    np.testing.assert_allclose(model.score_frames([a], [a]), [1 + 4 * 128 / 255], atol=1e-5)
+
+
+def test_model_json_errors(tmp_path):
+    folder = write_mean_model(tmp_path / "bad", extra={"colour": "blue"})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        card_from_model_dir(folder)
+    spec = json.loads((folder / "model.json").read_text())
+    del spec["colour"]
+    spec["weights"] = "missing.onnx"
+    (folder / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="weight file not found"):
+        card_from_model_dir(folder)
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        card_from_model_dir(folder)
+
+
+def test_crop_boxes_cover_frame_evenly():
+    boxes = crop_boxes(720, 1280, 256, 6)
+    assert len(boxes) == 6
+    ys = sorted({y for y, _ in boxes})
+    xs = sorted({x for _, x in boxes})
+    assert ys[0] == 0 and ys[-1] == 720 - 256 and xs[0] == 0 and xs[-1] == 1280 - 256
+    assert crop_boxes(100, 100, 256, 4) == [(0, 0)]
+
+
+def test_pooling():
+    s = np.array([5.0, 4.0, 1.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0])
+    assert pool_scores(s, "mean") == pytest.approx(3.8)
+    assert pool_scores(s, "worst") == 1.0  # worst 10% of 10 frames = the single lowest
+    assert pool_scores(s, "worst:20") == pytest.approx(2.5)
+    assert pool_scores(s, "worst:10", lower_better=True) == 5.0
+    with pytest.raises(ConfigError):
+        pool_scores(s, "best")
+    with pytest.raises(ConfigError):
+        pool_scores(s, "worst:0")

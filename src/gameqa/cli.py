@@ -21,6 +21,10 @@ from gameqa.data.cli import corpus_app  # noqa: E402  (sub-apps only wire; heavy
 
 app.add_typer(corpus_app, name="corpus")
 
+from gameqa.subjective.cli import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")
+
 out = Console()
 err = Console(stderr=True)
 

@@ -1,0 +1,281 @@
+"""``gameqa study``: serve a study, invite participants, export its votes, analyze votes.
+
+Mounted by ``gameqa.cli`` as ``gameqa study``; also runs alone as
+``python -m gameqa.subjective.cli``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from gameqa.errors import GameQAError
+
+study_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="Subjective studies: run the rating app, export and analyze votes.")
+
+out = Console()
+err = Console(stderr=True)
+
+MODELS = ("mos", "bt500", "mle")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@study_app.command()
+def serve(
+    study_file: str = typer.Argument(..., metavar="STUDY.toml", help="The study definition."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL (default: sqlite file "
+                                     "next to the study file; postgresql://... accepted)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Run the study app: participants join at /join, the experimenter page is /admin."""
+    import uvicorn
+
+    from gameqa.subjective.app import create_app
+    from gameqa.subjective.study import load_study
+
+    try:
+        study = load_study(study_file)
+        app = create_app(study, db)
+    except GameQAError as exc:
+        _fail(str(exc))
+    base = f"http://{host}:{port}"
+    out.print(f"study [bold]{study.name}[/]: {len(study.stimuli)} stimuli, {study.method.description}",
+              highlight=False)
+    out.print(f"votes in {app.state.store.url}", highlight=False)
+    out.print(f"participants: {base}/join    experimenter: {base}/admin", highlight=False)
+    if not study.experimenter_token:
+        out.print(f"experimenter token (this run only; set GAMEQA_STUDY_TOKEN to fix it): "
+                  f"{app.state.experimenter_token}", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@study_app.command()
+def links(
+    study_file: str = typer.Argument(..., metavar="STUDY.toml"),
+    count: int = typer.Option(1, "--count", "-n", min=1, max=10000, help="How many links."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL (default as for serve)."),
+    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help="Server address."),
+) -> None:
+    """Create personal participant links (for studies that invite rather than let people join)."""
+    from gameqa.subjective.store import Rejected, StudyStore
+    from gameqa.subjective.study import load_study
+
+    try:
+        store = StudyStore(load_study(study_file), db)
+        try:
+            for _ in range(count):
+                out.print(f"{base_url.rstrip('/')}/p/{store.create_participant('invited')}",
+                          highlight=False, soft_wrap=True)
+        finally:
+            store.close()
+    except Rejected as exc:
+        _fail(exc.message)
+    except GameQAError as exc:
+        _fail(str(exc))
+
+
+@study_app.command()
+def export(
+    study_file: str = typer.Argument(..., metavar="STUDY.toml"),
+    out_file: str = typer.Option(..., "--out", "-o", help="CSV file to write."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL (default as for serve)."),
+    include_all: bool = typer.Option(False, "--all", help="Also training votes and repeats, "
+                                     "with phase, repeat, position and times."),
+) -> None:
+    """Write the votes as CSV (stimulus, observer, score, content): `study analyze` reads it."""
+    from gameqa.subjective.app import votes_to_csv
+    from gameqa.subjective.store import StudyStore
+    from gameqa.subjective.study import load_study
+
+    try:
+        store = StudyStore(load_study(study_file), db)
+        try:
+            rows = store.votes(include_all=include_all)
+        finally:
+            store.close()
+        Path(out_file).write_text(votes_to_csv(rows), encoding="utf-8")
+    except GameQAError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{out_file}: cannot write ({exc.strerror or exc})")
+    err.print(f"{len(rows)} votes written to {out_file}", highlight=False)
+
+
+def _parse_scale(text: Optional[str]) -> Optional[tuple[float, float]]:
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        _fail(f"--scale {text!r} must be LOW:HIGH, e.g. 1:5")
+    if not low < high:
+        _fail(f"--scale {text!r}: LOW must be below HIGH")
+    return (low, high)
+
+
+def _number(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def result_to_dict(model: str, result) -> dict:
+    """A JSON-ready summary of a mos / bt500 / mle result (NaN becomes null)."""
+    from gameqa.subjective.analysis import _manifest_rows
+
+    columns, rows = _manifest_rows(result)
+    data = {"model": model,
+            "stimuli": [{c: _number(v) for c, v in zip(columns, row)} for row in rows]}
+    if model == "bt500":
+        data["rejected_observers"] = list(result.rejected_observer_ids)
+        data["observers"] = [
+            {"observer": o, "p": int(result.p_counts[i]), "q": int(result.q_counts[i]),
+             "ratio": _number(result.ratio[i]), "balance": _number(result.balance[i]),
+             "rejected": o in result.rejected_observer_ids}
+            for i, o in enumerate(result.observer_ids)]
+    elif model == "mle":
+        data["observers"] = [
+            {"observer": o, "bias": _number(result.observer_bias[i]),
+             "bias_ci": [_number(result.observer_bias_ci_low[i]),
+                         _number(result.observer_bias_ci_high[i])],
+             "inconsistency": _number(result.observer_inconsistency[i]),
+             "inconsistency_ci": [_number(result.observer_inconsistency_ci_low[i]),
+                                  _number(result.observer_inconsistency_ci_high[i])]}
+            for i, o in enumerate(result.observer_ids)]
+        data.update(converged=bool(result.converged), collapsed=bool(result.collapsed),
+                    iterations=int(result.iterations))
+    return data
+
+
+def plot_result(model: str, result, path: str | os.PathLike) -> Path:
+    """Save a PNG: MOS (or MLE quality) per stimulus with 95% intervals, sorted; for mle also
+    each observer's bias and inconsistency with intervals; for bt500 the rejected observers
+    are named in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = result.mos if model in ("bt500", "mle") else result
+    if model == "mle":
+        centre, low, high = result.quality, result.quality_ci_low, result.quality_ci_high
+        label = "quality (MLE) with 95% interval"
+    else:
+        centre, low, high = summary.mean, summary.ci_low, summary.ci_high
+        label = "MOS with 95% interval"
+    order = np.argsort(np.nan_to_num(centre, nan=-np.inf))
+    panels = 3 if model == "mle" else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 + 4 * (panels - 1), 4 + 0.12 * len(order)),
+                                squeeze=False)
+    ax = axes[0][0]
+    y = np.arange(len(order))
+    error = np.vstack([centre[order] - low[order], high[order] - centre[order]])
+    ax.errorbar(centre[order], y, xerr=np.nan_to_num(error), fmt="o", color="#1f5fa8",
+                ecolor="#777", capsize=3)
+    ax.set_yticks(y, [summary.stimulus_ids[i] for i in order], fontsize=8)
+    ax.set_xlabel(label)
+    title = "MOS" if model == "mos" else ("MOS after BT.500 screening" if model == "bt500"
+                                          else "MLE subject model")
+    if model == "bt500":
+        title += f"\nrejected: {', '.join(result.rejected_observer_ids) or 'none'}"
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    if model == "mle":
+        observers = np.arange(len(result.observer_ids))
+        for ax, values, lo, hi, name in (
+                (axes[0][1], result.observer_bias, result.observer_bias_ci_low,
+                 result.observer_bias_ci_high, "observer bias"),
+                (axes[0][2], result.observer_inconsistency, result.observer_inconsistency_ci_low,
+                 result.observer_inconsistency_ci_high, "observer inconsistency")):
+            ax.errorbar(values, observers, xerr=np.nan_to_num(np.vstack([values - lo, hi - values])),
+                        fmt="s", color="#a8461f", ecolor="#777", capsize=3)
+            ax.set_yticks(observers, list(result.observer_ids), fontsize=8)
+            ax.set_xlabel(name)
+            ax.set_title(name)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0][1].axvline(0.0, color="#333", linewidth=0.8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+@study_app.command()
+def analyze(
+    votes: str = typer.Argument(..., metavar="VOTES", help="Votes CSV (stimulus, observer, score"
+                                "[, content]) or a sureal/vmaf dataset .py file."),
+    model: str = typer.Option("mos", "--model", "-m", help="mos, bt500 or mle."),
+    output: str = typer.Option("table", "--output", "-o", help="table or json."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Write the trainers' manifest "
+                                           "(stimulus, mean, std, n, ...) to this CSV."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Save a PNG plot here."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="LOW:HIGH: refuse votes off it."),
+    min_inconsistency: float = typer.Option(0.0, "--min-inconsistency", min=0.0,
+                                            help="mle: lower bound on observer inconsistency "
+                                            "(bounds the fit in small studies; 0 = sureal's)."),
+) -> None:
+    """MOS with intervals, BT.500 observer screening, or the MLE subject model of a study's votes."""
+    from gameqa.subjective import (bt500_screen, mle_subject_model, mos, print_mos_table,
+                                   read_sureal_dataset, read_votes_csv, write_manifest)
+
+    if model not in MODELS:
+        _fail(f"--model {model!r} is not one of {', '.join(MODELS)}")
+    if output not in ("table", "json"):
+        _fail(f"--output {output!r} is not table or json")
+    bounds = _parse_scale(scale)
+    try:
+        reader = read_sureal_dataset if votes.endswith(".py") else read_votes_csv
+        table = reader(votes, scale=bounds)
+        if model == "mos":
+            result = mos(table)
+        elif model == "bt500":
+            result = bt500_screen(table)
+        else:
+            result = mle_subject_model(table, min_inconsistency=min_inconsistency)
+        if manifest:
+            write_manifest(result, manifest)
+        if plot:
+            try:
+                plot_result(model, result, plot)
+            except OSError as exc:
+                _fail(f"{plot}: cannot write the plot ({exc.strerror or exc})")
+    except GameQAError as exc:
+        _fail(str(exc))
+    if output == "json":
+        out.print_json(json.dumps(result_to_dict(model, result)))
+    else:
+        print_mos_table(result, console=out, title=f"{table.name}: {model}, {table.num_votes} votes, "
+                                                    f"{table.num_observers} observers")
+        if model == "mle":
+            data = result_to_dict(model, result)
+            for row in data["observers"]:
+                out.print(f"{row['observer']}: bias {row['bias']:+.3f}, inconsistency "
+                          f"{row['inconsistency']:.3f}", highlight=False)
+    if model == "mle" and result.collapsed:
+        err.print("warning: the MLE fit collapsed (some observer fitted with near-zero noise); "
+                  "its intervals are not meaningful. Try --min-inconsistency 0.1.", highlight=False)
+    if manifest:
+        err.print(f"manifest written to {manifest}", highlight=False)
+    if plot:
+        err.print(f"plot written to {plot}", highlight=False)
+
+
+if __name__ == "__main__":
+    study_app()

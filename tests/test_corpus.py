@@ -167,3 +167,14 @@ def test_ladder_config_errors(tmp_path):
     cfg.write_text("seconds = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_ladder(cfg)
+
+
+def test_capture_segments_share_their_session_content(tmp_path):
+    from gameqa.data.corpus import source_game_content
+
+    root = tmp_path / "sources"
+    assert source_game_content(root, root / "wesnoth--basilisk-caves--03.mkv") == ("wesnoth", "wesnoth--basilisk-caves")
+    assert source_game_content(root, root / "natural" / "bikes.mp4") == ("natural", "natural--bikes")
+    contents = [f"pingus--level{i}" for i in range(10)]
+    splits = assign_splits({"pingus": contents + contents})  # two segments per session: one split per session
+    assert set(splits) == set(contents) and set(splits.values()) == {"train", "val", "test"}

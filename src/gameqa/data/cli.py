@@ -17,12 +17,32 @@ out = Console()
 err = Console(stderr=True)
 
 DEFAULT_LADDER = REPO_ROOT / "configs" / "corpus" / "ladder.toml"
+DEFAULT_GAMES = REPO_ROOT / "configs" / "corpus" / "games.toml"
 DEFAULT_MANIFEST = REPO_ROOT / "manifests" / "corpus.csv"
 
 
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+@corpus_app.command("capture")
+def capture(
+    games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="game or game/variant (repeatable)."),
+) -> None:
+    """Record gameplay sources under Xvfb (resumable: recorded sources are kept; bad captures rejected)."""
+    from gameqa.data.capture import capture_all
+    from gameqa.data.games import load_corpus_config
+
+    out_dir = (root or corpus_dir()) / "sources"
+    try:
+        reports = capture_all(load_corpus_config(games), out_dir, only=only, console=err)
+    except GameQAError as exc:
+        _fail(str(exc))
+    kept = sum(r.accepted for r in reports)
+    out.print(f"{kept} of {len(reports)} new captures kept in {out_dir}")
 
 
 @corpus_app.command("build")
@@ -94,3 +114,20 @@ def stats(
         out.print(table)
     if plot:
         out.print(f"plot written to {plot_stats(rows, plot)}")
+
+
+@corpus_app.command("rebuild")
+def rebuild(
+    games: Path = typer.Option(DEFAULT_GAMES, "--games"),
+    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder"),
+    root: Optional[Path] = typer.Option(None, "--root"),
+    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest"),
+    workers: int = typer.Option(2, "--workers"),
+) -> None:
+    """The whole corpus from nothing (or from where it stopped): capture, build, stats plot."""
+    capture(games=games, root=root, only=None)
+    try:
+        build(ladder=ladder, root=root, manifest=manifest, workers=workers, natural=True, max_sources=None)
+    finally:
+        if manifest.is_file():
+            stats(manifest=manifest, plot=manifest.with_suffix(".png"), as_json=False)

@@ -2,7 +2,9 @@
 
 Layout under the corpus folder (``$GAMEQA_CACHE/corpus`` by default)::
 
-    sources/<game>/<name>.mkv          captured gameplay (``gameqa corpus capture``) and natural clips
+    sources/<game>--<variant>--NN.mkv  captured gameplay (``gameqa corpus capture``): segment NN of one
+                                       game session; the sessions's segments share one split
+    sources/<game>/<name>.mkv          other sources, one content each (e.g. ``natural/`` clips)
     clips/<source_id>/<spec_id>.<ext>  encoded clips, content-addressed (source hash, settings hash)
     clips/<source_id>/<spec_id>.json   their labels (VMAF, PSNR-Y, SSIM per frame and pooled, MOS)
 
@@ -36,6 +38,7 @@ NATURAL_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4")
 class Source:
     source_id: str
     game: str
+    content: str  # the game session (or clip) it comes from: splits keep a content's sources together
     group: str
     path: Path
     width: int
@@ -72,11 +75,21 @@ def add_natural_sources(sources_dir: Path) -> list[Path]:
     return out
 
 
+def source_game_content(sources_dir: Path, path: Path) -> tuple[str, str]:
+    """(game, content) of a source file from its place and name (see the layout above)."""
+    if path.parent == sources_dir and "--" in path.stem:
+        content = path.stem.rsplit("--", 1)[0]
+        return content.split("--", 1)[0], content
+    return path.parent.name, f"{path.parent.name}--{path.stem}"
+
+
 def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], None]) -> list[Source]:
-    """Every video under ``sources/<game>/``; sources too short or unreadable are reported and skipped."""
+    """Every source video (see the layout above); sources too short or unreadable are reported and skipped."""
     found = []
-    for path in sorted(p for p in sources_dir.glob("*/*") if p.suffix.lower() in SOURCE_SUFFIXES):
-        game = path.parent.name
+    candidates = [p for p in sources_dir.glob("*") if p.is_file() and "--" in p.stem]
+    candidates += list(sources_dir.glob("*/*"))
+    for path in sorted(p for p in candidates if p.suffix.lower() in SOURCE_SUFFIXES and not p.name.startswith(".")):
+        game, content = source_game_content(sources_dir, path)
         try:
             info = probe_video(path)
         except GameQAError as exc:
@@ -86,7 +99,7 @@ def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], No
             warn(f"skipped source {path}: {info.duration:.2f} s is shorter than the ladder's {min_seconds:g} s")
             continue
         found.append(Source(
-            source_id=file_digest(path), game=game,
+            source_id=file_digest(path), game=game, content=content,
             group=NATURAL_GROUP if game == NATURAL_GROUP else "game", path=path,
             width=info.display_width, height=info.display_height, fps=info.fps, duration=info.duration,
         ))
@@ -121,7 +134,7 @@ def manifest_row(root: Path, source: Source, spec: EncodeSpec, labels: ClipLabel
     w, h = encoded_size(source.width, source.height, spec.rung.height)
     return {
         "clip_id": f"{source.source_id}-{spec.spec_id}", "source_id": source.source_id,
-        "game": source.game, "group": source.group, "codec": spec.codec.name, "encoder": spec.codec.encoder,
+        "game": source.game, "content": source.content, "group": source.group, "codec": spec.codec.name, "encoder": spec.codec.encoder,
         "height": h, "width": w, "display_height": source.height, "display_width": source.width,
         "kbps": spec.rung.kbps, "actual_kbps": clip.stat().st_size * 8 / 1000 / spec.seconds, "fps": spec.rung.fps or source.fps,
         "seconds": spec.seconds, "path": str(clip.relative_to(root)),
@@ -143,6 +156,8 @@ def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool 
         sources = sources[:max_sources]
     if not sources:
         raise GameQAError(sources_dir, "no usable sources (expected sources/<game>/<clip>.mkv)")
+    for stale in (root / "clips").glob("*/.*-*"):  # temp files of a build that was killed
+        stale.unlink(missing_ok=True)
     jobs = [(s, spec) for i, s in enumerate(sources) for spec in ladder.specs_for(i)]
     rows, failures = [], []
     done = 0
@@ -160,8 +175,8 @@ def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool 
                 progress(done, len(jobs))
     by_game: dict[str, list[str]] = {}
     for r in rows:
-        by_game.setdefault(r["game"], []).append(r["source_id"])
+        by_game.setdefault(r["game"], []).append(r["content"])
     splits = assign_splits(by_game)
     for r in rows:
-        r["split"] = splits[r["source_id"]]
+        r["split"] = splits[r["content"]]
     return rows, failures

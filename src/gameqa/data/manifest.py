@@ -1,7 +1,8 @@
 """The corpus manifest: one row per distorted clip, with its settings, labels and fixed splits.
 
-Splits are content-disjoint: every clip of a source lands in the same split (train / val / test), chosen by a
-hash of the source id within each game, so adding sources never moves old ones. The second split holds out
+Splits are content-disjoint: every clip of a content (one game session, whose segments are the sources) lands
+in the same split (train / val / test), chosen by a hash of the content id within each game, so no source and
+no session is in two splits, and adding sources never moves old ones. The second split holds out
 whole games: ``logo_split(rows, game)`` puts that game's clips in test and every other game's in train/val.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Iterable
 from gameqa.errors import ConfigError
 
 COLUMNS = [
-    "clip_id", "source_id", "game", "group", "codec", "encoder", "height", "width", "display_height",
+    "clip_id", "source_id", "game", "content", "group", "codec", "encoder", "height", "width", "display_height",
     "display_width", "kbps", "actual_kbps", "fps", "seconds", "path", "source_path", "vmaf", "vmaf_p5", "psnr_y", "ssim", "mos", "frames", "split",
 ]
 NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": int, "kbps": float,
@@ -27,14 +28,14 @@ NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": 
 SPLITS = ("train", "val", "test")
 
 
-def _rank(source_id: str) -> str:
-    return hashlib.sha1(f"gameqa-split:{source_id}".encode()).hexdigest()
+def _rank(content_id: str) -> str:
+    return hashlib.sha1(f"gameqa-split:{content_id}".encode()).hexdigest()
 
 
-def assign_splits(sources_by_game: dict[str, list[str]], val: float = 0.15, test: float = 0.15) -> dict[str, str]:
-    """Source id -> split, per game, by hash order: the first ``test`` share is test, the next ``val`` share val."""
+def assign_splits(contents_by_game: dict[str, list[str]], val: float = 0.15, test: float = 0.15) -> dict[str, str]:
+    """Content id -> split, per game, by hash order: the first ``test`` share is test, the next ``val`` share val."""
     out = {}
-    for game, ids in sources_by_game.items():
+    for game, ids in contents_by_game.items():
         ordered = sorted(set(ids), key=_rank)
         n = len(ordered)
         n_test = max(1, round(n * test)) if n >= 3 else 0
@@ -63,7 +64,7 @@ def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for r in sorted(rows, key=lambda r: (r["game"], r["source_id"], r["clip_id"])):
+    for r in sorted(rows, key=lambda r: (r["game"], r["content"], r["source_id"], r["clip_id"])):
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".csv")

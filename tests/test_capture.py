@@ -1,0 +1,146 @@
+"""Gameplay capture: the frozen / duplicated frame detector, recipe parsing, and one real Xvfb capture."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gameqa.data.capture import capture_source, check_frames
+from gameqa.data.games import CaptureSettings, GameRecipe, load_corpus_config, parse_game
+from gameqa.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _moving_frame(index: int, width: int = 96, height: int = 64) -> np.ndarray:
+    """A textured frame that scrolls by 3 pixels per index (every frame differs from the last)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    pattern = ((xs + 3 * index) * 7 + ys * 13) % 256
+    return np.stack([pattern, (pattern * 3) % 256, 255 - pattern], axis=-1).astype(np.uint8)
+
+
+def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    """Encode RGB frames losslessly (FFV1) so that repeated frames stay bit-identical."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "bgr0"
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="bgr0")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_moving_clip_passes(tmp_path):
+    clip = _write_clip(tmp_path / "moving.mkv", [_moving_frame(i) for i in range(60)])
+    check = check_frames(clip, fps=30)
+    assert check.accepted, check.reason
+    assert check.frames == 60
+    assert check.duplicate_share == 0.0
+    assert check.longest_frozen_s == 0.0
+    assert abs(check.measured_fps - 30) < 0.5
+
+
+def test_frozen_segment_is_rejected(tmp_path):
+    # 20 moving frames, then the picture stays still for 40 frames (1.33 s), then moves again.
+    indices = list(range(20)) + [20] * 40 + list(range(21, 41))
+    clip = _write_clip(tmp_path / "frozen.mkv", [_moving_frame(i) for i in indices])
+    check = check_frames(clip, fps=30)
+    assert not check.accepted
+    assert check.longest_frozen_s == pytest.approx(39 / 30, abs=1e-3)
+    assert check.duplicate_share == pytest.approx(39 / 79, abs=1e-3)
+    assert "frozen" in check.reason and "duplicated" in check.reason
+
+
+def test_half_rate_game_is_rejected_by_share_not_by_run(tmp_path):
+    # A game rendering at 15 fps into a 30 fps capture: every frame shown twice, no long freeze.
+    clip = _write_clip(tmp_path / "half.mkv", [_moving_frame(i // 2) for i in range(60)])
+    strict = check_frames(clip, fps=30, settings=CaptureSettings(max_duplicate_share=0.2, max_frozen_s=1.0))
+    assert not strict.accepted and strict.duplicate_share == pytest.approx(30 / 59, abs=1e-3)
+    assert strict.longest_frozen_s == pytest.approx(1 / 30, abs=1e-3)
+    lenient = check_frames(clip, fps=30, settings=CaptureSettings(max_duplicate_share=0.6, max_frozen_s=1.0))
+    assert lenient.accepted, lenient.reason
+
+
+def test_blank_clip_is_rejected(tmp_path):
+    black = np.zeros((64, 96, 3), np.uint8)
+    frames = [black.copy() for _ in range(30)]
+    for index, frame in enumerate(frames):  # tiny changes: not duplicates, but still a blank screen
+        frame[0, index % 96, 0] = 1
+    check = check_frames(_write_clip(tmp_path / "black.mkv", frames), fps=30)
+    assert not check.accepted and "blank" in check.reason
+
+
+def test_games_config_parses_and_names_variants():
+    config = load_corpus_config(REPO / "configs" / "corpus" / "games.toml")
+    assert len(config.games) >= 4
+    assert sum(config.game(g.name).resolved(v).segments for g in config.games for v in g.variants) >= 100
+    run = config.game("pingus").resolved("desert1")
+    assert run.command[0] == "/usr/games/pingus" and run.command[-1].endswith("desert1.pingus")
+    assert run.steps[0].kind == "click"
+
+
+def test_bad_recipe_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown step"):
+        parse_game("broken", {"command": ["true"], "steps": [{"press": "x"}]}, "games.toml")
+    with pytest.raises(ConfigError, match="command"):
+        parse_game("broken", {"warmup_s": 3}, "games.toml")
+
+
+# A tiny "game": a Tk window filling the screen whose colour stripes scroll at 60 Hz.
+_SCROLLER = """
+import tkinter as tk
+root = tk.Tk(); root.geometry('320x240+0+0'); root.overrideredirect(True)
+canvas = tk.Canvas(root, width=320, height=240, highlightthickness=0); canvas.pack()
+bars = [canvas.create_rectangle(i * 20, 0, i * 20 + 10, 240, fill='#%02x%02x80' % (i * 12, 255 - i * 12), width=0)
+        for i in range(17)]
+def tick():
+    for bar in bars:
+        canvas.move(bar, 3, 0)
+        if canvas.coords(bar)[0] >= 320:
+            canvas.move(bar, -340, 0)
+    root.after(16, tick)
+tick(); root.mainloop()
+"""
+
+
+def _tk_works() -> bool:
+    return subprocess.run([sys.executable, "-c", "import tkinter"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
+@pytest.mark.skipif(not _tk_works(), reason="tkinter is not available to draw the test window")
+def test_real_capture_under_xvfb(tmp_path):
+    recipe = GameRecipe(name="scroller", command=(sys.executable, "-c", _SCROLLER), warmup_s=1.5)
+    out = tmp_path / "scroller.mkv"
+    settings = CaptureSettings(max_duplicate_share=0.5, max_frozen_s=0.5, min_fps_ratio=0.8)
+    report = capture_source(recipe, None, out, seconds=2.0, fps=30, size=(320, 240), settings=settings)
+    assert report.accepted, report.reason
+    assert report.path == str(out) and out.exists()
+    assert not list(tmp_path.glob(".*partial*"))
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 60 and frames[0].shape == (240, 320, 3)
+    assert frames[0].std() > 10  # the stripes were captured, not a black screen
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
+def test_game_that_dies_gives_a_clear_error(tmp_path):
+    from gameqa.data.capture import GameStartError
+
+    recipe = GameRecipe(name="crasher", command=(sys.executable, "-c", "print('no level found'); raise SystemExit(3)"),
+                        warmup_s=2)
+    with pytest.raises(GameStartError, match=r"crasher: \[default\] exited with code 3 during warm-up: no level found"):
+        capture_source(recipe, None, tmp_path / "x.mkv", seconds=1.0, size=(320, 240))
+    assert not (tmp_path / "x.mkv").exists()
+    missing = GameRecipe(name="ghost", command=("/usr/games/no-such-game",))
+    with pytest.raises(GameStartError, match="command not found"):
+        capture_source(missing, None, tmp_path / "y.mkv", seconds=1.0, size=(320, 240))

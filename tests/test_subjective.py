@@ -9,6 +9,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import json
 import math
 import types
 import warnings
@@ -220,6 +221,9 @@ def test_bt500_matches_sureal(name):
 
 # --- the MLE subject model ------------------------------------------------------------
 
+SUREAL_ATOL = 1e-9
+
+
 def compare_with_sureal(table, keyed=False):
     _, models = sureal_modules()
     reader = sureal_reader(table, keyed=keyed)
@@ -233,16 +237,19 @@ def compare_with_sureal(table, keyed=False):
                 ours, **{f: getattr(ours, f)[order] for f in (
                     "observer_bias", "observer_inconsistency", "observer_bias_std")})
         assert ours.converged and not ours.collapsed
-        np.testing.assert_allclose(ours.quality, reference["quality_scores"], atol=0.01)
-        np.testing.assert_allclose(ours.observer_bias, reference["observer_bias"], atol=0.01)
+        # the same steps as sureal, so equal to rounding (no safeguard changes a step here)
+        np.testing.assert_allclose(ours.quality, reference["quality_scores"], atol=SUREAL_ATOL)
+        np.testing.assert_allclose(ours.observer_bias, reference["observer_bias"],
+                                   atol=SUREAL_ATOL)
         np.testing.assert_allclose(ours.observer_inconsistency,
-                                   reference["observer_inconsistency"], atol=0.01)
-        np.testing.assert_allclose(ours.quality_std, reference["quality_scores_std"], atol=1e-3)
+                                   reference["observer_inconsistency"], atol=SUREAL_ATOL)
+        np.testing.assert_allclose(ours.quality_std, reference["quality_scores_std"],
+                                   atol=SUREAL_ATOL)
         np.testing.assert_allclose(ours.observer_bias_std, reference["observer_bias_std"],
-                                   atol=1e-3)
+                                   atol=SUREAL_ATOL)
         if not oblivious:
             np.testing.assert_allclose(ours.content_ambiguity,
-                                       reference["content_ambiguity"], atol=0.01)
+                                       reference["content_ambiguity"], atol=SUREAL_ATOL)
 
 
 @pytest.mark.parametrize("name", NFLX_FILES)
@@ -296,6 +303,135 @@ def test_mle_recovers_known_parameters_from_simulated_votes():
     assert inside.mean() > 0.85
     assert fit.stimulus_ambiguity.shape == (table.num_stimuli,)
     assert np.max(np.abs(fit.content_ambiguity - ambiguity)) < 0.2
+
+
+def integer_votes(seed, num_stimuli=8, num_observers=12, num_contents=3, missing=0.0):
+    """A small study's ACR votes: the model's votes rounded and clipped to 1..5."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(1.5, 4.5, num_stimuli)
+    bias = rng.normal(0.0, 0.4, num_observers)
+    inconsistency = rng.uniform(0.1, 0.8, num_observers)
+    content_of = np.arange(num_stimuli) % num_contents
+    scores = (quality[:, None] + bias[None, :]
+              + inconsistency[None, :] * rng.standard_normal((num_stimuli, num_observers)))
+    scores = np.clip(np.rint(scores), 1, 5)
+    scores[rng.random(scores.shape) < missing] = np.nan
+    return VoteTable(tuple(f"s{j}" for j in range(num_stimuli)),
+                     tuple(f"o{i}" for i in range(num_observers)), scores,
+                     tuple(f"c{c}" for c in content_of))
+
+
+def fit_without_warnings(table, **kwargs):
+    """mle_subject_model, failing on any warning (overflow, division by zero, ...)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = mle_subject_model(table, **kwargs)
+    assert [str(w.message) for w in caught] == []
+    return fit
+
+
+def assert_sane_intervals(fit, low=-10.0, high=10.0):
+    """Every bound is NaN (not estimable) or a number on the scale's order, around its value."""
+    for value, ci_low, ci_high in (
+            (fit.quality, fit.quality_ci_low, fit.quality_ci_high),
+            (fit.observer_bias, fit.observer_bias_ci_low, fit.observer_bias_ci_high),
+            (fit.observer_inconsistency, fit.observer_inconsistency_ci_low,
+             fit.observer_inconsistency_ci_high)):
+        assert np.all(np.isfinite(value)) and np.all((low < value) & (value < high))
+        for bound in (ci_low, ci_high):
+            known = ~np.isnan(bound)
+            assert np.all((low < bound[known]) & (bound[known] < high))
+        known = ~np.isnan(ci_low) & ~np.isnan(ci_high)
+        assert np.all(ci_low[known] <= value[known]) and np.all(value[known] <= ci_high[known])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mle_small_integer_study_with_floor_is_bounded(seed):
+    # 12 observers x 8 stimuli of rounded votes: some observers' residuals are far below the
+    # 0.1 floor, where the likelihood is convex in v and a Newton step used to run away
+    table = integer_votes(seed)
+    for oblivious in (False, True):
+        fit = fit_without_warnings(table, min_inconsistency=0.1, content_oblivious=oblivious)
+        assert fit.converged and not fit.collapsed
+        assert np.all(fit.observer_inconsistency >= 0.1)
+        assert np.all(fit.observer_inconsistency <= 4.0)  # no more than the vote range
+        assert np.all(np.isfinite(fit.quality_std)) and np.all(np.isfinite(fit.observer_bias_std))
+        assert np.all(fit.observer_bias_std < 1.0) and np.all(fit.quality_std < 1.0)
+        assert_sane_intervals(fit)
+        on_floor = fit.observer_inconsistency <= 0.1 * (1 + 1e-9)
+        # a floor-bound v has no curvature-based std, and its lower bound is the floor
+        assert np.all(np.isnan(fit.observer_inconsistency_std[on_floor]))
+        np.testing.assert_allclose(fit.observer_inconsistency_ci_low[on_floor], 0.1)
+        assert np.all(np.isfinite(fit.observer_inconsistency_ci_high))
+        # the fit recovers the plain MOS's ranking of stimuli (votes are not degenerate)
+        assert np.corrcoef(fit.quality, fit.mos.mean)[0, 1] > 0.9
+    with pytest.raises(ConfigError, match="min_inconsistency -0.1 must be a number >= 0"):
+        mle_subject_model(table, min_inconsistency=-0.1)
+
+
+@pytest.mark.parametrize("seed", [9, 11, 13, 16, 20])
+def test_mle_sparse_integer_studies_converge(seed):
+    # 30% of the votes missing: the unconstrained fit used to stop with "diverged" here
+    table = integer_votes(seed, missing=0.3)
+    assert np.isnan(table.scores).any()
+    for oblivious in (False, True):
+        free = fit_without_warnings(table, content_oblivious=oblivious)
+        assert free.converged and np.all(np.isfinite(free.quality))
+        assert_sane_intervals(free)
+        if free.collapsed:  # the collapsed votes' stimuli and observers get no intervals
+            spread = np.sqrt(free.observer_inconsistency[None, :] ** 2
+                             + (0.0 if oblivious else free.stimulus_ambiguity[:, None] ** 2))
+            collapsed_votes = ~np.isnan(table.scores) & (spread < 1e-3)
+            assert np.all(np.isnan(free.quality_std[collapsed_votes.any(axis=1)]))
+            assert np.all(np.isnan(free.observer_bias_ci_low[collapsed_votes.any(axis=0)]))
+        floored = fit_without_warnings(table, content_oblivious=oblivious, min_inconsistency=0.1)
+        assert floored.converged and not floored.collapsed
+        assert np.all(floored.observer_inconsistency >= 0.1)
+        assert np.all(np.isfinite(floored.quality_ci_low))
+        assert_sane_intervals(floored)
+
+
+def test_mle_cli_small_study_shows_bounded_intervals_and_na(tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.subjective.cli import study_app
+
+    def write_votes(table, path):
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["stimulus", "observer", "score", "content"])
+            for j, stimulus in enumerate(table.stimulus_ids):
+                for i, observer in enumerate(table.observer_ids):
+                    if not np.isnan(table.scores[j, i]):
+                        writer.writerow([stimulus, observer, int(table.scores[j, i]),
+                                         table.content_ids[j]])
+        return path
+
+    runner = CliRunner()
+    dense = write_votes(integer_votes(1), tmp_path / "dense.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = runner.invoke(study_app, ["analyze", str(dense), "--model", "mle",
+                                           "--min-inconsistency", "0.1", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["converged"] and not data["collapsed"]
+    for observer in data["observers"]:
+        assert observer["inconsistency"] >= 0.1 - 1e-12
+        low, high = observer["bias_ci"]
+        assert -5 < low <= observer["bias"] <= high < 5
+        assert observer["inconsistency_ci"][1] < 5
+    sparse = write_votes(integer_votes(9, missing=0.3), tmp_path / "sparse.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = runner.invoke(study_app, ["analyze", str(sparse), "--model", "mle"])
+    assert result.exit_code == 0, result.output
+    assert "n/a" in result.stdout and "e+" not in result.stdout
+    assert "Try --min-inconsistency 0.1" in result.output
+    result = runner.invoke(study_app, ["analyze", str(sparse), "--model", "mle", "--output",
+                                       "json"])
+    stimuli = json.loads(result.stdout)["stimuli"]
+    assert any(s["quality_std"] is None for s in stimuli)  # not estimable: null, not ~0
 
 
 # --- manifest and printing ------------------------------------------------------------

@@ -130,7 +130,7 @@ def _number(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
+        return float(value) if math.isfinite(value) else None
     return value
 
 
@@ -160,6 +160,42 @@ def result_to_dict(model: str, result) -> dict:
         data.update(converged=bool(result.converged), collapsed=bool(result.collapsed),
                     iterations=int(result.iterations))
     return data
+
+
+def _shown(value, pattern: str = "{:.3f}") -> str:
+    """A table cell: the number, or "n/a" where it could not be estimated (NaN or inf)."""
+    if isinstance(value, (float, np.floating)):
+        return pattern.format(float(value)) if math.isfinite(value) else "n/a"
+    return str(value)
+
+
+def print_mle_tables(result, console=None, title: str | None = None) -> None:
+    """Print an MLE result: per stimulus (MOS and model quality) and per observer (bias and
+    inconsistency with 95% bounds). Values that cannot be estimated show as "n/a"."""
+    from rich.table import Table
+
+    from gameqa.subjective.analysis import _manifest_rows
+
+    console = console or out
+    columns, rows = _manifest_rows(result)
+    stimuli = Table(title=title)
+    for column in columns:
+        stimuli.add_column(column, justify="left" if column == "stimulus" else "right")
+    for row in rows:
+        stimuli.add_row(*[_shown(v) for v in row])
+    console.print(stimuli)
+    observers = Table(title="observers")
+    for column in ("observer", "bias", "bias_ci_low", "bias_ci_high", "inconsistency",
+                   "inconsistency_ci_low", "inconsistency_ci_high"):
+        observers.add_column(column, justify="left" if column == "observer" else "right")
+    for i, observer in enumerate(result.observer_ids):
+        observers.add_row(observer, _shown(result.observer_bias[i], "{:+.3f}"),
+                          _shown(result.observer_bias_ci_low[i]),
+                          _shown(result.observer_bias_ci_high[i]),
+                          _shown(result.observer_inconsistency[i]),
+                          _shown(result.observer_inconsistency_ci_low[i]),
+                          _shown(result.observer_inconsistency_ci_high[i]))
+    console.print(observers)
 
 
 def plot_result(model: str, result, path: str | os.PathLike) -> Path:
@@ -261,13 +297,11 @@ def analyze(
     if output == "json":
         out.print_json(json.dumps(result_to_dict(model, result)))
     else:
-        print_mos_table(result, console=out, title=f"{table.name}: {model}, {table.num_votes} votes, "
-                                                    f"{table.num_observers} observers")
+        title = f"{table.name}: {model}, {table.num_votes} votes, {table.num_observers} observers"
         if model == "mle":
-            data = result_to_dict(model, result)
-            for row in data["observers"]:
-                out.print(f"{row['observer']}: bias {row['bias']:+.3f}, inconsistency "
-                          f"{row['inconsistency']:.3f}", highlight=False)
+            print_mle_tables(result, console=out, title=title)
+        else:
+            print_mos_table(result, console=out, title=title)
     if model == "mle" and result.collapsed:
         err.print("warning: the MLE fit collapsed (some observer fitted with near-zero noise); "
                   "its intervals are not meaningful. Try --min-inconsistency 0.1.", highlight=False)

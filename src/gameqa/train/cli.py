@@ -1,0 +1,121 @@
+"""``gameqa train`` / ``eval`` / ``export`` for ERAQUE: a typer sub-app the main CLI mounts.
+
+    gameqa train configs/eraque/default.toml train.epochs=3 model.backbone=tiny
+    gameqa eval --model runs/eraque/best.pt --manifest corpus/manifests/corpus.csv --split test
+    gameqa export runs/eraque/best.pt --out models/eraque
+
+Under ``torchrun --nproc_per_node N -m gameqa.train.cli train CONFIG`` the same command trains on N processes.
+User errors print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from gameqa.errors import GameQAError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command("train")
+def train_cmd(
+    config: str = typer.Argument(..., help="TOML or YAML config (may `inherit` another)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Settings to override: section.key=value ..."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Fail instead of resuming a run found in out_dir."),
+) -> None:
+    """Train ERAQUE from a config; resumes the run in out_dir if one is there (same config required)."""
+    try:
+        from gameqa.train.config import load_config
+        from gameqa.train.trainer import Trainer
+
+        cfg = load_config(config, overrides or [])
+        trainer = Trainer(cfg, resume=not no_resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        result = trainer.fit()
+    except GameQAError as exc:
+        _fail(str(exc))
+    # One JSON line per process (under torchrun every rank prints its own): equal digests = identical weights.
+    typer.echo(json.dumps({"run_dir": str(result.run_dir), "rank": trainer.dist.rank, "steps": result.steps,
+                           "best_srocc": result.best_srocc, "best_step": result.best_step, "last_val": result.last_val,
+                           "digest": result.digest, "seconds": round(result.seconds, 1)}))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint (.pt), registered model name, or model folder."),
+    manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
+    root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
+    sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy (default: the model's, else uniform:8)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling (default: the model's)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Correlation of a model's clip scores with MOS on one split of a manifest."""
+    from gameqa.evaluate import print_table
+    from gameqa.train.evaluation import evaluate_split
+
+    try:
+        ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
+                            bootstrap=bootstrap)
+    except GameQAError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps({"clips": len(ev.clip_ids), "table": ev.table,
+                                   "predictions": dict(zip(ev.clip_ids, ev.predictions))}, default=float))
+    else:
+        print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: str = typer.Argument(..., help="Trainer checkpoint (best.pt)."),
+    out_dir: str = typer.Option(..., "--out", "-o", help="Model folder to write (model.json + model.onnx)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: the config's name)."),
+) -> None:
+    """Export a checkpoint to ONNX + model.json, checked against torch on real frames."""
+    try:
+        from gameqa.export.onnx import export_onnx
+
+        report = export_onnx(checkpoint, out_dir, name=name)
+    except GameQAError as exc:
+        _fail(str(exc))
+    out.print(f"wrote {report.folder} (ONNX vs torch max abs diff {report.max_abs_diff:.2e} on "
+              f"{report.crops_checked} crops; {report.engine_max_abs_diff:.2e} through the engine)", highlight=False)
+
+
+@app.command("bench")
+def bench_cmd(
+    config: str = typer.Argument(..., help="Config whose backbone, crop and batch size to time."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Settings to override: section.key=value ..."),
+    steps: int = typer.Option(5, "--steps", help="Timed steps (after one warm-up step)."),
+    train_clips: int = typer.Option(1050, "--train-clips", help="Train clips for the projection."),
+    val_clips: int = typer.Option(225, "--val-clips", help="Val clips for the projection."),
+) -> None:
+    """Seconds per training step on this CPU, and the projected time of a full training run."""
+    try:
+        from gameqa.train.config import load_config
+        from gameqa.train.trainer import estimate_hours, measure_step_seconds
+
+        cfg = load_config(config, overrides or [])
+        timing = measure_step_seconds(cfg, steps)
+    except GameQAError as exc:
+        _fail(str(exc))
+    projection = estimate_hours(cfg, train_clips, val_clips, timing["step_s_median"], timing["eval_s_per_crop"])
+    typer.echo(json.dumps({"backbone": cfg.model.backbone, "crop": cfg.input.crop_size, "batch": cfg.train.batch_size,
+                           **{k: round(v, 3) for k, v in timing.items()},
+                           **{k: round(v, 2) for k, v in projection.items()}}))
+
+
+if __name__ == "__main__":
+    app()

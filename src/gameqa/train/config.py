@@ -1,0 +1,286 @@
+"""Training configs: typed (pydantic), read from TOML or YAML, with inheritance and command-line overrides.
+
+A config file may name a parent with ``inherit = "base.toml"`` (a path relative to the file); its tables are
+merged over the parent's, key by key. Overrides like ``train.epochs=3`` or ``model.backbone=tiny`` are applied
+last; their values are parsed as TOML (``3``, ``1e-3``, ``true``, ``"text"``, ``[1, 2]``) and read as text when
+that fails. Unknown keys and wrong types are a ConfigError naming the file and the key, before any work starts.
+
+Relative paths: ``data.manifest`` is relative to ``data.root`` (the corpus folder, by default
+``$GAMEQA_CACHE/corpus``); ``out_dir`` is relative to the current directory (by default
+``$GAMEQA_CACHE/runs/<name>``). ``$VARS`` and ``~`` are expanded in paths.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gameqa.errors import ConfigError
+from gameqa.paths import cache_dir, corpus_dir
+
+# Keys that may differ when a run is resumed (training may be extended, display may change).
+RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.progress", "train.threads"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the clips are and how frames are taken from them."""
+
+    manifest: str = "manifests/corpus.csv"
+    root: str = ""                      # corpus folder; "" = $GAMEQA_CACHE/corpus
+    frames_cache: str = ""              # "" = $GAMEQA_CACHE/frames
+    sample: str = "uniform:8"           # frames cached per clip (gameqa.media policy)
+    logo_game: str = ""                 # leave-one-game-out: this game is the test split
+    val_frames: int = Field(4, ge=1)    # frames per clip used for validation (spread over the cached ones)
+    val_crops: int = Field(2, ge=1)     # crops per frame for validation (grid, as the ONNX engine takes them)
+    limit_clips: int = Field(0, ge=0)   # use only the first N clips of each split (smoke runs); 0 = all
+
+    @field_validator("sample")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        from gameqa.media import SamplePolicy
+
+        return str(SamplePolicy.parse(value))
+
+
+class ModelConfig(_Section):
+    """The network."""
+
+    backbone: Literal["efficientnet-lite0", "tiny"] = "efficientnet-lite0"
+    reference: Literal["none", "full"] = "none"
+    pretrained: bool = True
+    head_hidden: int = Field(128, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    freeze_bn: bool = True
+
+
+class InputConfig(_Section):
+    """Crops at full (display) resolution: no resize, no blur; flips only."""
+
+    crop_size: int = Field(384, ge=16)
+    hflip: bool = True
+    crops_per_frame: int = Field(4, ge=1)   # at inference (exported model.json)
+
+    @field_validator("crop_size")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError("crop_size must be a multiple of 32")
+        return value
+
+
+class LossConfig(_Section):
+    """Regression plus the hard pairwise ranking loss."""
+
+    regression: Literal["l1", "l2", "smooth_l1", "none"] = "l1"
+    regression_weight: float = Field(1.0, ge=0.0)
+    rank_weight: float = Field(1.0, ge=0.0)
+    rank_threshold: float = Field(0.5, gt=0.0)
+    rank_margin: Union[Literal["gap"], float] = "gap"
+    margin_scale: float = Field(1.0, ge=0.0)
+    pair_weighting: Literal["uniform", "closeness"] = "uniform"
+
+
+class TrainConfig(_Section):
+    """Optimisation and bookkeeping."""
+
+    epochs: int = Field(10, ge=1)
+    max_steps: int = Field(0, ge=0)             # stop after this many optimiser steps; 0 = no limit
+    batch_size: int = Field(16, ge=2)           # crops per step per process
+    frames_per_clip_per_epoch: int = Field(1, ge=1)  # random frames of each train clip per epoch
+    lr: float = Field(3e-4, gt=0.0)
+    backbone_lr_scale: float = Field(0.3, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(5.0, ge=0.0)
+    validate_every: int = Field(1, ge=1)        # epochs
+    checkpoint_every: int = Field(100, ge=1)    # steps
+    log_every: int = Field(10, ge=1)            # steps
+    threads: int = Field(0, ge=0)               # torch threads per process; 0 = all cores / processes
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+
+class ExportConfig(_Section):
+    """What the exported model.json says."""
+
+    pooling: str = "mean"                       # or worst:P (mean of the worst P% of frames)
+    display_height: int = Field(0, ge=0)        # 0 = the largest display height of the training clips
+    description: str = ""
+
+    @field_validator("pooling")
+    @classmethod
+    def _pooling(cls, value: str) -> str:
+        import numpy as np
+
+        from gameqa.models.pooling import pool_scores
+
+        pool_scores(np.ones(1), value)
+        return value
+
+
+class EraqueConfig(_Section):
+    """A whole training run."""
+
+    name: str = "eraque"
+    version: str = "0.1.0"
+    seed: int = 0
+    out_dir: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    # -- resolved paths ------------------------------------------------------------------------------------
+    def corpus_root(self) -> Path:
+        return Path(_expand(self.data.root)) if self.data.root else corpus_dir()
+
+    def manifest_path(self) -> Path:
+        path = Path(_expand(self.data.manifest))
+        return path if path.is_absolute() else self.corpus_root() / path
+
+    def frames_dir(self) -> Path:
+        return Path(_expand(self.data.frames_cache)) if self.data.frames_cache else cache_dir() / "frames"
+
+    def run_dir(self) -> Path:
+        return Path(_expand(self.out_dir)) if self.out_dir else cache_dir() / "runs" / self.name
+
+    def to_flat(self) -> dict[str, Any]:
+        """``{"train.lr": 0.0003, ...}``: every setting by dotted key."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _expand(text: str) -> str:
+    return os.path.expanduser(os.path.expandvars(text))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _read_tree(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read config ({exc.strerror})") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            tree = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            tree = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(path, "config must be .toml, .yaml or .yml")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"bad TOML: {exc}") from None
+    except ConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(path, f"bad YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(path, "config must be a table of settings")
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_tree(path: str | Path, _seen: Optional[set] = None) -> dict:
+    """The raw settings of a config file with its ``inherit`` chain merged in (child wins)."""
+    path = Path(path).resolve()
+    seen = set() if _seen is None else _seen
+    if path in seen:
+        raise ConfigError(path, "inherit loop")
+    seen.add(path)
+    tree = _read_tree(path)
+    parent = tree.pop("inherit", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(path, "inherit must be a file name")
+    return _merge(load_tree(path.parent / parent, seen), tree)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001); the value is TOML, else plain text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(None, f"bad override {text!r}: expected section.key=value")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Set each ``a.b=value`` in a copy of ``tree``."""
+    out = copy.deepcopy(tree)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(None, f"bad override {text!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    value = error.get("input")
+    return f"{where}: {error['msg']} (got {json.dumps(value, default=str)})"
+
+
+def build_config(tree: dict, source: str | Path | None = None) -> EraqueConfig:
+    """Validate a settings tree; the first problem becomes a one-line ConfigError."""
+    try:
+        return EraqueConfig.model_validate(tree)
+    except ValidationError as exc:
+        errors = exc.errors()
+        extra = "" if len(errors) == 1 else f" (and {len(errors) - 1} more)"
+        raise ConfigError(source, _describe(errors[0]) + extra) from None
+
+
+def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> EraqueConfig:
+    """Read a TOML/YAML config, follow ``inherit``, apply ``a.b=value`` overrides, validate."""
+    tree = apply_overrides(load_tree(path), list(overrides or []))
+    return build_config(tree, path)
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], allowed: set[str] = RESUMABLE_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two flat configs, ignoring the ``allowed`` ones."""
+    keys = sorted((set(old) | set(new)) - allowed)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

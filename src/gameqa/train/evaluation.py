@@ -1,0 +1,88 @@
+"""Evaluate a model on a manifest split: predicted clip scores vs MOS (SROCC, KROCC, PLCC, RMSE).
+
+The model is a trainer checkpoint (``.pt``: torch), or a registered model name / exported model folder (ONNX
+Runtime: torch is not imported). Both score the same cached, display-size frames (``gameqa.train.frames``), take
+grid crops, average crops per frame and pool frames per clip, so a checkpoint and its export give the same table.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from gameqa.data.manifest import logo_split, read_manifest, split_rows
+from gameqa.errors import ConfigError
+from gameqa.evaluate import correlation_table
+from gameqa.models.pooling import pool_scores
+from gameqa.paths import cache_dir
+from gameqa.train.frames import FrameCache
+
+
+@dataclass
+class SplitEvaluation:
+    clip_ids: list[str]
+    predictions: list[float]
+    mos: list[float]
+    table: list[dict]
+
+
+def _checkpoint_scorer(path: str):
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
+
+    model, cfg = model_from_checkpoint(load_checkpoint(path))
+    size, count = cfg.input.crop_size, cfg.input.crops_per_frame
+
+    def score(frames, refs):
+        return torch_frame_scores(model, frames, refs, size, count)
+
+    return score, cfg.model.reference == "full", cfg.export.pooling, cfg.data.sample
+
+
+def _registry_scorer(name: str):
+    from gameqa.models.registry import create_model
+
+    engine = create_model(name)
+    return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
+
+
+def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test", *, root: Optional[str] = None,
+                   logo_game: Optional[str] = None, sample: Optional[str] = None, frames_cache: Optional[str] = None,
+                   pooling: Optional[str] = None, bootstrap: int = 1000,
+                   progress: Optional[Callable[[int, int], None]] = None) -> SplitEvaluation:
+    """Score every clip of ``split`` and build the correlation table against its MOS."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(None, f"split must be train, val or test, not {split!r}")
+    manifest = Path(manifest)
+    corpus_root = Path(root) if root else manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
+    rows = read_manifest(manifest, root=corpus_root, check_files=True)
+    parts = logo_split(rows, logo_game) if logo_game else split_rows(rows)
+    chosen = parts.get(split, [])
+    if len(chosen) < 2:
+        raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
+    if model.endswith(".pt"):
+        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model)
+    else:
+        score, full_ref, model_pooling, model_sample = _registry_scorer(model)
+    cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")
+    preds, mos, ids = [], [], []
+    for done, row in enumerate(chosen, start=1):
+        w, h = row["display_width"], row["display_height"]
+        clip = cache.clip_frames(row["abs_path"], w, h)
+        refs = None
+        if full_ref:
+            if not os.path.isfile(row["abs_source_path"]):
+                raise ConfigError(manifest, f"reference file {row['abs_source_path']} is missing")
+            ref_entry = cache.reference_frames(row["abs_source_path"], clip.timestamps, w, h)
+            refs = [ref_entry.load(i) for i in range(len(ref_entry))]
+        frames = [clip.load(i) for i in range(len(clip))]
+        frame_scores = np.asarray(score(frames, refs), dtype=np.float64)
+        preds.append(pool_scores(frame_scores, pooling or model_pooling))
+        mos.append(float(row["mos"]))
+        ids.append(row["clip_id"])
+        if progress:
+            progress(done, len(chosen))
+    table = correlation_table(preds, mos, bootstrap=bootstrap)
+    return SplitEvaluation(ids, preds, mos, table)

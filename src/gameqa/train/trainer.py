@@ -1,0 +1,661 @@
+"""The ERAQUE trainer: config in, checkpoints, metrics log and learning curve out.
+
+Every check on the inputs (config, manifest rows and labels, clip files, crop size vs frame size, a resumed
+run's config) happens in ``Trainer.__init__``, before frames are cached or a step is taken.
+
+Training samples are (clip, cached frame) pairs: each epoch takes ``frames_per_clip_per_epoch`` random frames
+of every train clip, one random crop each at full display resolution, randomly flipped (no blur, no resize:
+they would change the artefacts the label describes). Every random choice is drawn from a generator seeded by
+(seed, epoch, position), so a resumed run continues exactly as an uninterrupted one would.
+
+Validation scores each val clip as the ONNX engine will: ``val_frames`` frames, ``val_crops`` grid crops per
+frame, crop mean per frame, temporal pooling (``export.pooling``) per clip; the best checkpoint is the one
+with the highest val SROCC.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its share of every global batch and
+DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPUs); validation is sharded and
+gathered, and only rank 0 writes files. The same config runs unchanged on 1 or N processes.
+
+Files in the run folder: ``last.pt``, ``best.pt``, ``metrics.csv``, ``learning_curve.png``, ``config.json``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from gameqa.data.manifest import logo_split, read_manifest, split_rows
+from gameqa.errors import ConfigError, GameQAError
+from gameqa.evaluate import plcc, rmse, srocc
+from gameqa.losses import eraque_loss
+from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
+from gameqa.models.onnx_engine import crop_boxes
+from gameqa.models.pooling import pool_scores
+from gameqa.train.config import EraqueConfig, build_config, config_changes
+from gameqa.train.frames import CachedFrames, FrameCache
+
+CHECKPOINT_FORMAT = "gameqa-eraque-checkpoint-1"
+METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "regression", "ranking", "hard_pairs", "val_srocc",
+                  "val_plcc", "val_rmse", "seconds"]
+
+
+# -- distributed helpers ---------------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    """Process-group facts: one process is rank 0 of world 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        # Caching frames of a big corpus before the first barrier can take long: be patient.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=6))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier(d: Dist) -> None:
+    if d.active:
+        torch.distributed.barrier()
+
+
+def _gather(d: Dist, obj):
+    if not d.active:
+        return [obj]
+    out = [None] * d.world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _mean_across(d: Dist, values: list[float]) -> list[float]:
+    if not d.active:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return (t / d.world).tolist()
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
+    """Manifest rows by split (content-disjoint; leave-one-game-out if ``data.logo_game``), files checked."""
+    manifest = cfg.manifest_path()
+    rows = read_manifest(manifest, root=cfg.corpus_root(), check_files=True)
+    if cfg.model.reference == "full":
+        for line, row in enumerate(rows, start=2):
+            if not os.path.isfile(row["abs_source_path"]):
+                raise ConfigError(manifest, f"line {line}: reference file {row['abs_source_path']} is missing")
+    splits = logo_split(rows, cfg.data.logo_game) if cfg.data.logo_game else split_rows(rows)
+    splits = {name: list(splits.get(name, [])) for name in ("train", "val", "test")}
+    if cfg.data.limit_clips:
+        splits = {name: part[: cfg.data.limit_clips] for name, part in splits.items()}
+    for name in ("train", "val"):
+        if len(splits[name]) < 2:
+            raise ConfigError(manifest, f"the {name} split has {len(splits[name])} clips; training needs at least 2")
+    sources = {s: {r["source_id"] for r in part} for s, part in splits.items()}
+    shared = (sources["train"] & sources["val"]) | (sources["train"] & sources["test"])
+    if shared and not cfg.data.logo_game:
+        raise ConfigError(manifest, f"splits are not content-disjoint: source {sorted(shared)[0]} is in two splits")
+    size = cfg.input.crop_size
+    for part in splits.values():
+        for row in part:
+            if row["display_width"] < size or row["display_height"] < size:
+                raise ConfigError(manifest, f"clip {row['clip_id']} is shown at {row['display_width']}x"
+                                            f"{row['display_height']}, smaller than input.crop_size {size}")
+    return splits
+
+
+@dataclass
+class ClipFrames:
+    """A manifest row with its cached frames (and reference frames for FR)."""
+
+    row: dict
+    frames: CachedFrames
+    refs: Optional[CachedFrames]
+
+    @property
+    def mos(self) -> float:
+        return float(self.row["mos"])
+
+
+def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np.random.Generator,
+                hflip: bool) -> np.ndarray:
+    """One size x size crop at a random place (the same place in the reference), maybe mirrored left-right."""
+    h, w = frame.shape[:2]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    flip = bool(hflip and rng.random() < 0.5)
+    patch = frame[y:y + size, x:x + size]
+    if ref is not None:
+        patch = full_reference_patch(patch, ref[y:y + size, x:x + size])
+    return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
+
+
+def grid_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int) -> list[np.ndarray]:
+    """The engine's deterministic grid crops of one frame (with FR channels if ``ref``)."""
+    h, w = frame.shape[:2]
+    out = []
+    for y, x in crop_boxes(h, w, size, count):
+        patch = frame[y:y + size, x:x + size]
+        if ref is not None:
+            patch = full_reference_patch(patch, ref[y:y + size, x:x + size])
+        out.append(patch)
+    return out
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+# -- scoring with a torch model (validation and `gameqa eval` of a checkpoint) ---------------------------------
+@torch.no_grad()
+def torch_frame_scores(model: torch.nn.Module, frames: list[np.ndarray], refs: Optional[list[np.ndarray]],
+                       size: int, count: int, device: str = "cpu", batch: int = 16) -> np.ndarray:
+    """One score per frame: mean over its grid crops, as ``OnnxFrameModel.score_frames`` computes it."""
+    owners, patches = [], []
+    for i, frame in enumerate(frames):
+        for p in grid_patches(frame, None if refs is None else refs[i], size, count):
+            owners.append(i)
+            patches.append(p)
+    scores = []
+    for start in range(0, len(patches), batch):
+        x = normalise_crops(patches[start:start + batch]).to(device)
+        scores.append(model(x).reshape(-1).double().cpu().numpy())
+    flat = np.concatenate(scores)
+    sums = np.bincount(owners, weights=flat, minlength=len(frames))
+    counts = np.bincount(owners, minlength=len(frames))
+    return np.clip(sums / counts, 1.0, 5.0)
+
+
+def clip_metrics(pred: list[float], mos: list[float]) -> dict[str, float]:
+    if len(pred) < 2:
+        return {"srocc": float("nan"), "plcc": float("nan"), "rmse": float("nan")}
+    return {"srocc": float(srocc(pred, mos)), "plcc": float(plcc(pred, mos)), "rmse": float(rmse(pred, mos))}
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by the trainer (a ModelError-like ConfigError if it is not one)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch.load raises OSError, RuntimeError, pickle errors, EOFError, ...
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(path, f"cannot read checkpoint ({text})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(path, "not an ERAQUE checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
+    """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode."""
+    cfg = build_config(ckpt["config"])
+    model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, head_hidden=cfg.model.head_hidden,
+                      dropout=cfg.model.dropout)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-1 over every parameter and buffer, in order: equal digests mean identical weights."""
+    h = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- the trainer -----------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_srocc: float
+    best_step: int
+    last_val: dict = field(default_factory=dict)
+    digest: str = ""
+    seconds: float = 0.0
+
+
+class Trainer:
+    """``Trainer(cfg).fit()``; construction validates everything and fails before any training work."""
+
+    def __init__(self, cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto" else cfg.train.device
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(None, "train.device is cuda but no CUDA device is available")
+        self.run_dir = cfg.run_dir()
+        self.splits = load_splits(cfg)
+        self.resume_from = self._check_resume(resume)
+        self.dist = Dist()
+        self.log = log
+        self.clips: dict[str, list[ClipFrames]] = {}
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    def _check_resume(self, resume: bool) -> Optional[Path]:
+        last = self.run_dir / "last.pt"
+        if not last.is_file():
+            return None
+        if not resume:
+            raise ConfigError(self.run_dir, "holds a run already (last.pt); resume it, or choose another out_dir")
+        ckpt = load_checkpoint(last)
+        changes = config_changes(_flat(ckpt.get("config", {})), self.cfg.to_flat())
+        if changes:
+            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+            raise ConfigError(last, f"the config changed since this run started: {changes[0]}{more}; "
+                                    "resume with the same config or choose another out_dir")
+        return last
+
+    def _threads(self) -> None:
+        threads = self.cfg.train.threads or max(1, (os.cpu_count() or 1) // max(1, self._local_world()))
+        torch.set_num_threads(threads)
+
+    @staticmethod
+    def _local_world() -> int:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+    def _cache(self) -> None:
+        cfg, d = self.cfg, self.dist
+        cache = FrameCache(cfg.frames_dir(), cfg.data.sample)
+        rows = self.splits["train"] + self.splits["val"]
+        fr = cfg.model.reference == "full"
+        mine = rows[d.rank::d.world]  # each process caches its share, then everyone reads everything
+        if d.main:
+            self.log(f"caching frames of {len(rows)} clips under {cfg.frames_dir()}")
+        cache.cache_rows(mine, reference=fr, progress=self._progress_cb("caching"))
+        _barrier(d)
+        entries = cache.cache_rows(rows, reference=fr)
+        for split in ("train", "val"):
+            self.clips[split] = [ClipFrames(r, *entries[r["clip_id"]]) for r in self.splits[split]]
+
+    def _progress_cb(self, label: str):
+        if not (self.dist.main and self.cfg.train.progress):
+            return None
+        state = {"last": 0.0}
+
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - state["last"] > 5:
+                state["last"] = now
+                self.log(f"{label}: {done}/{total}")
+        return report
+
+    def _build(self):
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
+                          head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout,
+                          init_score=float(np.mean([c.mos for c in self.clips["train"]])))
+        model.to(self.device)
+        backbone = list(model.backbone.parameters())
+        head = list(model.head.parameters())
+        groups = [{"params": head, "lr": cfg.train.lr, "base_lr": cfg.train.lr}]
+        if cfg.train.backbone_lr_scale > 0:
+            lr = cfg.train.lr * cfg.train.backbone_lr_scale
+            groups.append({"params": backbone, "lr": lr, "base_lr": lr})
+        else:
+            for p in backbone:
+                p.requires_grad_(False)
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
+        return model, optimizer
+
+    # -- schedule and data --------------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        n = len(self.clips["train"]) * min(self.cfg.train.frames_per_clip_per_epoch, self._min_frames())
+        return n // (self.cfg.train.batch_size * self.dist.world)
+
+    def _min_frames(self) -> int:
+        return min(len(c.frames) for c in self.clips["train"])
+
+    def _lr_factor(self, step: int, total: int) -> float:
+        warm = self.cfg.train.warmup_steps
+        if warm and step < warm:
+            return (step + 1) / warm
+        if self.cfg.train.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def epoch_plan(self, epoch: int) -> list[tuple[int, int]]:
+        """(clip index, frame index) of every sample of an epoch, in order (the same on every process)."""
+        rng = np.random.default_rng([self.cfg.seed, epoch, 1])
+        k = min(self.cfg.train.frames_per_clip_per_epoch, self._min_frames())
+        samples = []
+        for ci, clip in enumerate(self.clips["train"]):
+            for fi in rng.choice(len(clip.frames), size=k, replace=False):
+                samples.append((ci, int(fi)))
+        order = rng.permutation(len(samples))
+        return [samples[i] for i in order]
+
+    def load_batch(self, plan: list[tuple[int, int]], epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of global batch ``batch`` of ``epoch``: normalised crops and their MOS."""
+        cfg, d = self.cfg, self.dist
+        size = cfg.train.batch_size
+        start = (batch * d.world + d.rank) * size
+        patches, targets = [], []
+        for pos in range(start, start + size):
+            ci, fi = plan[pos]
+            clip = self.clips["train"][ci]
+            rng = np.random.default_rng([cfg.seed, epoch, 2, pos])
+            frame = clip.frames.load(fi)
+            ref = clip.refs.load(fi) if clip.refs is not None else None
+            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip))
+            targets.append(clip.mos)
+        return normalise_crops(patches), torch.tensor(targets, dtype=torch.float32)
+
+    # -- validation -----------------------------------------------------------------------------------------------
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        cfg, d = self.cfg, self.dist
+        model.eval()
+        mine = []
+        for clip in self.clips["val"][d.rank::d.world]:
+            picks = spread(len(clip.frames), cfg.data.val_frames)
+            frames = [clip.frames.load(i) for i in picks]
+            refs = [clip.refs.load(i) for i in picks] if clip.refs is not None else None
+            scores = torch_frame_scores(model, frames, refs, cfg.input.crop_size, cfg.data.val_crops, self.device)
+            mine.append((clip.row["clip_id"], pool_scores(scores, cfg.export.pooling), clip.mos))
+        gathered = sorted(item for part in _gather(d, mine) for item in part)
+        return clip_metrics([p for _, p, _ in gathered], [m for _, _, m in gathered])
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------------
+    def _write_metrics(self, row: dict) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def _trim_metrics(self, step: int) -> None:
+        """On resume, drop log rows written after the checkpoint (they will be written again)."""
+        path = self.run_dir / "metrics.csv"
+        if not path.is_file():
+            return
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def _checkpoint(self, model, optimizer, step, epoch, batch, best, name="last.pt") -> None:
+        rng_states = _gather(self.dist, torch.get_rng_state())
+        if not self.dist.main:
+            return
+        _save_atomic({
+            "format": CHECKPOINT_FORMAT, "config": self.cfg.model_dump(mode="json"),
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "epoch": epoch, "batch": batch, "best": best, "world": self.dist.world,
+            "rng": rng_states, "display_height": self.display_height(),
+        }, self.run_dir / name)
+
+    def display_height(self) -> int:
+        if self.cfg.export.display_height:
+            return self.cfg.export.display_height
+        return max(int(r["display_height"]) for r in self.splits["train"])
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        t_start = time.monotonic()
+        self.dist = d = init_distributed(self.device)
+        if self.device == "cuda" and d.active:
+            torch.cuda.set_device(d.local_rank)
+        self._threads()
+        if d.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        self._cache()
+        spe = self.steps_per_epoch()
+        if spe < 1:
+            raise ConfigError(cfg.manifest_path(), f"the train split gives fewer samples per epoch than one batch "
+                                                   f"({cfg.train.batch_size} x {d.world} processes)")
+        total = cfg.train.epochs * spe
+        stop = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
+        model, optimizer = self._build()
+        step, epoch0, batch0 = 0, 0, 0
+        best = {"srocc": -float("inf"), "step": -1}
+        if self.resume_from is not None:
+            ckpt = torch.load(self.resume_from, map_location="cpu", weights_only=False)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            step, epoch0, batch0, best = ckpt["step"], ckpt["epoch"], ckpt["batch"], ckpt["best"]
+            if ckpt.get("world") == d.world:
+                torch.set_rng_state(ckpt["rng"][d.rank])
+            else:
+                self.log(f"resuming with {d.world} processes instead of {ckpt.get('world')}: not bit-identical")
+                torch.manual_seed(cfg.seed + 1000 * step + d.rank)
+            if d.main:
+                self._trim_metrics(step)
+                self.log(f"resuming {self.run_dir} at step {step} (epoch {epoch0 + 1}, batch {batch0})")
+        else:
+            torch.manual_seed(cfg.seed * 7919 + d.rank)  # dropout and drop-connect draws, per process
+            if d.main:
+                (self.run_dir / "metrics.csv").unlink(missing_ok=True)
+        ddp = model
+        if d.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if self.device == "cuda" else None)
+        last_val: dict = {}
+        validated_at = -1
+        progress = self._progress(stop, step)
+        window: list[tuple[float, float, float, int]] = []
+        t_log = time.monotonic()
+        prefetch = ThreadPoolExecutor(max_workers=1)
+        try:
+            for epoch in range(epoch0, cfg.train.epochs):
+                if step >= stop:
+                    break
+                plan = self.epoch_plan(epoch)
+                first = batch0 if epoch == epoch0 else 0
+                pending = prefetch.submit(self.load_batch, plan, epoch, first) if first < spe else None
+                for batch in range(first, spe):
+                    if step >= stop:
+                        break
+                    x, y = pending.result()
+                    pending = prefetch.submit(self.load_batch, plan, epoch, batch + 1) if batch + 1 < spe else None
+                    ddp.train()
+                    if cfg.model.freeze_bn:
+                        model.freeze_batchnorm()
+                    factor = self._lr_factor(step, total)
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    pred = ddp(x.to(self.device)).reshape(-1)
+                    parts = eraque_loss(pred, y.to(self.device), regression=cfg.loss.regression,
+                                        regression_weight=cfg.loss.regression_weight, rank_weight=cfg.loss.rank_weight,
+                                        rank_threshold=cfg.loss.rank_threshold, rank_margin=cfg.loss.rank_margin,
+                                        margin_scale=cfg.loss.margin_scale, pair_weighting=cfg.loss.pair_weighting)
+                    optimizer.zero_grad(set_to_none=True)
+                    parts.total.backward()
+                    if cfg.train.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                    step += 1
+                    window.append((float(parts.total.detach()), parts.regression, parts.ranking, parts.hard_pairs))
+                    if progress:
+                        progress[0].update(progress[1], completed=step, loss=window[-1][0])
+                    if step % cfg.train.log_every == 0 or step == stop:
+                        means = _mean_across(d, np.mean(np.array(window, dtype=np.float64), axis=0).tolist())
+                        window = []
+                        if d.main:
+                            now = time.monotonic()
+                            self._write_metrics({"step": step, "epoch": epoch + 1, "lr": cfg.train.lr * factor,
+                                                 "train_loss": means[0], "regression": means[1], "ranking": means[2],
+                                                 "hard_pairs": means[3], "seconds": now - t_log})
+                            t_log = now
+                    end_of_epoch = batch + 1 == spe
+                    if (end_of_epoch and (epoch + 1) % cfg.train.validate_every == 0) or step == stop:
+                        last_val = self.validate(model)  # unwrapped: DDP's forward would sync buffers across ranks
+                        validated_at = step
+                        best = self._after_validation(model, optimizer, step, epoch, batch + 1, best, last_val)
+                    if step % cfg.train.checkpoint_every == 0 or end_of_epoch or step == stop:
+                        nxt = (epoch + 1, 0) if end_of_epoch else (epoch, batch + 1)
+                        self._checkpoint(model, optimizer, step, *nxt, best)
+                batch0 = 0
+            if validated_at != step:  # resumed at the very end: make sure the last state is judged
+                last_val = self.validate(model)  # unwrapped: DDP's forward would sync buffers across ranks
+                best = self._after_validation(model, optimizer, step, cfg.train.epochs, 0, best, last_val)
+        finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)
+            if progress:
+                progress[0].stop()
+        _barrier(d)
+        result = TrainResult(self.run_dir, step, best["srocc"], best["step"], last_val, state_digest(model),
+                             time.monotonic() - t_start)
+        if d.main:
+            self.log(f"done: {step} steps, best val SROCC {best['srocc']:.4f} at step {best['step']}; "
+                     f"{self.run_dir / 'best.pt'}")
+        return result
+
+    def _after_validation(self, model, optimizer, step, epoch, batch, best, val) -> dict:
+        if self.dist.main:
+            self._write_metrics({"step": step, "epoch": epoch + 1, "val_srocc": val["srocc"], "val_plcc": val["plcc"],
+                                 "val_rmse": val["rmse"]})
+            plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png")
+            self.log(f"step {step}: val SROCC {val['srocc']:.4f} PLCC {val['plcc']:.4f} RMSE {val['rmse']:.4f}")
+        score = val["srocc"] if np.isfinite(val["srocc"]) else -1.0
+        if score > best["srocc"]:
+            best = {"srocc": score, "step": step}
+            self._checkpoint(model, optimizer, step, epoch, batch, best, name="best.pt")
+        return best
+
+    def _progress(self, stop: int, step: int):
+        if not (self.dist.main and self.cfg.train.progress):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from rich.console import Console
+
+        bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                       TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        task = bar.add_task("train", total=stop, completed=step, loss=float("nan"))
+        bar.start()
+        return bar, task
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _flat(tree: dict) -> dict:
+    from gameqa.train.config import _flatten
+
+    return _flatten(tree)
+
+
+def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
+    """Train loss and val SROCC against steps, from the metrics log (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(io.StringIO(Path(metrics_csv).read_text())))
+    train = [(int(r["step"]), float(r["train_loss"])) for r in rows if r.get("train_loss")]
+    val = [(int(r["step"]), float(r["val_srocc"])) for r in rows if r.get("val_srocc")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), color="tab:blue", label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss", color="tab:blue")
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "o-", color="tab:red", label="val SROCC")
+        ax2.set_ylabel("val SROCC", color="tab:red")
+    ax.set_title("ERAQUE learning curve")
+    fig.tight_layout()
+    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+
+
+def train(cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+    """Validate, cache frames, train; see ``Trainer``."""
+    return Trainer(cfg, resume=resume, log=log).fit()
+
+
+def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
+    """Seconds per training step (forward, both losses, backward, AdamW) and per eval crop, for ``cfg``'s
+    backbone, crop size and batch size, on this machine's CPU threads (synthetic crops: the cost does not
+    depend on pixel values). The first step is a warm-up and is not counted."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.seed)
+    model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
+                      head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    size, batch = cfg.input.crop_size, cfg.train.batch_size
+    x = torch.randn(batch, model.in_channels, size, size)
+    y = torch.linspace(1.0, 5.0, batch)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        model.train()
+        if cfg.model.freeze_bn:
+            model.freeze_batchnorm()
+        parts = eraque_loss(model(x).reshape(-1), y, regression=cfg.loss.regression,
+                            rank_threshold=cfg.loss.rank_threshold)
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+    model.eval()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        model(x)
+        per_crop = (time.perf_counter() - t0) / batch
+    steady = sorted(times[1:])
+    return {"step_s_median": steady[len(steady) // 2], "step_s_min": steady[0], "eval_s_per_crop": per_crop,
+            "threads": torch.get_num_threads()}
+
+
+def estimate_hours(cfg: EraqueConfig, train_clips: int, val_clips: int, step_s: float, crop_s: float,
+                   load_s_per_frame: float = 0.04) -> dict[str, float]:
+    """Projected training time: steps x step time, validations, and PNG loading (not overlapped, a bound)."""
+    steps_per_epoch = train_clips * cfg.train.frames_per_clip_per_epoch // cfg.train.batch_size
+    steps = steps_per_epoch * cfg.train.epochs
+    validations = cfg.train.epochs // cfg.train.validate_every
+    val_s = val_clips * cfg.data.val_frames * (cfg.data.val_crops * crop_s + load_s_per_frame)
+    train_s = steps * (step_s + cfg.train.batch_size * load_s_per_frame)
+    return {"steps": steps, "train_h": train_s / 3600, "validation_h": validations * val_s / 3600,
+            "total_h": (train_s + validations * val_s) / 3600}

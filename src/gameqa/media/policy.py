@@ -135,7 +135,7 @@ class FrameSelector:
 
 
 def _positive_int(text: str, value: str, letter: str) -> int:
-    if not value.isdigit() or int(value) <= 0:
+    if not (value.isascii() and value.isdigit()) or int(value) <= 0:  # "²" is a digit to isdigit()
         raise ConfigError(None, f"bad sample policy {text!r}: {letter} must be a whole number above 0; {_SYNTAX}")
     return int(value)
 

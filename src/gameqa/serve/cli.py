@@ -1,0 +1,173 @@
+"""Command-line entry points for serving and batch scoring; ``gameqa.cli`` registers them:
+
+    app.command("serve")(serve_command)
+    app.command("batch")(batch_command)
+    bench_app.command("service-load")(bench_service_load_command)
+    bench_app.command("batch")(bench_batch_command)
+
+``python -m gameqa.serve.cli --data-dir D`` also starts the service (the load benchmark uses it).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from gameqa.errors import GameQAError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    data_dir: Path = typer.Option(Path("gameqa-data"), "--data-dir", help="Folder for uploads and the job database."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", envvar="GAMEQA_DB_URL",
+                                         help="SQLAlchemy URL (e.g. postgresql+psycopg://...); default SQLite in --data-dir."),
+    storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Folder whose files clients may name for scoring."),
+    api_key: List[str] = typer.Option([], "--api-key", help="Client key, KEY or NAME:KEY (repeatable)."),
+    api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one KEY or NAME:KEY per line."),
+    workers: int = typer.Option(1, "--workers", help="Scoring worker threads."),
+    max_queued: int = typer.Option(32, "--max-queued", help="Most jobs waiting at once; more get 429."),
+    max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest accepted upload, in MiB."),
+    keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep every uploaded file after its job."),
+    model: str = typer.Option("niqe", "--model", "-m", help="Default model for jobs that name none."),
+    on_restart: str = typer.Option("resume", "--on-restart", help="Unfinished jobs at start: resume or fail."),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Run the scoring service (HTTP API, demo page at /, OpenAPI spec at /openapi.json)."""
+    try:
+        import uvicorn
+
+        from gameqa.serve.app import ServeConfig, create_app, parse_api_keys
+    except ImportError as exc:
+        _fail(f"the service needs its extra: pip install 'gameqa[serve]' ({exc.name} is missing)")
+    if on_restart not in ("resume", "fail"):
+        _fail(f"--on-restart must be resume or fail, not {on_restart!r}", 2)
+    key_lines = list(api_key) + [k for k in os.environ.get("GAMEQA_API_KEYS", "").split(",") if k.strip()]
+    try:
+        if api_keys_file is not None:
+            key_lines += api_keys_file.read_text().splitlines()
+        keys = parse_api_keys(key_lines)
+        config = ServeConfig(data_dir=data_dir, db_url=db_url, storage_root=storage_root, api_keys=keys,
+                             workers=workers, max_queued=max_queued, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             keep_uploads=keep_uploads, default_model=model, on_restart=on_restart)
+        app = create_app(config)
+    except GameQAError as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror}", 2)
+    if not keys and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print("[yellow]warning:[/] no API key set and listening beyond this machine: anyone who reaches "
+                  "it can submit jobs (use --api-key)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=15)
+
+
+def batch_command(
+    inputs: List[str] = typer.Argument(..., help="Files, folders, globs, list files (.txt/@FILE) or manifests (.csv/.jsonl with a path column)."),
+    out_file: str = typer.Option(..., "--out", "-o", help="Results file: .jsonl or .parquet (resumed if it exists)."),
+    model: str = typer.Option("niqe", "--model", "-m"),
+    sample: str = typer.Option("fps:2", "--sample", "-s"),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes (local, default 1) or CPUs (local Ray)."),
+    chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    pooling: Optional[str] = typer.Option(None, "--pooling"),
+    per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Keep per-frame scores in the rows."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Score again files that failed before."),
+) -> None:
+    """Score many files (thousands) locally or on Ray; results stream to the file and a rerun resumes."""
+    run_batch(inputs, model=model, out_file=out_file, engine=engine, address=address, workers=workers,
+              sample=sample, chunk_size=chunk_size, batch_size=batch_size, pooling=pooling, per_frame=per_frame,
+              retry_failed=retry_failed)
+
+
+def run_batch(inputs, model, out_file, engine="local", address=None, workers=None, sample="fps:2", chunk_size=8,
+              batch_size=8, pooling=None, per_frame=True, retry_failed=False, threads=1) -> None:
+    """The batch run with a progress bar and a summary; ``gameqa score --engine ray`` calls this too."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gameqa.cluster.batch import batch_score
+
+    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("", total=None)
+
+        def on_row(_row, done, todo):
+            progress.update(task, completed=done, total=todo)
+
+        try:
+            report = batch_score(inputs, model=model, out=out_file, engine=engine, address=address, sample=sample,
+                                 batch_size=batch_size, threads=threads, pooling=pooling, per_frame=per_frame,
+                                 workers=workers, chunk_size=chunk_size, retry_failed=retry_failed, on_row=on_row)
+        except GameQAError as exc:
+            _fail(str(exc), 2)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: finished rows are in {out_file}; run the same command again to resume")
+            raise typer.Exit(130)
+    err.print(f"{report.scored} scored, {report.failed} failed, {report.skipped} already in {out_file} "
+              f"({report.total} files, {report.seconds:.1f} s, engine {report.engine})", highlight=False)
+    problems = report.input_errors + report.failures
+    for line in problems[:20]:
+        err.print(f"  {line}", highlight=False, soft_wrap=True)
+    if len(problems) > 20:
+        err.print(f"  ... and {len(problems) - 20} more (rows with an error field in {out_file})")
+    if problems:
+        raise typer.Exit(1)
+
+
+def bench_service_load_command(
+    clients: int = typer.Option(50, "--clients", help="Concurrent clients."),
+    seconds: float = typer.Option(60.0, "--seconds", help="How long clients keep submitting."),
+    workers: int = typer.Option(2, "--workers", help="Service worker threads."),
+    max_queued: int = typer.Option(64, "--max-queued"),
+    model: str = typer.Option("niqe", "--model", "-m"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Load test on loopback: N clients upload short clips and images for S seconds, then report."""
+    import json
+
+    from gameqa.bench.service_load import print_load_report, run_load_test
+
+    try:
+        report = run_load_test(clients=clients, seconds=seconds, workers=workers, max_queued=max_queued, model=model)
+    except GameQAError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        print_load_report(report, console=out)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def bench_batch_command(
+    clips: int = typer.Option(500, "--clips"),
+    workers: int = typer.Option(2, "--workers"),
+    model: str = typer.Option("niqe", "--model", "-m"),
+    chunk_size: int = typer.Option(16, "--chunk-size"),
+    width: int = typer.Option(192, "--width"),
+    height: int = typer.Option(108, "--height"),
+) -> None:
+    """Ray vs local batch scoring of the same short clips: time, throughput, identical scores."""
+    from gameqa.bench.batch import bench_batch, print_batch_table
+
+    try:
+        rows = bench_batch(clips=clips, workers=workers, model=model, chunk_size=chunk_size, size=(width, height))
+    except GameQAError as exc:
+        _fail(str(exc))
+    print_batch_table(rows, console=out)
+
+
+if __name__ == "__main__":
+    typer.run(serve_command)

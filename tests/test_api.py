@@ -1,0 +1,132 @@
+"""The Python API: gameqa.api.load(model).score(path or numpy array) -> ScoreResult."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gameqa.api import ARRAY_NAME, load
+from gameqa.errors import GameQAError, MediaError
+from gameqa.models.registry import register_model_dir
+from gameqa.result import ScoreResult
+from gameqa.scoring import Scorer
+
+import clipgen
+import onnxgen
+
+
+@pytest.fixture(scope="module")
+def niqe_clip(tmp_path_factory, need_ffmpeg):
+    """192x108 H.264, 10 frames: big enough for NIQE's two 96x96 patches."""
+    return clipgen.make_clip(tmp_path_factory.mktemp("api") / "c.mp4", size=(192, 108), fps=10, seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def mean_model(tmp_path_factory):
+    return register_model_dir(onnxgen.write_mean_model(tmp_path_factory.mktemp("m") / "api-mean", name="api-mean")).name
+
+
+def _textured(seed: int, size=(108, 192)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    base = (127 + 90 * np.sin(xx * 0.1) * np.cos(yy * 0.13))[..., None].repeat(3, axis=2)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_file_scores_match_the_cli_scorer(niqe_clip):
+    result = load("niqe").score(niqe_clip)
+    reference = Scorer("niqe").score(niqe_clip)
+    assert isinstance(result, ScoreResult)
+    assert result.kind == "video" and result.model == "niqe" and result.model_version == reference.model_version
+    assert result.overall == reference.overall
+    assert result.frame_scores == reference.frame_scores
+    assert result.frame_indices == [0, 5] and result.timestamps == [0.0, 0.5]
+
+
+def test_image_array_scores_like_the_same_image_file(tmp_path):
+    image = _textured(1)
+    path = tmp_path / "shot.png"
+    Image.fromarray(image).save(path)
+    scorer = load("niqe")
+    from_array = scorer.score(image)
+    from_file = scorer.score(path)
+    assert from_array.kind == from_file.kind == "image"
+    assert from_array.path == ARRAY_NAME
+    assert from_array.overall == pytest.approx(from_file.overall, abs=1e-9)
+
+
+def test_frame_array_is_scored_frame_by_frame_with_timestamps():
+    frames = np.stack([_textured(s) for s in range(5)])
+    scorer = load("niqe", batch_size=2)
+    seen = []
+    result = scorer.score(frames, fps=10, on_batch=lambda f, s: seen.append(len(f)))
+    assert result.kind == "video" and result.sample == "all"
+    assert result.frame_indices == [0, 1, 2, 3, 4]
+    assert result.timestamps == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    singles = [scorer.score(f).overall for f in frames]
+    assert result.frame_scores == pytest.approx(singles, abs=1e-9)
+    assert result.overall == pytest.approx(np.mean(singles))
+    assert seen == [2, 2, 1]
+    assert len(set(np.round(singles, 6))) == 5  # different pictures, different scores
+
+
+def test_onnx_model_on_constant_frames_gives_the_known_score(mean_model):
+    frames = np.full((3, 32, 48, 3), 51, dtype=np.uint8)  # mean 0.2 -> 1 + 4 * 0.2
+    result = load(mean_model).score(frames)
+    assert result.frame_scores == pytest.approx([1.8, 1.8, 1.8], abs=1e-5)
+    assert result.model == mean_model and result.score_range == (1.0, 5.0)
+
+
+def test_file_progress_callback_sees_every_sampled_frame(niqe_clip):
+    counted = []
+    result = load("niqe", sample="all").score(niqe_clip, on_batch=lambda f, s: counted.append((len(f), len(s))))
+    assert sum(n for n, _ in counted) == len(result.frame_scores) == 10
+    assert all(n == m for n, m in counted)
+
+
+@pytest.mark.parametrize("array, problem", [
+    (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
+    (np.zeros((10, 10), dtype=np.uint8), "neither"),
+    (np.zeros((2, 10, 10, 4), dtype=np.uint8), "neither"),
+    (np.zeros((0, 10, 10, 3), dtype=np.uint8), "no frames"),
+])
+def test_bad_arrays_are_refused_with_one_line(array, problem):
+    with pytest.raises(MediaError) as err:
+        load("niqe").score(array)
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_model_and_full_reference_without_ref():
+    with pytest.raises(GameQAError, match="unknown model"):
+        load("no-such-model")
+    with pytest.raises(GameQAError, match="full-reference"):
+        load("psnr").score(np.zeros((16, 16, 3), dtype=np.uint8))
+
+
+def test_full_reference_arrays():
+    a = _textured(2)
+    b = np.clip(a.astype(int) + 8, 0, 255).astype(np.uint8)
+    result = load("psnr").score(b, ref=a)
+    assert result.kind == "image" and result.reference == "<ref array>"
+    assert 25 < result.overall < 40  # about 20*log10(255/8) = 30 dB
+    with pytest.raises(MediaError, match="differs"):
+        load("psnr").score(b, ref=a[:50])
+
+
+def test_usable_without_torch(niqe_clip):
+    """torch cannot even be imported in this interpreter; the API still scores."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None   # any 'import torch' now raises ImportError
+        from gameqa.api import load
+        r = load("niqe").score({str(niqe_clip)!r})
+        assert r.frame_scores and r.overall > 0
+        print("ok", round(r.overall, 3))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")

@@ -3,13 +3,20 @@
 SQLite by default, in WAL mode with ``synchronous=FULL``: each vote is committed in its own
 transaction before the reply goes out, so a vote that got a 200 survives a killed server,
 and a participant's session (its order, the nonce of the item on screen, the votes given)
-resumes after a browser reload or a server restart. A ``postgresql://`` URL works too (with
-a driver such as psycopg installed). Write transactions on SQLite start with
+resumes after a browser reload or a server restart. Write transactions on SQLite start with
 ``BEGIN IMMEDIATE`` so that concurrent writers queue instead of failing.
+
+A ``postgresql://`` URL works too, with psycopg 3 (``postgresql+psycopg://``, also picked for a
+plain ``postgresql://`` when psycopg2 is absent) or another installed driver. There, writes to
+one participant queue on a ``SELECT ... FOR UPDATE`` of its row, and stores opening a new
+database at once take an advisory lock so that one of them creates the tables. Messages show
+the URL with its password hidden.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import secrets
 import time
 from collections import defaultdict
@@ -17,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, func, insert, select, update)
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+                        UniqueConstraint, create_engine, event, func, insert, select, text, update)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from gameqa.errors import ConfigError
 from gameqa.subjective.study import Study, plan_session
@@ -26,6 +34,12 @@ from gameqa.subjective.study import Study, plan_session
 __all__ = ["StudyStore", "Rejected", "default_db_url"]
 
 _metadata = MetaData()
+
+# what secrets.token_urlsafe makes: anything else (NUL bytes included, which PostgreSQL
+# cannot even compare) is an unknown link without asking the database
+_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# PostgreSQL advisory-lock key serialising the creation of the tables and the fingerprint
+_INIT_LOCK_KEY = 0x67616D65_7161  # "gameqa"
 
 meta_table = Table("meta", _metadata,
                    Column("key", String(64), primary_key=True),
@@ -48,7 +62,7 @@ items_table = Table(
     Column("position", Integer, primary_key=True),
     Column("phase", String(16), nullable=False),
     Column("stimulus_id", String(128), nullable=False),
-    Column("content", String(256), nullable=False),
+    Column("content", Text, nullable=False),
     Column("repeat", Boolean, nullable=False),
     Column("nonce", String(64)),
     Column("issued_at", Float),
@@ -60,7 +74,7 @@ votes_table = Table(
     Column("participant_id", Integer, primary_key=True),
     Column("position", Integer, primary_key=True),
     Column("stimulus_id", String(128), nullable=False),
-    Column("content", String(256), nullable=False),
+    Column("content", Text, nullable=False),
     Column("phase", String(16), nullable=False),
     Column("repeat", Boolean, nullable=False),
     Column("score", Integer, nullable=False),
@@ -95,28 +109,38 @@ class StudyStore:
 
     def __init__(self, study: Study, url: str | None = None):
         self.study = study
-        self.url = url or default_db_url(study)
-        self.is_sqlite = self.url.startswith("sqlite")
+        raw_url = url or default_db_url(study)
+        self.url = _shown_url(raw_url)  # for messages: the password hidden
+        self.is_sqlite = raw_url.startswith("sqlite")
         try:
             if self.is_sqlite:
-                if self.url in ("sqlite://", "sqlite:///:memory:"):
+                if raw_url in ("sqlite://", "sqlite:///:memory:"):
                     raise ConfigError(self.url, "an in-memory database cannot keep votes; give a file")
-                db_path = Path(self.url.split("sqlite:///", 1)[-1])
+                db_path = Path(raw_url.split("sqlite:///", 1)[-1])
                 if db_path.parent and not db_path.parent.is_dir():
                     raise ConfigError(self.url, f"folder {db_path.parent} does not exist")
-                self.engine = create_engine(self.url, connect_args={"check_same_thread": False,
-                                                                    "timeout": 30})
+                self.engine = create_engine(raw_url, connect_args={"check_same_thread": False,
+                                                                   "timeout": 30})
                 event.listen(self.engine, "connect", _sqlite_on_connect)
                 event.listen(self.engine, "begin", _sqlite_on_begin)
             else:
-                self.engine = create_engine(self.url, pool_pre_ping=True)
+                self.engine = create_engine(_with_installed_driver(raw_url), pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ModuleNotFoundError, ImportError) as err:
             raise ConfigError(self.url, f"cannot open the database ({err})") from None
+        self.is_postgresql = self.engine.dialect.name == "postgresql"
         try:
-            _metadata.create_all(self.engine)
-            self._check_fingerprint()
-        except OperationalError as err:
-            raise ConfigError(self.url, f"cannot open the database ({err.orig})") from None
+            with self._write() as conn:
+                if self.is_postgresql:  # one store at a time creates the tables and fingerprint
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INIT_LOCK_KEY})
+                _metadata.create_all(conn)
+                self._check_fingerprint(conn)
+        except DBAPIError as err:
+            self.engine.dispose()
+            problem = " ".join(str(err.orig).split())  # one line
+            raise ConfigError(self.url, f"cannot open the database ({problem})") from None
+        except ConfigError:
+            self.engine.dispose()
+            raise
 
     # --- transactions ---------------------------------------------------------------
 
@@ -132,16 +156,15 @@ class StudyStore:
             with conn.begin():
                 yield conn
 
-    def _check_fingerprint(self) -> None:
+    def _check_fingerprint(self, conn) -> None:
         fingerprint = self.study.fingerprint()
-        with self._write() as conn:
-            stored = conn.execute(select(meta_table.c.value)
-                                  .where(meta_table.c.key == "fingerprint")).scalar()
-            if stored is None:
-                conn.execute(insert(meta_table).values(key="fingerprint", value=fingerprint))
-            elif stored != fingerprint:
-                raise ConfigError(self.url, "this database holds another study (or the study's "
-                                            "name, method or stimuli changed); use a new --db")
+        stored = conn.execute(select(meta_table.c.value)
+                              .where(meta_table.c.key == "fingerprint")).scalar()
+        if stored is None:
+            conn.execute(insert(meta_table).values(key="fingerprint", value=fingerprint))
+        elif stored != fingerprint:
+            raise ConfigError(self.url, "this database holds another study (or the study's "
+                                        "name, method or stimuli changed); use a new --db")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -184,7 +207,7 @@ class StudyStore:
         return token
 
     def _participant(self, conn, token: str, lock: bool = False):
-        if not isinstance(token, str) or not 16 <= len(token) <= 64:
+        if not isinstance(token, str) or not _TOKEN_PATTERN.fullmatch(token):
             raise Rejected(404, "Unknown participant link.")
         query = select(participants_table).where(participants_table.c.token == token)
         if lock and not self.is_sqlite:
@@ -380,6 +403,26 @@ class StudyStore:
                 "votes_target": self.study.ratings_per_stimulus * len(stimuli),
                 "full": all(s["votes"] >= s["target"] for s in stimuli),
                 "stimuli": stimuli, "participants": participants}
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as shown in messages: its password replaced by ``***`` (SQLite URLs as given)."""
+    if url.startswith("sqlite"):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL names psycopg 3 when only that driver is installed
+    (SQLAlchemy 2.0 would otherwise look for psycopg2)."""
+    parsed = make_url(url)
+    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
+            and importlib.util.find_spec("psycopg") is not None):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

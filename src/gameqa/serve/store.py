@@ -1,33 +1,44 @@
 """Where the scoring service keeps its jobs: SQLite in the data folder by default, any SQLAlchemy URL
 (``postgresql+psycopg://...``) when given. Finished results survive a restart; so do the thumbnails of
-each job's worst frames, kept as PNG bytes so a database server alone holds everything."""
+each job's worst frames, kept as PNG bytes so a database server alone holds everything.
+
+On PostgreSQL, services opening a new database at once take an advisory lock so that one of them creates
+the tables; text is stored without NUL characters (PostgreSQL refuses them). A database that cannot be
+opened is a ``ConfigError`` of one line naming the URL with its password hidden."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sqlalchemy import (Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, create_engine,
-                        delete, event, func, insert, select, update)
+from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text,
+                        create_engine, delete, event, func, insert, select, text, update)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from gameqa.errors import ConfigError
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ENDED = (DONE, FAILED, CANCELLED)
+# PostgreSQL advisory-lock key serialising the creation of the tables by services starting at once
+_INIT_LOCK_KEY = 0x67616D65_7376  # "gamesv"
 
 _meta = MetaData()
 jobs_table = Table(
     "jobs", _meta,
     Column("id", String(32), primary_key=True),
-    Column("owner", String(64), nullable=False, index=True),
+    Column("owner", Text, nullable=False, index=True),   # the API key's client name
     Column("status", String(16), nullable=False, index=True),
     Column("source", String(16), nullable=False),        # "upload" or "storage"
-    Column("filename", String(255), nullable=False),     # the client's name for the file (display only)
+    Column("filename", Text, nullable=False),            # the client's name (or storage path), display only
     Column("media_path", Text, nullable=False),          # where the server reads it
     Column("keep_file", Boolean, nullable=False, default=False),
     Column("model", String(255), nullable=False),
     Column("sample", String(64), nullable=False),
-    Column("size_bytes", Integer, nullable=False, default=0),
+    Column("size_bytes", BigInteger, nullable=False, default=0),  # storage files may pass 2 GiB
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
@@ -68,10 +79,13 @@ class JobStore:
     """Thread-safe job table on one SQLAlchemy engine."""
 
     def __init__(self, url: str):
-        self.url = url
+        self.url = _shown_url(url)  # for messages: the password hidden
         is_sqlite = url.startswith("sqlite")
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
-        self.engine = create_engine(url, **kwargs)
+        try:
+            self.engine = create_engine(url if is_sqlite else _with_installed_driver(url), **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
+            raise ConfigError(self.url, f"cannot open the job database ({_one_line(err)})") from None
         if is_sqlite:
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn, _record):  # WAL: readers do not wait for the writing worker
@@ -80,13 +94,20 @@ class JobStore:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         self._write_lock = threading.Lock() if is_sqlite else _NoLock()
-        _meta.create_all(self.engine)
+        try:
+            with self.engine.begin() as conn:  # one transaction: the lock holds until the tables exist
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INIT_LOCK_KEY})
+                _meta.create_all(conn)
+        except DBAPIError as err:
+            self.engine.dispose()
+            raise ConfigError(self.url, f"cannot open the job database ({_one_line(err.orig)})") from None
 
     def close(self) -> None:
         self.engine.dispose()
 
     def add(self, job: Job) -> None:
-        row = {k: getattr(job, k) for k in jobs_table.c.keys() if k != "result_json"}
+        row = {k: _no_nul(getattr(job, k)) for k in jobs_table.c.keys() if k != "result_json"}
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(insert(jobs_table).values(**row))
 
@@ -140,7 +161,7 @@ class JobStore:
         """Mark a job failed (or cancelled) unless it already ended; True when it changed."""
         with self._write_lock, self.engine.begin() as conn:
             done = conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status.in_(only_if))
-                                .values(status=status, finished_at=time.time(), error=error))
+                                .values(status=status, finished_at=time.time(), error=_no_nul(error)))
             return done.rowcount == 1
 
     def requeue(self, job_id: str) -> None:
@@ -153,10 +174,40 @@ class JobStore:
                                                                  frames_table.c.frame_index == frame_index)).scalar()
 
 
+def _no_nul(value):
+    """Strings without NUL characters (PostgreSQL text cannot hold them); other values as they are.
+    JSON written by ``json.dumps`` needs none of this: it escapes NUL as ``\\u0000``."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as shown in messages: its password replaced by ``***`` (SQLite URLs as given)."""
+    if url.startswith("sqlite"):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "the database URL"  # unparsable: it may hold a password, so it is not echoed
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL names psycopg 3 when only that driver is installed
+    (SQLAlchemy 2.0 would otherwise look for psycopg2)."""
+    parsed = make_url(url)
+    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
+            and importlib.util.find_spec("psycopg") is not None):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def _job_of(row, thumbs: Optional[list[int]] = None) -> Job:
     data = dict(row)
-    text = data.pop("result_json")
-    return Job(**data, result=None if text is None else json.loads(text), frame_thumbs=thumbs or [])
+    result_text = data.pop("result_json")
+    return Job(**data, result=None if result_text is None else json.loads(result_text), frame_thumbs=thumbs or [])
 
 
 class _NoLock:

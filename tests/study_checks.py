@@ -13,41 +13,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from gameqa.bench.study_load import ADMIN_TOKEN, StudyServer, free_port, make_image_study
+from gameqa.bench.study_load import ADMIN_TOKEN, StudyServer, make_image_study
 from gameqa.errors import ConfigError
 from gameqa.subjective import read_votes_csv
 from gameqa.subjective.app import create_app
 from gameqa.subjective.cli import study_app
 from gameqa.subjective.store import StudyStore
 from gameqa.subjective.study import load_study
+from webtest import ThreadServer  # noqa: F401  (re-exported for the study tests)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-class ThreadServer:
-    """The app under uvicorn in a thread of this process, on a free loopback port."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def join_and_consent(client) -> tuple[str, dict]:

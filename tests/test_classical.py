@@ -15,7 +15,7 @@ from scipy import ndimage
 from gameqa.errors import ModelError
 from gameqa.ffmpeg import ffmpeg_exe
 from gameqa.models.classical import PSNR_MAX_DB, luma, niqe, psnr, ssim
-from gameqa.models.classical.naturalness import find_params_file, pristine_model
+from gameqa.models.classical.naturalness import find_params_file
 
 skimage_data = pytest.importorskip("skimage.data")
 skimage_metrics = pytest.importorskip("skimage.metrics")

@@ -28,8 +28,8 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    ref = clipgen.make_clip(d / "ref.mkv", codec="libx264", size=(192, 144), fps=10, seconds=1.0,
-                            source="mandelbrot", extra=["-crf", "0"])
+    clipgen.make_clip(d / "ref.mkv", codec="libx264", size=(192, 144), fps=10, seconds=1.0,
+                      source="mandelbrot", extra=["-crf", "0"])
     dist = clipgen.make_clip(d / "dist.mp4", codec="libx264", size=(192, 144), fps=10, seconds=1.0,
                              source="mandelbrot", extra=["-crf", "40"])
     img = d / "shot.png"

@@ -22,6 +22,7 @@ import clipgen  # noqa: E402
 from gameqa.data.manifest import COLUMNS, write_manifest  # noqa: E402
 from gameqa.errors import ConfigError  # noqa: E402
 from gameqa.train.config import EraqueConfig, apply_overrides, build_config, load_config  # noqa: E402
+from gameqa.bench.net import free_port
 
 SOURCES = [("game_a", "testsrc2"), ("game_a", "mandelbrot"), ("game_b", "smptebars"), ("game_b", "rgbtestsrc"),
            ("game_a", "testsrc"), ("game_b", "testsrc2=size=128x96:rate=10,hue=h=90")]
@@ -230,7 +231,7 @@ def test_torchrun_two_processes_agree(corpus, tmp_path):
 
     config.write_text(_to_toml(tree))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "gameqa.train.cli", "train", str(config)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -260,13 +261,6 @@ def test_lite0_loads_imagenet_weights_offline():
     assert score_nr.shape == (1, 1) and torch.isfinite(score_nr).all()
     torch.testing.assert_close(score_fr, score_nr, atol=1e-5, rtol=0)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _to_toml(tree: dict) -> str:

@@ -5,47 +5,30 @@ Set GAMEQA_SERVE_SCREENSHOTS=<folder> to keep screenshots of the page."""
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-uvicorn = pytest.importorskip("uvicorn")
+from webtest import CHROMIUM, CHROMIUM_ARGS, ThreadServer, need_browser, screenshot  # noqa: E402
+
+sync_api = need_browser()
 httpx = pytest.importorskip("httpx")
 
-from gameqa.bench.service_load import _free_port  # noqa: E402
 from gameqa.serve.app import ServeConfig, create_app  # noqa: E402
 
 import clipgen  # noqa: E402
 
 KEY = "browser-test-key-1234"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = os.environ.get("GAMEQA_SERVE_SCREENSHOTS")
 
 
 @pytest.fixture()
 def server(tmp_path):
     app = create_app(ServeConfig(data_dir=tmp_path / "data", api_keys={KEY: "browser"}))
-    port = _free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not instance.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with ThreadServer(app) as running:
+        yield running.url
 
 
 @pytest.fixture()
@@ -62,9 +45,7 @@ def inputs(tmp_path, need_ffmpeg) -> dict[str, Path]:
 
 
 def snap(page, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+    screenshot(page, SCREENSHOTS, name)
 
 
 def test_demo_page_scores_a_clip_an_image_and_refuses_text(server, inputs, tmp_path):

@@ -7,29 +7,22 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
+from webtest import CHROMIUM, CHROMIUM_ARGS, ThreadServer, need_browser, screenshot  # noqa: E402
 
-from gameqa.bench.study_load import free_port  # noqa: E402
+sync_api = need_browser()
+httpx = pytest.importorskip("httpx")
+
 from gameqa.subjective.app import create_app  # noqa: E402
 from gameqa.subjective.study import load_study  # noqa: E402
 
 import clipgen  # noqa: E402
 
 TOKEN = "browser-test-experimenter-token"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = os.environ.get("GAMEQA_STUDY_SCREENSHOTS")  # a folder to save page screenshots in
 
 
@@ -84,23 +77,12 @@ choices = ["laptop", "desktop monitor", "TV"]
 @pytest.fixture()
 def server(video_study, tmp_path):
     app = create_app(load_study(video_study), f"sqlite:///{tmp_path / 'votes.sqlite'}")
-    port = free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not instance.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with ThreadServer(app) as running:
+        yield running.url
 
 
 def shot(page, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+    screenshot(page, SCREENSHOTS, name)
 
 
 def test_participant_walks_through_the_study_in_chromium(server, tmp_path):

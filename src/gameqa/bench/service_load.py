@@ -12,7 +12,6 @@ import io
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from gameqa.errors import GameQAError
+from gameqa.bench.net import free_port
 
 __all__ = ["run_load_test", "print_load_report"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _make_inputs(folder: Path, size=(192, 108)) -> list[tuple[str, bytes, str]]:
@@ -65,7 +59,7 @@ def run_load_test(clients: int = 50, seconds: float = 60.0, workers: int = 2, ma
     with tempfile.TemporaryDirectory(prefix="gameqa-load-") as tmp:
         tmp_path = Path(tmp)
         inputs = _make_inputs(tmp_path / "inputs")
-        port = _free_port()
+        port = free_port()
         key = secrets.token_urlsafe(16)
         cmd = [sys.executable, "-m", "gameqa.serve.cli", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(tmp_path / "data"), "--workers", str(workers), "--max-queued", str(max_queued),

@@ -14,24 +14,17 @@ import csv
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from gameqa.bench.net import free_port
 from collections import defaultdict
 from pathlib import Path
 
 ADMIN_TOKEN = "load-test-experimenter-token"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_image_study(folder: str | os.PathLike, contents: int = 4, levels: int = 3,

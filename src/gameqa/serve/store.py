@@ -7,7 +7,6 @@ the tables; text is stored without NUL characters (PostgreSQL refuses them). A d
 opened is a ``ConfigError`` of one line naming the URL with its password hidden."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
@@ -16,10 +15,10 @@ from typing import Optional
 
 from sqlalchemy import (BigInteger, Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text,
                         create_engine, delete, event, func, insert, select, text, update)
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from gameqa.errors import ConfigError
+from gameqa.dburl import shown_url, with_installed_driver
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ENDED = (DONE, FAILED, CANCELLED)
@@ -79,11 +78,11 @@ class JobStore:
     """Thread-safe job table on one SQLAlchemy engine."""
 
     def __init__(self, url: str):
-        self.url = _shown_url(url)  # for messages: the password hidden
+        self.url = shown_url(url)  # for messages: the password hidden
         is_sqlite = url.startswith("sqlite")
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
         try:
-            self.engine = create_engine(url if is_sqlite else _with_installed_driver(url), **kwargs)
+            self.engine = create_engine(url if is_sqlite else with_installed_driver(url), **kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
             raise ConfigError(self.url, f"cannot open the job database ({_one_line(err)})") from None
         if is_sqlite:
@@ -182,26 +181,6 @@ def _no_nul(value):
 
 def _one_line(err) -> str:
     return " ".join(str(err).split())
-
-
-def _shown_url(url: str) -> str:
-    """``url`` as shown in messages: its password replaced by ``***`` (SQLite URLs as given)."""
-    if url.startswith("sqlite"):
-        return url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "the database URL"  # unparsable: it may hold a password, so it is not echoed
-
-
-def _with_installed_driver(url: str) -> str:
-    """A plain ``postgresql://`` URL names psycopg 3 when only that driver is installed
-    (SQLAlchemy 2.0 would otherwise look for psycopg2)."""
-    parsed = make_url(url)
-    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
-            and importlib.util.find_spec("psycopg") is not None):
-        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return url
 
 
 def _job_of(row, thumbs: Optional[list[int]] = None) -> Job:

@@ -14,7 +14,6 @@ the URL with its password hidden.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import secrets
@@ -25,11 +24,11 @@ from pathlib import Path
 
 from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, func, insert, select, text, update)
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from gameqa.errors import ConfigError
 from gameqa.subjective.study import Study, plan_session
+from gameqa.dburl import shown_url, with_installed_driver
 
 __all__ = ["StudyStore", "Rejected", "default_db_url"]
 
@@ -110,7 +109,7 @@ class StudyStore:
     def __init__(self, study: Study, url: str | None = None):
         self.study = study
         raw_url = url or default_db_url(study)
-        self.url = _shown_url(raw_url)  # for messages: the password hidden
+        self.url = shown_url(raw_url)  # for messages: the password hidden
         self.is_sqlite = raw_url.startswith("sqlite")
         try:
             if self.is_sqlite:
@@ -124,7 +123,7 @@ class StudyStore:
                 event.listen(self.engine, "connect", _sqlite_on_connect)
                 event.listen(self.engine, "begin", _sqlite_on_begin)
             else:
-                self.engine = create_engine(_with_installed_driver(raw_url), pool_pre_ping=True)
+                self.engine = create_engine(with_installed_driver(raw_url), pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ModuleNotFoundError, ImportError) as err:
             raise ConfigError(self.url, f"cannot open the database ({err})") from None
         self.is_postgresql = self.engine.dialect.name == "postgresql"
@@ -403,26 +402,6 @@ class StudyStore:
                 "votes_target": self.study.ratings_per_stimulus * len(stimuli),
                 "full": all(s["votes"] >= s["target"] for s in stimuli),
                 "stimuli": stimuli, "participants": participants}
-
-
-def _shown_url(url: str) -> str:
-    """``url`` as shown in messages: its password replaced by ``***`` (SQLite URLs as given)."""
-    if url.startswith("sqlite"):
-        return url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
-def _with_installed_driver(url: str) -> str:
-    """A plain ``postgresql://`` URL names psycopg 3 when only that driver is installed
-    (SQLAlchemy 2.0 would otherwise look for psycopg2)."""
-    parsed = make_url(url)
-    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
-            and importlib.util.find_spec("psycopg") is not None):
-        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return url
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

@@ -178,3 +178,19 @@ def test_capture_segments_share_their_session_content(tmp_path):
     contents = [f"pingus--level{i}" for i in range(10)]
     splits = assign_splits({"pingus": contents + contents})  # two segments per session: one split per session
     assert set(splits) == set(contents) and set(splits.values()) == {"train", "val", "test"}
+
+
+def test_encoder_error_names_the_cause(tiny_corpus, tmp_path):
+    root, _, _, _ = tiny_corpus
+    ladder = tmp_path / "ladder.toml"
+    ladder.write_text(LADDER.replace('args = ["-preset", "veryfast"]', 'args = ["-preset", "no-such-preset"]'))
+    rows, failures = build_corpus(root, load_ladder(ladder), natural=False, warn=lambda m: None)
+    assert len(failures) == 6 and all("ffmpeg failed:" in f and "preset" in f.lower() for f in failures)
+
+
+def test_rate_control_comes_from_the_config():
+    from gameqa.data.ladder import DEFAULT_RATE_ARGS, Codec
+
+    assert Codec("x", "libx264").rate_control(300) == ["-b:v", "300k", "-maxrate", "300k", "-bufsize", "600k"]
+    assert Codec("a", "libsvtav1", rate_args=("-b:v", "{kbps}k")).rate_control(150) == ["-b:v", "150k"]
+    assert len(DEFAULT_RATE_ARGS) == 6

@@ -58,6 +58,7 @@ def run_ffmpeg(args: Sequence[str], *, path: str | None = None, timeout: float |
     except subprocess.TimeoutExpired:
         raise GameQAError(path, f"ffmpeg took longer than {timeout:.0f} s") from None
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise GameQAError(path, f"ffmpeg failed: {last}")
+        lines = [ln.strip() for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()]  # the first error says why; the last is a summary
+        reason = (errors or lines or [f"exit code {proc.returncode}"])[0]
+        raise GameQAError(path, f"ffmpeg failed: {reason}")

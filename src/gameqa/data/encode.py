@@ -29,9 +29,7 @@ def encode_args(source: str, spec: EncodeSpec, size: tuple[int, int], src_fps: f
     gop = max(1, round(spec.gop_seconds * fps))
     args = ["-y", "-i", source, "-t", f"{spec.seconds:g}", "-an", "-vf", ",".join(filters),
             "-pix_fmt", "yuv420p", "-c:v", spec.codec.encoder, *spec.codec.args,
-            "-b:v", f"{kbps:g}k", "-maxrate", f"{kbps:g}k", "-bufsize", f"{2 * kbps:g}k", "-g", str(gop)]
-    if spec.codec.encoder == "libvpx-vp9":
-        args += ["-minrate", f"{kbps:g}k"]
+            *spec.codec.rate_control(kbps), "-g", str(gop)]
     return args + [out]
 
 

@@ -10,11 +10,22 @@ from pathlib import Path
 from gameqa.errors import ConfigError
 
 
+DEFAULT_RATE_ARGS = ("-b:v", "{kbps}k", "-maxrate", "{kbps}k", "-bufsize", "{bufsize}k")
+
+
 @dataclass(frozen=True)
 class Codec:
+    """An encoder and its options. ``rate_args`` is the rate control, with ``{kbps}`` and ``{bufsize}``
+    (twice the rate) filled in per rung; empty means ``DEFAULT_RATE_ARGS`` (capped VBR)."""
+
     name: str
     encoder: str
     args: tuple[str, ...] = ()
+    rate_args: tuple[str, ...] = ()
+
+    def rate_control(self, kbps: float) -> list[str]:
+        template = self.rate_args or DEFAULT_RATE_ARGS
+        return [a.format(kbps=f"{kbps:g}", bufsize=f"{2 * kbps:g}") for a in template]
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,10 @@ class EncodeSpec:
     @property
     def spec_id(self) -> str:
         """Readable and content-addressed: changing any setting changes the id (and so the cache path)."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        settings = asdict(self)
+        if not self.codec.rate_args:  # the default rate control: ids made before rate_args existed stay valid
+            del settings["codec"]["rate_args"]
+        blob = json.dumps(settings, sort_keys=True).encode()
         digest = hashlib.sha1(blob).hexdigest()[:8]
         fps = f"_{self.rung.fps:g}fps" if self.rung.fps else ""
         return f"{self.codec.name}_{self.rung.height}p_{self.rung.kbps:g}k{fps}_{digest}"
@@ -60,7 +74,7 @@ class Ladder:
 
 
 _TOP = {"seconds", "gop_seconds", "codecs_per_source", "codec", "rung"}
-_CODEC = {"name", "encoder", "args"}
+_CODEC = {"name", "encoder", "args", "rate_args"}
 _RUNG = {"height", "kbps", "fps"}
 
 
@@ -91,10 +105,11 @@ def load_ladder(path: str | Path) -> Ladder:
         _check_keys(path, f"codec #{i + 1}", c, _CODEC)
         if not isinstance(c.get("name"), str) or not isinstance(c.get("encoder"), str):
             raise ConfigError(path, f"codec #{i + 1} needs string 'name' and 'encoder'")
-        args = c.get("args", [])
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            raise ConfigError(path, f"codec {c['name']!r}: 'args' must be a list of strings")
-        codecs.append(Codec(c["name"], c["encoder"], tuple(args)))
+        for key in ("args", "rate_args"):
+            value = c.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError(path, f"codec {c['name']!r}: {key!r} must be a list of strings")
+        codecs.append(Codec(c["name"], c["encoder"], tuple(c.get("args", [])), tuple(c.get("rate_args", []))))
     rungs = []
     for i, r in enumerate(data.get("rung", [])):
         _check_keys(path, f"rung #{i + 1}", r, _RUNG)

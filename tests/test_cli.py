@@ -137,3 +137,9 @@ def test_eval_command(tmp_path):
     assert srocc["value"] == pytest.approx(spearmanr(pred, mos).statistic, abs=1e-9)
     r = invoke("eval", str(tmp_path / "pred.jsonl"), str(tmp_path / "missing.csv"))
     assert r.exit_code == 1 and "missing.csv" in r.output
+
+
+def test_bench_decode_prints_the_ratio_table():
+    r = runner.invoke(app, ["bench", "decode", "--repeats", "1"], catch_exceptions=False, env={"COLUMNS": "160"})
+    assert r.exit_code == 0
+    assert "ffmpeg -f null" in r.stdout and "gameqa reader" in r.stdout and "1.00" in r.stdout

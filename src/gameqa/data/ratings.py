@@ -17,7 +17,6 @@ vote histogram over the integer scores of the scale. Readers:
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gameqa.errors import ConfigError
+from gameqa.csvio import read_csv_records
 
 AVA_SCALE = (1.0, 10.0)
 CLIVE_SCALE = (0.0, 100.0)
@@ -163,16 +163,7 @@ def read_ava(path: str | os.PathLike, root=None, suffix: str = ".jpg") -> Rating
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-                    for row in reader]
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read the ratings file ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(path, f"not a readable CSV file ({exc})") from None
+    header, rows = read_csv_records(path, "ratings")
     if not rows:
         raise ConfigError(path, "no images")
     return header, rows

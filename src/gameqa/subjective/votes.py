@@ -8,7 +8,6 @@ evaluator here, never imported or executed.
 from __future__ import annotations
 
 import ast
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gameqa.errors import ConfigError
+from gameqa.csvio import read_csv_records
 
 __all__ = ["VoteTable", "read_sureal_dataset", "read_votes_csv"]
 
@@ -256,20 +256,11 @@ def read_votes_csv(path: str | os.PathLike, scale: tuple[float, float] | None = 
     column each stimulus is its own content. Stimuli and observers keep first-seen order.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
-            missing = {"stimulus", "observer", "score"} - set(header)
-            if missing:
-                raise ConfigError(path, f"missing column(s) {', '.join(sorted(missing))} "
-                                        "(need stimulus, observer, score[, content])")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-                    for row in reader]
-    except OSError as err:
-        raise ConfigError(path, f"cannot read the votes file ({err.strerror or err})") from None
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise ConfigError(path, f"not a readable CSV file ({err})") from None
+    header, rows = read_csv_records(path, "votes")
+    missing = {"stimulus", "observer", "score"} - set(header)
+    if missing:
+        raise ConfigError(path, f"missing column(s) {', '.join(sorted(missing))} "
+                                "(need stimulus, observer, score[, content])")
     if not rows:
         raise ConfigError(path, "no votes")
 

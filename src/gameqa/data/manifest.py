@@ -70,6 +70,7 @@ def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".csv")
     with os.fdopen(fd, "w") as fh:
         fh.write(buf.getvalue())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a manifest is for everyone to read
     os.replace(tmp, path)
     return path
 

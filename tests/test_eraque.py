@@ -220,7 +220,9 @@ def test_bad_inputs_fail_before_training(corpus, tmp_path):
         Trainer(tiny_config(bad, tmp_path / "w2"), log=quiet)
     with pytest.raises(ConfigError, match="smaller than input.crop_size 128"):
         Trainer(tiny_config(corpus, tmp_path / "w3", ["input.crop_size=128"]), log=quiet)
-    assert not (tmp_path / "w1").exists() and not (tmp_path / "w3").exists()  # nothing was started
+    with pytest.raises(ConfigError, match=r"no clips of group\(s\) \['natural'\]"):
+        Trainer(tiny_config(corpus, tmp_path / "w4", ['data.groups=["natural"]']), log=quiet)
+    assert not any((tmp_path / w).exists() for w in ("w1", "w3", "w4"))  # nothing was started
 
 
 def test_torchrun_two_processes_agree(corpus, tmp_path):

@@ -42,6 +42,7 @@ class DataConfig(_Section):
     val_frames: int = Field(4, ge=1)    # frames per clip used for validation (spread over the cached ones)
     val_crops: int = Field(2, ge=1)     # crops per frame for validation (grid, as the ONNX engine takes them)
     limit_clips: int = Field(0, ge=0)   # use only the first N clips of each split (smoke runs); 0 = all
+    groups: list[str] = Field(default_factory=list)  # manifest groups to use ("game", "natural"); [] = all
 
     @field_validator("sample")
     @classmethod

@@ -109,6 +109,10 @@ def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
     """Manifest rows by split (content-disjoint; leave-one-game-out if ``data.logo_game``), files checked."""
     manifest = cfg.manifest_path()
     rows = read_manifest(manifest, root=cfg.corpus_root(), check_files=True)
+    if cfg.data.groups:
+        rows = [r for r in rows if r["group"] in cfg.data.groups]
+        if not rows:
+            raise ConfigError(manifest, f"no clips of group(s) {cfg.data.groups} (data.groups)")
     if cfg.model.reference == "full":
         for line, row in enumerate(rows, start=2):
             if not os.path.isfile(row["abs_source_path"]):

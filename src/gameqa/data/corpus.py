@@ -135,6 +135,7 @@ def manifest_row(root: Path, source: Source, spec: EncodeSpec, labels: ClipLabel
     return {
         "clip_id": f"{source.source_id}-{spec.spec_id}", "source_id": source.source_id,
         "game": source.game, "content": source.content, "group": source.group, "codec": spec.codec.name, "encoder": spec.codec.encoder,
+        "encoder_args": " ".join([*spec.codec.args, *spec.codec.rate_control(spec.rung.kbps)]),
         "height": h, "width": w, "display_height": source.height, "display_width": source.width,
         "kbps": spec.rung.kbps, "actual_kbps": clip.stat().st_size * 8 / 1000 / spec.seconds, "fps": spec.rung.fps or source.fps,
         "seconds": spec.seconds, "path": str(clip.relative_to(root)),

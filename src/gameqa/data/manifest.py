@@ -19,7 +19,7 @@ from typing import Iterable
 from gameqa.errors import ConfigError
 
 COLUMNS = [
-    "clip_id", "source_id", "game", "content", "group", "codec", "encoder", "height", "width", "display_height",
+    "clip_id", "source_id", "game", "content", "group", "codec", "encoder", "encoder_args", "height", "width", "display_height",
     "display_width", "kbps", "actual_kbps", "fps", "seconds", "path", "source_path", "vmaf", "vmaf_p5", "psnr_y", "ssim", "mos", "frames", "split",
 ]
 NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": int, "kbps": float,

@@ -80,6 +80,7 @@ def test_prepare_image_resizes_only_large_images():
 def test_onnx_export_matches_torch_and_scorer(tmp_path):
     from PIL import Image
 
+    torch.manual_seed(0)
     net = tiny_net((1.0, 10.0))
     export_onnx(net, tmp_path / "model.onnx", sample_size=64)
     (tmp_path / "model.json").write_text(json.dumps({"kind": "mean-spread", "name": "tiny-test", "scale": [1, 10],
@@ -93,9 +94,12 @@ def test_onnx_export_matches_torch_and_scorer(tmp_path):
     assert x.shape[2:] == (96, 64)  # longer side 120 -> 96
     with torch.no_grad():
         m, s = net(x)
-    assert result.mean == pytest.approx(float(m), abs=1e-4) and result.std == pytest.approx(float(s), abs=1e-4)
-    assert result.ci_low < result.mean < result.ci_high and result.raters == 30
-    assert result.ci_high - result.mean == pytest.approx(2.04523 * result.std / np.sqrt(30), rel=1e-4)
+    assert result.mean == pytest.approx(min(max(float(m), 1.0), 10.0), abs=1e-4)  # clipped to the scale
+    assert result.std == pytest.approx(float(s), abs=1e-4)
+    assert result.ci_low <= result.mean <= result.ci_high and result.raters == 30
+    half = 2.04523 * result.std / np.sqrt(30)  # t(29) * std / sqrt(n), then kept on the 1-10 scale
+    assert result.ci_high == pytest.approx(min(result.mean + half, 10.0), rel=1e-4)
+    assert result.ci_low == pytest.approx(max(result.mean - half, 1.0), rel=1e-4)
     assert 1.0 <= result.raters_low <= result.raters_high <= 10.0
     (tmp_path / "model.json").write_text(json.dumps({"kind": "frame", "name": "x"}))
     with pytest.raises(ModelError, match="not a mean-and-spread model"):

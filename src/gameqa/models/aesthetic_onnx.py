@@ -178,11 +178,16 @@ class SpreadScorer:
         """The full prediction for one image (a path, or an array with ``path`` naming it)."""
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
-        mean, std = self.predict(image)
-        low, high = mean_interval(mean, std, self.raters)
+        raw_mean, std = self.predict(image)
         lo_scale, hi_scale = self.card.scale
-        return SpreadScore(path, mean, std, low, high, self.raters,
-                           max(lo_scale, mean - Z95 * std), min(hi_scale, mean + Z95 * std))
+        mean = min(max(raw_mean, lo_scale), hi_scale)  # a score is on the model's scale, whatever the head says
+
+        def on_scale(value: float) -> float:
+            return min(max(value, lo_scale), hi_scale)
+
+        low, high = mean_interval(mean, std, self.raters)
+        return SpreadScore(path, mean, std, on_scale(low), on_scale(high), self.raters,
+                           on_scale(mean - Z95 * std), on_scale(mean + Z95 * std))
 
 
 def quantize_model_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:

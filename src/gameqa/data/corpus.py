@@ -47,12 +47,20 @@ class Source:
     duration: float
 
 
-def file_digest(path: Path, length: int = 12) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:length]
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike, length: int | None = None) -> str:
+    """SHA-1 of a file's bytes, hex, first ``length`` digits (memoised on path, size and mtime)."""
+    st = os.stat(path)
+    memo = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha1()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo][:length]
 
 
 def add_natural_sources(sources_dir: Path) -> list[Path]:
@@ -99,7 +107,7 @@ def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], No
             warn(f"skipped source {path}: {info.duration:.2f} s is shorter than the ladder's {min_seconds:g} s")
             continue
         found.append(Source(
-            source_id=file_digest(path), game=game, content=content,
+            source_id=file_digest(path, 12), game=game, content=content,
             group=NATURAL_GROUP if game == NATURAL_GROUP else "game", path=path,
             width=info.display_width, height=info.display_height, fps=info.fps, duration=info.duration,
         ))

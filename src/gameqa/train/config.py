@@ -55,12 +55,19 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The network."""
 
-    backbone: Literal["efficientnet-lite0", "tiny"] = "efficientnet-lite0"
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | mobilenetv2-<width> (e.g. 0.5) | tiny
     reference: Literal["none", "full"] = "none"
     pretrained: bool = True
     head_hidden: int = Field(128, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     freeze_bn: bool = True
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str) -> str:
+        from gameqa.models.backbones import check_backbone
+
+        return check_backbone(value)
 
 
 class InputConfig(_Section):
@@ -129,6 +136,38 @@ class ExportConfig(_Section):
         return value
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation from a trained teacher (``gameqa distill``); ``teacher = ""`` means none.
+
+    The student's loss is the ground-truth loss (``[loss]``) plus ``output_weight`` x the distance of its
+    scores to the teacher's (soft targets) plus ``feature_weight`` x the normalised squared distance between
+    the teacher's last feature map and the student's, mapped through a 1x1-conv adapter. Unlabelled crops
+    (more frames of ``unlabelled_clips`` train clips, sampled with ``unlabelled_sample``) feed the two
+    distillation terms only. A weight of 0 switches its term off.
+    """
+
+    teacher: str = ""                         # teacher checkpoint (.pt)
+    output_weight: float = Field(1.0, ge=0.0)
+    output_loss: Literal["l1", "l2"] = "l1"
+    feature_weight: float = Field(1.0, ge=0.0)
+    unlabelled_clips: int = Field(0, ge=0)    # train clips that give extra, unlabelled frames; 0 = none
+    unlabelled_sample: str = "uniform:12"     # frames taken from each of them (other times than data.sample)
+    unlabelled_per_batch: int = Field(4, ge=0)  # unlabelled crops added to each batch
+
+    @field_validator("unlabelled_sample")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        from gameqa.media import SamplePolicy
+
+        return str(SamplePolicy.parse(value))
+
+    def teacher_path(self) -> Optional[Path]:
+        """The teacher file; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
+        if not self.teacher:
+            return None
+        return Path(_expand(self.teacher.replace("${GAMEQA_CACHE}", str(cache_dir()))))
+
+
 class EraqueConfig(_Section):
     """A whole training run."""
 
@@ -142,6 +181,7 @@ class EraqueConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     # -- resolved paths ------------------------------------------------------------------------------------
     def corpus_root(self) -> Path:
@@ -284,4 +324,6 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Eraq
 def config_changes(old: dict[str, Any], new: dict[str, Any], allowed: set[str] = RESUMABLE_KEYS) -> list[str]:
     """Dotted keys whose values differ between two flat configs, ignoring the ``allowed`` ones."""
     keys = sorted((set(old) | set(new)) - allowed)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    defaults = EraqueConfig().to_flat()  # a key added to gameqa after the run started counts as its default
+    return [f"{k}: {old.get(k, defaults.get(k))!r} -> {new.get(k)!r}" for k in keys
+            if old.get(k, defaults.get(k)) != new.get(k)]

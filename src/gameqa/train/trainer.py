@@ -47,8 +47,8 @@ from gameqa.train.config import EraqueConfig, build_config, config_changes
 from gameqa.train.frames import CachedFrames, FrameCache
 
 CHECKPOINT_FORMAT = "gameqa-eraque-checkpoint-1"
-METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "regression", "ranking", "hard_pairs", "val_srocc",
-                  "val_plcc", "val_rmse", "seconds"]
+METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "regression", "ranking", "hard_pairs", "distill_output",
+                  "distill_feature", "val_srocc", "val_plcc", "val_rmse", "seconds"]
 
 
 # -- distributed helpers ---------------------------------------------------------------------------------------
@@ -398,6 +398,25 @@ class Trainer:
         gathered = sorted(item for part in _gather(d, mine) for item in part)
         return clip_metrics([p for _, p, _ in gathered], [m for _, _, m in gathered])
 
+    # -- the loss of one step (the distillation trainer extends it) ---------------------------------------------
+    extra_log: dict = {}
+
+    def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        """Ground-truth loss of one batch: regression plus the hard pairwise ranking loss."""
+        loss = self.cfg.loss
+        pred = model(x).reshape(-1)
+        return eraque_loss(pred, y, regression=loss.regression, regression_weight=loss.regression_weight,
+                           rank_weight=loss.rank_weight, rank_threshold=loss.rank_threshold,
+                           rank_margin=loss.rank_margin, margin_scale=loss.margin_scale,
+                           pair_weighting=loss.pair_weighting)
+
+    def extra_state(self) -> dict:
+        """More state to keep in checkpoints (the distillation adapter)."""
+        return {}
+
+    def load_extra_state(self, ckpt: dict) -> None:
+        """Restore what ``extra_state`` saved, on resume."""
+
     # -- bookkeeping ----------------------------------------------------------------------------------------------
     def _write_metrics(self, row: dict) -> None:
         path = self.run_dir / "metrics.csv"
@@ -428,7 +447,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "config": self.cfg.model_dump(mode="json"),
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "epoch": epoch, "batch": batch, "best": best, "world": self.dist.world,
-            "rng": rng_states, "display_height": self.display_height(),
+            "rng": rng_states, "display_height": self.display_height(), **self.extra_state(),
         }, self.run_dir / name)
 
     def display_height(self) -> int:
@@ -462,6 +481,7 @@ class Trainer:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             step, epoch0, batch0, best = ckpt["step"], ckpt["epoch"], ckpt["batch"], ckpt["best"]
+            self.load_extra_state(ckpt)
             if ckpt.get("world") == d.world:
                 torch.set_rng_state(ckpt["rng"][d.rank])
             else:
@@ -503,18 +523,17 @@ class Trainer:
                     factor = self._lr_factor(step, total)
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * factor
-                    pred = ddp(x.to(self.device)).reshape(-1)
-                    parts = eraque_loss(pred, y.to(self.device), regression=cfg.loss.regression,
-                                        regression_weight=cfg.loss.regression_weight, rank_weight=cfg.loss.rank_weight,
-                                        rank_threshold=cfg.loss.rank_threshold, rank_margin=cfg.loss.rank_margin,
-                                        margin_scale=cfg.loss.margin_scale, pair_weighting=cfg.loss.pair_weighting)
+                    parts = self.step_loss(ddp, x.to(self.device), y.to(self.device))
                     optimizer.zero_grad(set_to_none=True)
                     parts.total.backward()
                     if cfg.train.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                        params = [p for group in optimizer.param_groups for p in group["params"]]
+                        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                     optimizer.step()
                     step += 1
-                    window.append((float(parts.total.detach()), parts.regression, parts.ranking, parts.hard_pairs))
+                    logged = {"train_loss": float(parts.total.detach()), "regression": parts.regression,
+                              "ranking": parts.ranking, "hard_pairs": parts.hard_pairs, **self.extra_log}
+                    window.append(list(logged.values()))
                     if progress:
                         progress[0].update(progress[1], completed=step, loss=window[-1][0])
                     if step % cfg.train.log_every == 0 or step == stop:
@@ -523,8 +542,7 @@ class Trainer:
                         if d.main:
                             now = time.monotonic()
                             self._write_metrics({"step": step, "epoch": epoch + 1, "lr": cfg.train.lr * factor,
-                                                 "train_loss": means[0], "regression": means[1], "ranking": means[2],
-                                                 "hard_pairs": means[3], "seconds": now - t_log})
+                                                 **dict(zip(logged, means)), "seconds": now - t_log})
                             t_log = now
                     end_of_epoch = batch + 1 == spe
                     if (end_of_epoch and (epoch + 1) % cfg.train.validate_every == 0) or step == stop:

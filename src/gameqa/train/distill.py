@@ -1,0 +1,150 @@
+"""Knowledge distillation: train a small ERAQUE student from a trained teacher (``gameqa distill CONFIG``).
+
+The student is an ordinary ERAQUE config (e.g. ``model.backbone = "mobilenetv2-0.5"``) with a ``[distill]``
+section naming the teacher checkpoint. Every step the frozen teacher sees the same crops as the student, and
+the student's loss is
+
+    ground truth (regression + hard ranking, ``[loss]``, labelled crops only)
+    + output_weight  x |student score - teacher score|    (soft targets; L1 or L2)
+    + feature_weight x ||adapter(student map) - teacher map||^2 / ||teacher map||^2
+
+where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
+student, dropped at export). Unlabelled crops -- more frames of the train clips than the labelled cache holds,
+sampled at other times -- feed the two distillation terms only. Everything else (splits, caching, schedule,
+validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gameqa.errors import ConfigError
+from gameqa.losses import eraque_loss
+from gameqa.models.eraque import normalise_crops
+from gameqa.train.config import EraqueConfig
+from gameqa.train.frames import FrameCache
+from gameqa.train.trainer import (Trainer, _barrier, load_checkpoint, model_from_checkpoint, random_crop,
+                                  spread)
+
+
+def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference, divided by the teacher map's mean square (scale-free); sizes pooled to match."""
+    if student_map.shape[-2:] != teacher_map.shape[-2:]:
+        student_map = F.adaptive_avg_pool2d(student_map, teacher_map.shape[-2:])
+    return (student_map - teacher_map).pow(2).mean() / teacher_map.pow(2).mean().clamp_min(1e-8)
+
+
+def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Distance of the student's scores to the teacher's (soft targets)."""
+    return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
+
+
+class DistillTrainer(Trainer):
+    """The ERAQUE trainer with a frozen teacher, an adapter, and unlabelled crops."""
+
+    def __init__(self, cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] = print):
+        path = cfg.distill.teacher_path()
+        if path is None:
+            raise ConfigError(None, "distill.teacher is empty: name the teacher checkpoint (.pt) to distil from")
+        if not path.is_file():
+            raise ConfigError(path, "teacher checkpoint not found (distill.teacher)")
+        if cfg.model.reference == "full" and cfg.distill.unlabelled_clips:
+            raise ConfigError(path, "unlabelled frames are for no-reference students (set distill.unlabelled_clips = 0)")
+        super().__init__(cfg, resume=resume, log=log)
+        self.teacher, teacher_cfg = model_from_checkpoint(load_checkpoint(path))
+        if teacher_cfg.model.reference != cfg.model.reference:
+            raise ConfigError(path, f"the teacher is reference={teacher_cfg.model.reference!r}, the student "
+                                    f"reference={cfg.model.reference!r}: they must see the same input")
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher_path = path
+        self.adapter: nn.Module | None = None
+        self._adapter_run: nn.Module | None = None
+        self.unlabelled = []
+        self.extra_log = {"distill_output": 0.0, "distill_feature": 0.0}
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    def _cache(self) -> None:
+        super()._cache()
+        cfg, d = self.cfg, self.dist
+        n = cfg.distill.unlabelled_clips
+        if not n or not cfg.distill.unlabelled_per_batch or cfg.distill.output_weight + cfg.distill.feature_weight == 0:
+            return
+        train = self.splits["train"]
+        rows = [train[i] for i in spread(len(train), n)]
+        cache = FrameCache(cfg.frames_dir(), cfg.distill.unlabelled_sample)
+        if d.main:
+            self.log(f"caching unlabelled frames ({cfg.distill.unlabelled_sample}) of {len(rows)} train clips")
+        cache.cache_rows(rows[d.rank::d.world], progress=self._progress_cb("caching unlabelled"))
+        _barrier(d)
+        entries = cache.cache_rows(rows)
+        self.unlabelled = [entries[r["clip_id"]][0] for r in rows]
+
+    def _build(self):
+        model, optimizer = super()._build()
+        self.teacher.to(self.device).eval()
+        if self.cfg.distill.feature_weight > 0:
+            torch.manual_seed(self.cfg.seed + 17)
+            self.adapter = nn.Conv2d(model.feature_channels, self.teacher.feature_channels, 1).to(self.device)
+            lr = self.cfg.train.lr
+            optimizer.add_param_group({"params": list(self.adapter.parameters()), "lr": lr, "base_lr": lr})
+            self._adapter_run = self.adapter
+            if self.dist.active:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ids = [self.dist.local_rank] if self.device == "cuda" else None
+                self._adapter_run = DistributedDataParallel(self.adapter, device_ids=ids)
+        return model, optimizer
+
+    def extra_state(self) -> dict:
+        state = {"teacher": str(self.teacher_path)}
+        if self.adapter is not None:
+            state["adapter"] = self.adapter.state_dict()
+        return state
+
+    def load_extra_state(self, ckpt: dict) -> None:
+        if self.adapter is not None and "adapter" in ckpt:
+            self.adapter.load_state_dict(ckpt["adapter"])
+
+    # -- data and loss ------------------------------------------------------------------------------------------
+    def load_batch(self, plan, epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labelled batch, then ``unlabelled_per_batch`` unlabelled crops (target NaN)."""
+        x, y = super().load_batch(plan, epoch, batch)
+        k = self.cfg.distill.unlabelled_per_batch if self.unlabelled else 0
+        if not k:
+            return x, y
+        rng = np.random.default_rng([self.cfg.seed, epoch, 3, batch, self.dist.rank])
+        patches = []
+        for _ in range(k):
+            frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
+            frame = frames.load(int(rng.integers(len(frames))))
+            patches.append(random_crop(frame, None, self.cfg.input.crop_size, rng, self.cfg.input.hflip))
+        return torch.cat([x, normalise_crops(patches)]), torch.cat([y, torch.full((k,), float("nan"))])
+
+    def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        cfg, dcfg = self.cfg, self.cfg.distill
+        labelled = ~torch.isnan(y)
+        pred, fmap = model(x, features=True)
+        pred = pred.reshape(-1)
+        loss = cfg.loss
+        parts = eraque_loss(pred[labelled], y[labelled], regression=loss.regression,
+                            regression_weight=loss.regression_weight, rank_weight=loss.rank_weight,
+                            rank_threshold=loss.rank_threshold, rank_margin=loss.rank_margin,
+                            margin_scale=loss.margin_scale, pair_weighting=loss.pair_weighting)
+        with torch.no_grad():
+            t_pred, t_map = self.teacher(x, features=True)
+        total = parts.total
+        out_term = output_distance(pred, t_pred.reshape(-1), dcfg.output_loss)
+        if dcfg.output_weight > 0:
+            total = total + dcfg.output_weight * out_term
+        feat_term = torch.zeros(())
+        if self._adapter_run is not None:
+            feat_term = feature_distance(self._adapter_run(fmap), t_map)
+            total = total + dcfg.feature_weight * feat_term
+        parts.total = total
+        self.extra_log = {"distill_output": float(out_term.detach()), "distill_feature": float(feat_term.detach())}
+        return parts

@@ -1,0 +1,97 @@
+"""Knowledge distillation (gameqa.train.distill) on the tiny real corpus of test_eraque: a tiny teacher, a tiny
+student, unlabelled frames, resume, switching the terms off, export, and the errors."""
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_eraque import corpus, quiet, tiny_config  # noqa: E402,F401  (corpus is a fixture)
+
+from gameqa.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus, tmp_path_factory):  # noqa: F811
+    from gameqa.train.trainer import Trainer
+
+    work = tmp_path_factory.mktemp("teacher")
+    cfg = tiny_config(corpus, work / "t", ["train.max_steps=3", "name=teacher", "model.head_hidden=8"])
+    return Trainer(cfg, log=quiet).fit().run_dir / "best.pt"
+
+
+def student(corpus, work, teacher, *more):  # noqa: F811
+    return tiny_config(corpus, work, [f'distill.teacher="{teacher}"', "name=student", *more])
+
+
+def test_distance_terms_by_hand():
+    from gameqa.train.distill import feature_distance, output_distance
+
+    s, t = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.5, 2.0, 3.0])
+    assert float(output_distance(s, t, "l1")) == pytest.approx(0.5)
+    assert float(output_distance(s, t, "l2")) == pytest.approx((0.25 + 1.0) / 3)
+    tmap = torch.full((1, 2, 2, 2), 2.0)
+    smap = torch.full((1, 2, 4, 4), 1.0)  # pooled to 2x2 first
+    assert float(feature_distance(smap, tmap)) == pytest.approx(1.0 / 4.0)
+    assert float(feature_distance(tmap.clone(), tmap)) == 0.0
+
+
+def test_distillation_trains_logs_resumes_and_exports(corpus, teacher, tmp_path):  # noqa: F811
+    from gameqa.export.onnx import export_onnx
+    from gameqa.train.distill import DistillTrainer
+
+    more = ["distill.unlabelled_clips=2", 'distill.unlabelled_sample="uniform:2"', "distill.unlabelled_per_batch=2"]
+    straight = DistillTrainer(student(corpus, tmp_path / "a", teacher, "train.max_steps=4", *more), log=quiet)
+    result = straight.fit()
+    assert result.steps == 4 and len(straight.unlabelled) == 2 and all(len(f) == 2 for f in straight.unlabelled)
+    x, y = straight.load_batch(straight.epoch_plan(0), 0, 0)
+    assert x.shape[0] == 6 and int(torch.isnan(y).sum()) == 2  # 4 labelled crops + 2 unlabelled
+    rows = list(csv.DictReader(io.StringIO((result.run_dir / "metrics.csv").read_text())))
+    train_rows = [r for r in rows if r["train_loss"]]
+    assert len(train_rows) == 4
+    assert all(float(r["distill_output"]) > 0 and float(r["distill_feature"]) > 0 for r in train_rows)
+    ckpt = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    assert "adapter" in ckpt and ckpt["teacher"] == str(teacher)
+
+    DistillTrainer(student(corpus, tmp_path / "b", teacher, "train.max_steps=2", *more), log=quiet).fit()
+    resumed = DistillTrainer(student(corpus, tmp_path / "b", teacher, "train.max_steps=4", *more), log=quiet).fit()
+    assert resumed.digest == result.digest  # adapter and optimiser state come back: bit-identical
+
+    report = export_onnx(result.run_dir / "best.pt", tmp_path / "model", name="student-test")
+    assert report.max_abs_diff < 1e-4  # the exported student is the plain network, no adapter
+
+
+def test_all_distillation_terms_off_is_the_plain_trainer(corpus, teacher, tmp_path):  # noqa: F811
+    from gameqa.train.distill import DistillTrainer
+    from gameqa.train.trainer import Trainer
+
+    off = ["train.max_steps=3", "distill.output_weight=0", "distill.feature_weight=0"]
+    distilled = DistillTrainer(student(corpus, tmp_path / "d", teacher, *off), log=quiet).fit()
+    plain = Trainer(tiny_config(corpus, tmp_path / "p", ["train.max_steps=3", "name=student"]), log=quiet).fit()
+    assert distilled.digest == plain.digest
+    on = DistillTrainer(student(corpus, tmp_path / "o", teacher, "train.max_steps=3"), log=quiet).fit()
+    assert on.digest != plain.digest  # and the terms, when on, change what is learnt
+
+
+def test_distillation_errors_before_training(corpus, teacher, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.train.distill import DistillTrainer
+
+    with pytest.raises(ConfigError, match="distill.teacher is empty"):
+        DistillTrainer(tiny_config(corpus, tmp_path / "x"), log=quiet)
+    with pytest.raises(ConfigError, match="teacher checkpoint not found"):
+        DistillTrainer(student(corpus, tmp_path / "x", tmp_path / "nope.pt"), log=quiet)
+    with pytest.raises(ConfigError, match="must see the same input"):
+        DistillTrainer(student(corpus, tmp_path / "x", teacher, "model.reference=full"), log=quiet)
+    with pytest.raises(ConfigError, match="unknown key 'distill.temperature'"):
+        student(corpus, tmp_path / "x", teacher, "distill.temperature=2")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'[distill]\nteacher = "{teacher}"\n')
+    done = CliRunner().invoke(app, ["train", str(cfg)])
+    assert done.exit_code == 2 and "run `gameqa distill`" in done.output
+    assert not (tmp_path / "x").exists()

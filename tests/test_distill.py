@@ -95,3 +95,25 @@ def test_distillation_errors_before_training(corpus, teacher, tmp_path):  # noqa
     done = CliRunner().invoke(app, ["train", str(cfg)])
     assert done.exit_code == 2 and "run `gameqa distill`" in done.output
     assert not (tmp_path / "x").exists()
+
+
+def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_path):  # noqa: F811
+    import json
+
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    manifest = corpus / "manifests" / "corpus.csv"
+    run = teacher.parent
+    args = ["bench", "runs", "--group", f"teacher={run}", "--group", f"again={run.parent}/r*",
+            "--manifest", str(manifest), "--split", "test", "--json", str(tmp_path / "runs.json")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    result = json.loads((tmp_path / "runs.json").read_text())
+    assert set(result) == {"teacher", "again"} and result["teacher"]["clips"] == 3
+    assert result["teacher"]["mean"] == result["again"]["mean"]  # the same run, from its cached predictions
+    saved = json.loads((run / "predictions-test.json").read_text())
+    assert len(saved["predictions"]) == 3 and all(1 <= p <= 5 for p in saved["predictions"])
+    bad = CliRunner().invoke(app, ["bench", "runs", "--group", f"x={tmp_path}/none*", "--manifest", str(manifest)])
+    assert bad.exit_code == 1 and "matches no run folder" in bad.output

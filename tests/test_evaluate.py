@@ -237,3 +237,15 @@ def test_mos_scale_conversions():
         to_mos5([1], "0-7")
     with pytest.raises(GameQAError, match="low < high"):
         to_mos5([1], (5, 1))
+
+
+def test_close_pair_accuracy_by_hand():
+    from gameqa.evaluate import close_pair_accuracy
+
+    labels = [1.0, 1.2, 1.3, 3.0]
+    pred = [0.5, 0.7, 0.6, 9.0]
+    # close pairs (gap <= 0.5, not tied): (0,1) right, (0,2) right, (1,2) wrong -> 2/3; pairs with item 3 are far
+    assert close_pair_accuracy(pred, labels, 0.5) == (pytest.approx(2 / 3), 3)
+    assert close_pair_accuracy([1, 2, 2, 3], labels, 0.15) == (0.5, 1)  # tied prediction counts half
+    acc, n = close_pair_accuracy(pred, [1, 1, 5, 9], 0.5)
+    assert n == 0 and np.isnan(acc)

@@ -40,6 +40,7 @@ app.command("train")(train_cmd)
 app.command("distill")(distill_cmd)
 app.command("export")(export_cmd)
 bench_app.command("train")(_train_bench)
+bench_app.command("models")(__import__("gameqa.bench.models", fromlist=["x"]).bench_models_command)
 
 out = Console()
 err = Console(stderr=True)
@@ -260,6 +261,37 @@ def bench_decode_cmd(
     except GameQAError as exc:
         _fail(str(exc))
     print_decode_table(rows)
+
+
+@bench_app.command("runs")
+def bench_runs_cmd(
+    group: List[str] = typer.Option(..., "--group", "-g", help="LABEL=RUN_GLOB, e.g. 'L1=runs/abl-l1-s*' (repeat)."),
+    manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
+    split: str = typer.Option("test", "--split"),
+    logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
+) -> None:
+    """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE and hard-pair accuracy, mean +- sd."""
+    from gameqa.evaluate.runs import METRICS, compare_groups, expand_group
+    from gameqa.sinks import write_atomic
+
+    try:
+        groups = dict(expand_group(g) for g in group)
+        result = compare_groups(groups, manifest, split, logo_game=logo,
+                                progress=lambda m: err.print(f"scoring {m}", highlight=False))
+    except GameQAError as exc:
+        _fail(str(exc))
+    table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")
+    table.add_column("group")
+    table.add_column("runs", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for label, res in result.items():
+        table.add_row(label, str(len(res["runs"])),
+                      *[f"{res['mean'][m]:.4f} +- {res['std'][m]:.4f}" for m in METRICS])
+    out.print(table)
+    if json_out:
+        write_atomic(json.dumps(result, indent=2), json_out)
 
 
 def main() -> None:

@@ -98,3 +98,19 @@ def krocc_rows(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def rmse_rows(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """RMSE of each row pair of two (k, n) arrays."""
     return np.sqrt(np.mean((pred - labels) ** 2, axis=-1))
+
+
+def close_pair_accuracy(pred, labels, max_gap: float, min_gap: float = 1e-6) -> tuple[float, int]:
+    """Share of item pairs with ``min_gap < |label gap| <= max_gap`` that ``pred`` orders like the labels.
+
+    The hard pairs of a quality model: close in the ground truth but not tied. A tie in ``pred`` counts half.
+    Returns ``(accuracy, number of pairs)``; the accuracy is NaN when no pair qualifies.
+    """
+    p, y = as_pair(pred, labels)
+    i, j = np.triu_indices(p.size, k=1)
+    gap = np.abs(y[i] - y[j])
+    keep = (gap > min_gap) & (gap <= max_gap)
+    if not keep.any():
+        return float("nan"), 0
+    agree = np.sign(p[i] - p[j])[keep] * np.sign(y[i] - y[j])[keep]
+    return float(np.mean((agree > 0) + 0.5 * (agree == 0))), int(keep.sum())

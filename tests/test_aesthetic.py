@@ -20,17 +20,18 @@ from gameqa.models.aesthetic_onnx import SpreadScorer, mean_interval, prepare_im
 from gameqa.train import aesthetic as train_mod
 
 
-def tiny_net(scale=(1.0, 10.0), attention=True, pooling="avg") -> MeanSpreadNet:
+def tiny_net(scale=(1.0, 10.0), attention=True, pooling="avg", design="stage-masks") -> MeanSpreadNet:
     backbone = MultiLevelBackbone("tiny")
     pool = LMLSP(backbone.level_channels, pooling)
-    heads = MeanSpreadHeads(pool.level_dims, scale, attention=attention, hidden=16, reduction=4)
+    heads = MeanSpreadHeads(pool.level_dims, scale, attention=attention, hidden=16, reduction=4,
+                            attention_design=design)
     return MeanSpreadNet(backbone, pool, heads).eval()
 
 
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention,design", [(True, "stage-masks"), (True, "state-masks"), (False, "stage-masks")])
 @pytest.mark.parametrize("pooling", ["avg", "avgstd"])
-def test_any_size_gives_mean_and_positive_std(attention, pooling):
-    net = tiny_net((0.0, 100.0), attention, pooling)
+def test_any_size_gives_mean_and_positive_std(attention, design, pooling):
+    net = tiny_net((0.0, 100.0), attention, pooling, design)
     for h, w in [(64, 64), (48, 96), (33, 71)]:
         mean, std = net(torch.randn(2, 3, h, w))
         assert mean.shape == (2,) and std.shape == (2,)
@@ -43,6 +44,33 @@ def test_any_size_gives_mean_and_positive_std(attention, pooling):
         torch.nn.init.zeros_(p)  # zero output weights: outputs are exactly the initial biases
     m, s = heads(torch.randn(3, sum(dims)))
     assert torch.allclose(m, torch.full((3,), 55.0)) and torch.allclose(s, torch.full((3,), 20.0), atol=1e-4)
+
+
+def test_stage_masks_start_as_the_shared_layer_and_become_task_specific():
+    """Both tasks' masks and stage gates start as the identity (both tasks read the shared layer's features);
+    training makes the two tasks' masks differ, and a mask only ever scales a channel between 0 and 2."""
+    torch.manual_seed(0)
+    dims = [8, 16, 32]
+    heads = MeanSpreadHeads(dims, (0.0, 1.0), hidden=16, reduction=4, dropout=0.0).eval()
+    branches = heads.shared
+    x = torch.randn(5, sum(dims))
+    levels = torch.split(x, dims, dim=1)
+    mean_feats, std_feats = branches(levels)
+    shared = torch.relu(branches.shared(x))
+    assert torch.allclose(mean_feats, shared) and torch.allclose(std_feats, shared)
+    feats, ratings = synthetic_set(120)
+    cfg = train_mod.AestheticConfig(model={"hidden": 16, "reduction": 4},
+                                    train={"epochs": 15, "batch_size": 32, "lr": 3e-3, "threads": 1})
+    trained = train_mod.train_heads(cfg, feats, [8, 16, 32], ratings, 0).shared
+    mean_mask, std_mask = trained.masks[0][0], trained.masks[1][0]
+    z = torch.randn(7, 8)
+    with torch.no_grad():
+        ratio_mean, ratio_std = mean_mask(z) / z, std_mask(z) / z
+    assert not torch.allclose(ratio_mean, ratio_std, atol=1e-3)
+    assert torch.all(ratio_mean >= 0) and torch.all(ratio_mean <= 2)
+    assert not torch.allclose(trained.stage_gates[0], trained.stage_gates[1])
+    with pytest.raises(ModelError, match="unknown attention design"):
+        MeanSpreadHeads(dims, attention_design="spatial")
 
 
 def test_lite0_levels_and_unknown_names():
@@ -119,6 +147,18 @@ def synthetic_set(count=240, seed=0):
     n = rng.integers(50, 200, count)
     ids = tuple(f"{i}.png" for i in range(count))
     return feats, RatingSet("synthetic", ids, mean, std, n, (1.0, 10.0))
+
+
+def test_validation_part_comes_from_the_training_part_only():
+    _, ratings = synthetic_set(200)
+    for seed in (0, 3):
+        train_idx, test_idx = train_mod.split(ratings, seed, 0.2)
+        fit_idx, val_idx = train_mod.validation_split(train_idx, seed, 0.2)
+        assert len(val_idx) == 32 and len(fit_idx) == 128
+        assert set(fit_idx) | set(val_idx) == set(train_idx) and not set(fit_idx) & set(val_idx)
+        assert not (set(fit_idx) | set(val_idx)) & set(test_idx)
+        assert np.array_equal(val_idx, train_mod.validation_split(train_idx, seed, 0.2)[1])  # reproducible
+    assert not np.array_equal(train_mod.validation_split(train_idx, 0, 0.2)[1], val_idx)  # each seed its own
 
 
 @pytest.mark.parametrize("rank", ["ci", "plain", "none"])
@@ -221,6 +261,8 @@ def test_simulated_panel_end_to_end(simulated_config):
     assert train_mod.feature_cache_path(cfg, ratings).exists()
     summary = train_mod.summarise(reports)
     assert summary["mean_srocc"][1] >= 0.0
+    validation = train_mod.run_protocol(cfg, seeds=1, log=messages.append, validation=True)
+    assert "(validation)" in messages[-1] and len(validation) == 1 and "ordered_pairs" in validation[0]
     with pytest.raises(ConfigError, match="simulated ratings"):
         train_mod.train_final(cfg, simulated_config.parent / "out")
 

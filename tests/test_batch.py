@@ -2,10 +2,13 @@
 JSONL or Parquet, and an interrupted run resumes without scoring a finished file twice."""
 from __future__ import annotations
 
-import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from gameqa.bench.batch import make_clips
 from gameqa.cluster.batch import batch_score, read_rows
@@ -127,17 +130,122 @@ def test_onnx_model_in_a_process_pool(clip_dir, tmp_path):
     assert all(r["model"] == "batch-mean" for r in b.values())
 
 
-def test_ray_engine_gives_identical_rows(clip_dir, tmp_path):
-    pytest.importorskip("ray")
+def same_rows(a: list[dict], b: list[dict]) -> None:
+    """The same files in the same order, with exactly the same scores (timings may differ)."""
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    for x, y in zip(a, b):
+        for key in ("overall", "frame_scores", "frame_indices", "timestamps", "model", "model_version", "error"):
+            assert x[key] == y[key], (x["path"], key)
+
+
+def test_ray_engine_from_the_cli_gives_the_local_rows_in_order(clip_dir, tmp_path):
+    """`gameqa batch --engine ray` starts a local Ray, scores with one actor per CPU, shuts Ray down."""
+    ray = pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
     local = tmp_path / "local.jsonl"
     batch_score([str(clip_dir)], out=str(local))
     out = tmp_path / "ray.jsonl"
-    report = batch_score([str(clip_dir)], out=str(out), engine="ray", workers=2, chunk_size=2)
-    assert (report.scored, report.failed) == (6, 1)
-    ray_rows, local_rows = by_path(read_rows(str(out))), by_path(read_rows(str(local)))
-    assert ray_rows.keys() == local_rows.keys()
-    for path, row in local_rows.items():
-        assert ray_rows[path]["overall"] == row["overall"] and ray_rows[path]["frame_scores"] == row["frame_scores"]
+    result = CliRunner().invoke(app, ["batch", str(clip_dir), "-o", str(out), "--engine", "ray", "--workers", "2",
+                                      "--chunk-size", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output  # the broken file fails; the others are scored
+    assert "6 scored, 1 failed" in result.output and "engine ray" in result.output
+    assert not ray.is_initialized()
+    same_rows(read_rows(str(out)), read_rows(str(local)))
     again = batch_score([str(clip_dir)], out=str(out), engine="ray", workers=2)
     assert again.skipped == 7 and again.scored == 0
-    assert json.loads(out.read_text().splitlines()[0])["model"] == "niqe"
+
+
+@pytest.fixture(scope="module")
+def ray_here():
+    """A Ray started by this test process (its workers are our own descendants)."""
+    ray = pytest.importorskip("ray")
+    from gameqa.cluster.batch import RAY_INIT_OPTIONS
+
+    ray.init(num_cpus=2, **RAY_INIT_OPTIONS)
+    yield ray
+    ray.shutdown()
+
+
+def _our_actor_pids() -> list[int]:
+    """Process ids of ChunkScorer actors started under this process."""
+    parent = {}
+    titles = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                titles[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, title in titles.items() if title.startswith("ray::ChunkScorer") and ours(pid)]
+
+
+def test_ray_actors_killed_mid_run_lose_no_file(clip_dir, tmp_path, ray_here):
+    """Kill every actor after the first row: the chunks they held are scored again on fresh actors."""
+    local = tmp_path / "local.jsonl"
+    batch_score([str(clip_dir)], out=str(local))
+    killed = []
+
+    def kill_the_actors(row, done, todo):
+        if done == 1:
+            for pid in _our_actor_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    out = tmp_path / "ray.jsonl"
+    report = batch_score([str(clip_dir)], out=str(out), engine="ray", workers=2, chunk_size=1, on_row=kill_the_actors)
+    assert len(killed) == 2
+    assert (report.scored, report.failed) == (6, 1) and "broken.mp4" in report.failures[0]
+    same_rows(read_rows(str(out)), read_rows(str(local)))
+    assert ray_here.is_initialized()  # a Ray we did not start is left running, without our actors
+    deadline = time.monotonic() + 20
+    while _our_actor_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _our_actor_pids()
+
+
+def test_registered_onnx_model_on_ray(tmp_path, clip_dir, ray_here):
+    """A model registered at run time reaches the actors by its folder; scores equal the local ones."""
+    import onnxgen
+    from gameqa.models.registry import register_model_dir
+
+    name = register_model_dir(onnxgen.write_mean_model(tmp_path / "m", name="ray-mean")).name
+    batch_score([str(clip_dir)], model=name, out=str(tmp_path / "local.jsonl"))
+    report = batch_score([str(clip_dir)], model=name, out=str(tmp_path / "ray.jsonl"), engine="ray", chunk_size=3)
+    assert report.scored == 6 and report.engine_start_s > 0
+    same_rows(read_rows(str(tmp_path / "ray.jsonl")), read_rows(str(tmp_path / "local.jsonl")))
+    assert all(r["model"] == "ray-mean" for r in read_rows(str(tmp_path / "ray.jsonl")))
+
+
+def test_gameplay_clips_and_the_bench_table(tmp_path):
+    """Short clips cut from the bundled capture: real H.264 at the asked size, each its own content."""
+    from gameqa.bench.batch import bench_batch, make_gameplay_clips, print_batch_table
+    from gameqa.media.video import probe_video
+
+    clips = make_gameplay_clips(tmp_path / "clips", 3, size=(320, 180), seconds=1.0, seed=3)
+    infos = [probe_video(c) for c in clips]
+    assert all((i.codec, i.width, i.height) == ("h264", 320, 180) and abs(i.duration - 1.0) < 0.1 for i in infos)
+    assert len({c.read_bytes() for c in clips}) == 3
+    mtimes = [c.stat().st_mtime_ns for c in clips]
+    assert make_gameplay_clips(tmp_path / "clips", 3, size=(320, 180), seconds=1.0, seed=3) == clips
+    assert [c.stat().st_mtime_ns for c in clips] == mtimes  # kept, not made again
+
+    result = bench_batch(clips=3, workers=2, size=(320, 180), seconds=1.0, folder=str(tmp_path / "clips"),
+                         engines=("local-1", "local"))
+    assert [r["engine"] for r in result["rows"]] == ["local-1", "local"]
+    assert all(r["scored"] == 3 and r["identical"] and r["same_order"] for r in result["rows"])
+    console = Console(record=True, width=160)
+    print_batch_table(result, console=console)
+    text = console.export_text()
+    assert "3 gameplay clips 320x180" in text and "x plain" in text and "yes" in text

@@ -75,6 +75,9 @@ def test_crop_boxes_cover_frame_evenly():
     xs = sorted({x for _, x in boxes})
     assert ys[0] == 0 and ys[-1] == 720 - 256 and xs[0] == 0 and xs[-1] == 1280 - 256
     assert crop_boxes(100, 100, 256, 4) == [(0, 0)]
+    # one row of crops sits at mid-height (a top row missed the action in flat 2D levels), one column mid-width
+    assert crop_boxes(720, 1280, 224, 2) == [(248, 0), (248, 1056)]
+    assert crop_boxes(1280, 720, 224, 2) == [(0, 248), (1056, 248)]
 
 
 def test_pooling():

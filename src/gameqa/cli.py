@@ -1,6 +1,8 @@
 """The ``gameqa`` command line: it only wires the package's pieces together."""
 from __future__ import annotations
 
+from gameqa.models.registry import DEFAULT_MODEL
+
 import json
 import sys
 from importlib import resources
@@ -41,6 +43,10 @@ app.command("distill")(distill_cmd)
 app.command("export")(export_cmd)
 bench_app.command("train")(_train_bench)
 bench_app.command("models")(__import__("gameqa.bench.models", fromlist=["x"]).bench_models_command)
+from gameqa.bench.report import bench_all_command, readme_table_command  # noqa: E402  (heavy imports lazy)
+
+bench_app.command("all")(bench_all_command)
+bench_app.command("readme-table")(readme_table_command)
 
 out = Console()
 err = Console(stderr=True)
@@ -145,7 +151,7 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
 @app.command()
 def score(
     paths: List[str] = typer.Argument(..., help="Files, folders, globs, or list files (.txt / @FILE)."),
-    model: str = typer.Option("niqe", "--model", "-m", help="Registered model name or model folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
     sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
     ref: Optional[str] = typer.Option(None, "--ref", help="Reference file for full-reference models."),
     output: str = typer.Option("table", "--output", "-o", help="table, json, jsonl or csv."),
@@ -170,7 +176,7 @@ def score(
 
 @app.command()
 def demo(
-    model: str = typer.Option("niqe", "--model", "-m", help="Registered model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name."),
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame"),
 ) -> None:
     """Score the bundled gameplay clip with the bundled default model."""
@@ -269,6 +275,7 @@ def bench_runs_cmd(
     manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
     split: str = typer.Option("test", "--split"),
     logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Grid crops per frame (default: each run's own)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE and hard-pair accuracy, mean +- sd."""
@@ -277,7 +284,7 @@ def bench_runs_cmd(
 
     try:
         groups = dict(expand_group(g) for g in group)
-        result = compare_groups(groups, manifest, split, logo_game=logo,
+        result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops,
                                 progress=lambda m: err.print(f"scoring {m}", highlight=False))
     except GameQAError as exc:
         _fail(str(exc))

@@ -15,12 +15,12 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from gameqa.errors import GameQAError, MediaError
+from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.media import DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
 from gameqa.models.pooling import pool_scores
 from gameqa.models.registry import create_model
 from gameqa.result import ScoreResult, Timing
 
-DEFAULT_MODEL = "niqe"
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ivf", ".y4m", ".ts", ".flv", ".m4v", ".mpg"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}

@@ -1,22 +1,32 @@
-"""Batch benchmark: the same folder of short clips scored by the plain local scorer (one process), the
-local process pool and Ray tasks; prints wall time, engine start-up, throughput and whether every
-score is identical to the plain local run.
+"""Batch benchmark: the same folder of short clips scored by the plain local batch (one process), the
+local process pool and the Ray engine; prints wall time (engine start-up and shut-down included),
+start-up, throughput, the ratios to the plain and the pooled local runs, and whether every score is
+identical to the plain local run.
 
-The clips are made here with PyAV's libx264 (real H.264), each with its own moving pattern and noise
-level so the scores differ from clip to clip.
+By default the clips are short gameplay clips (2 s of 640x360 H.264) cut from the bundled Wesnoth
+capture (or from ``source``: a video or a folder of videos) with ffmpeg's libx264, each with its own
+start, crop, flip and CRF so the scores differ from clip to clip. ``make_clips`` writes tiny synthetic
+clips instead (moving pattern + noise, PyAV's libx264), for tests.
 """
 from __future__ import annotations
+
+from gameqa.models.registry import DEFAULT_MODEL
 
 import math
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["make_clips", "bench_batch", "print_batch_table"]
+__all__ = ["make_clips", "make_gameplay_clips", "bundled_gameplay_clip", "bench_batch", "print_batch_table",
+           "BENCH_ENGINES"]
+
+BENCH_ENGINES = ("local-1", "local", "ray")  # local-1: the plain local batch (this process, one worker)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov")
 
 
 def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (192, 108), seconds: float = 1.0,
@@ -57,55 +67,164 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
     return paths
 
 
-def bench_batch(clips: int = 500, workers: int = 2, model: str = "niqe", sample: str = "fps:2",
-                size: tuple[int, int] = (192, 108), chunk_size: int = 16, folder: Optional[str] = None,
-                engines: Sequence[str] = ("local-1", "local", "ray")) -> list[dict]:
-    """Score the same clips with each engine; one row per engine (``local-1`` is the plain scorer)."""
+def bundled_gameplay_clip() -> Path:
+    """The 4 s 720p30 Wesnoth capture shipped with gameqa."""
+    from importlib import resources
+
+    return Path(str(resources.files("gameqa") / "assets" / "wesnoth_720p30.mp4"))
+
+
+def make_gameplay_clips(folder: str | os.PathLike, count: int, source: str | os.PathLike | None = None,
+                        size: tuple[int, int] = (640, 360), seconds: float = 2.0, fps: int = 30, seed: int = 0,
+                        jobs: Optional[int] = None) -> list[Path]:
+    """Write ``count`` short H.264 clips cut from real gameplay (``source``: a video or a folder of videos;
+    default the bundled capture) into ``folder``: each its own start, crop (1-1.6x zoom), flip and CRF
+    (20-40), scaled to ``size``, encoded by ffmpeg's libx264. Clips already there are kept (the name holds
+    source, size, length and seed)."""
+    from gameqa.errors import MediaError
+    from gameqa.ffmpeg import run_ffmpeg
+    from gameqa.media.video import probe_video
+
+    source = Path(source) if source is not None else bundled_gameplay_clip()
+    if source.is_dir():
+        sources = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    else:
+        sources = [source]
+    if not sources:
+        raise MediaError(str(source), "folder holds no video files to cut clips from")
+    durations = [probe_video(p).duration for p in sources]
+    for path, duration in zip(sources, durations):
+        if duration < seconds:
+            raise MediaError(str(path), f"is {duration:.2f} s long, shorter than the {seconds:g} s clips")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    rng = np.random.default_rng(seed)
+    tag = f"{source.stem}_{width}x{height}_{seconds:g}s_{fps}fps_s{seed}"
+    plans = []
+    for n in range(count):
+        k = n % len(sources)
+        start = float(rng.uniform(0, durations[k] - seconds))
+        zoom, fx, fy = float(rng.uniform(1.0, 1.6)), float(rng.uniform(0, 1)), float(rng.uniform(0, 1))
+        flip, crf = bool(rng.integers(0, 2)), int(rng.integers(20, 41))
+        path = folder / f"{tag}_{n:05d}.mp4"
+        chain = [f"crop=trunc(iw/{zoom:.4f}/2)*2:trunc(ih/{zoom:.4f}/2)*2:(iw-ow)*{fx:.4f}:(ih-oh)*{fy:.4f}",
+                 f"scale={width}:{height}:flags=bicubic", *(["hflip"] if flip else []), f"fps={fps}",
+                 "format=yuv420p"]
+        args = ["-y", "-ss", f"{start:.3f}", "-i", str(sources[k]), "-t", f"{seconds:g}", "-an",
+                "-vf", ",".join(chain), "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+                "-f", "mp4"]
+        plans.append((path, args))
+
+    def make(plan) -> None:
+        path, args = plan
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            run_ffmpeg([*args, str(tmp)], path=str(path))
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
+        list(pool.map(make, plans))
+    return [path for path, _ in plans]
+
+
+def bench_batch(clips: int = 500, workers: int = 2, model: str = DEFAULT_MODEL, sample: str = "fps:2",
+                size: tuple[int, int] = (640, 360), seconds: float = 2.0, chunk_size: int = 8,
+                source: Optional[str] = None, synthetic: bool = False, folder: Optional[str] = None,
+                engines: Sequence[str] = BENCH_ENGINES, progress: Optional[Callable[[dict], None]] = None) -> dict:
+    """Score the same clips with each engine; returns ``{"rows": [one per engine], "clips": ...}``.
+
+    ``local-1`` is the plain local batch (this process); ``local`` the process pool and ``ray`` the Ray
+    engine, both with ``workers``. Each row's ``wall_s`` is the whole job (engine start-up and shut-down
+    included); ``identical`` compares every file's overall and per-frame scores exactly with the first
+    engine's. ``progress(row)`` sees each engine's row as soon as it is measured."""
     from gameqa.cluster.batch import batch_score, read_rows
+    from gameqa.errors import GameQAError
+    from gameqa.scoring import Scorer
 
     with tempfile.TemporaryDirectory(prefix="gameqa-bench-batch-") as tmp:
         clip_dir = Path(folder) if folder else Path(tmp) / "clips"
         t0 = time.perf_counter()
-        make_clips(clip_dir, clips, size=size)
+        if synthetic:
+            paths = make_clips(clip_dir, clips, size=size, seconds=seconds)
+        else:
+            paths = make_gameplay_clips(clip_dir, clips, source=source, size=size, seconds=seconds)
         made_s = time.perf_counter() - t0
-        rows, baseline = [], None
+        Scorer(model=model, sample=sample)  # imports and model registry warm before any engine is timed
+        rows, baseline, base_order = [], None, None
         for engine in engines:
             name, n_workers = ("local", 1) if engine == "local-1" else (engine, workers)
             out = str(Path(tmp) / f"{engine}.jsonl")
-            report = batch_score([str(clip_dir)], model=model, out=out, engine=name, workers=n_workers,
-                                 sample=sample, chunk_size=chunk_size, per_frame=True)
-            scores = {r["path"]: (r["overall"], tuple(r["frame_scores"] or ())) for r in read_rows(out)}
+            load_before = os.getloadavg()[0]
+            t_job = time.perf_counter()  # the whole call: model check, engine start-up, scoring, shut-down
+            try:
+                report = batch_score([str(p) for p in paths], model=model, out=out, engine=name,
+                                     workers=n_workers, sample=sample, chunk_size=chunk_size, per_frame=True)
+            except GameQAError as exc:  # one engine that cannot run leaves the others' rows
+                rows.append({"engine": engine, "workers": n_workers, "error": str(exc),
+                             "wall_s": time.perf_counter() - t_job})
+                if progress is not None:
+                    progress(rows[-1])
+                continue
+            wall_s = time.perf_counter() - t_job
+            written = read_rows(out)
+            scores = {r["path"]: (r["overall"], tuple(r["frame_scores"] or ())) for r in written}
+            order = [r["path"] for r in written]
             if baseline is None:
-                baseline = scores
-            same = scores == baseline
+                baseline, base_order = scores, order
             diff = max((abs(scores[p][0] - baseline[p][0]) for p in baseline
                         if p in scores and scores[p][0] is not None and baseline[p][0] is not None), default=0.0)
             rows.append({"engine": engine, "workers": n_workers, "files": report.total, "scored": report.scored,
-                         "failed": report.failed, "wall_s": report.seconds, "start_s": report.engine_start_s,
-                         "files_per_s": report.files_per_s, "identical": same, "max_abs_diff": diff,
-                         "clip_make_s": made_s})
-        base = next((r for r in rows if r["engine"] == "local"), rows[0])
+                         "failed": report.failed, "wall_s": wall_s, "start_s": report.engine_start_s,
+                         "stop_s": report.engine_stop_s, "files_per_s": (report.scored + report.failed) / wall_s,
+                         "identical": scores == baseline, "same_order": order == base_order,
+                         "max_abs_diff": diff, "load_before": load_before, "load_after": os.getloadavg()[0]})
+            if progress is not None:
+                progress(rows[-1])
+        plain = next((r for r in rows if r["engine"] == "local-1" and "error" not in r), None)
+        pool = next((r for r in rows if r["engine"] == "local" and "error" not in r), None)
         for r in rows:
-            r["vs_local"] = r["wall_s"] / base["wall_s"] if base["wall_s"] else float("nan")
-            r["vs_local_after_start"] = ((r["wall_s"] - r["start_s"]) / (base["wall_s"] - base["start_s"])
-                                         if base["wall_s"] > base["start_s"] else float("nan"))
-        return rows
+            if "error" in r:
+                continue
+            r["x_plain"] = r["wall_s"] / plain["wall_s"] if plain else float("nan")
+            r["x_pool"] = r["wall_s"] / pool["wall_s"] if pool else float("nan")
+            r["x_pool_after_start"] = ((r["wall_s"] - r["start_s"]) / (pool["wall_s"] - pool["start_s"])
+                                       if pool else float("nan"))
+        return {"rows": rows, "clips": len(paths), "clip_make_s": made_s, "size": list(size), "seconds": seconds,
+                "synthetic": synthetic, "source": str(source or ("synthetic" if synthetic else bundled_gameplay_clip())),
+                "model": model, "sample": sample, "chunk_size": chunk_size, "cpu_count": os.cpu_count()}
 
 
-def print_batch_table(rows: list[dict], console=None) -> None:
-    """The side-by-side table."""
+def print_batch_table(result: dict, console=None) -> None:
+    """The side-by-side table (wall time is the whole job: engine start-up and shut-down included)."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    files = rows[0]["files"] if rows else 0
-    table = Table(title=f"batch scoring of {files} clips (cpu cores: {os.cpu_count()})")
-    for col in ("engine", "workers", "scored", "failed", "wall s", "engine start s", "files/s",
-                "x local", "x local (after start)", "scores identical"):
+    rows = result["rows"]
+    kind = "synthetic" if result["synthetic"] else "gameplay"
+    width, height = result["size"]
+    loads = [r[k] for r in rows for k in ("load_before", "load_after") if k in r]
+    table = Table(title=f"{result['clips']} {kind} clips {width}x{height} {result['seconds']:g} s, {result['model']} "
+                        f"{result['sample']}, chunk {result['chunk_size']}, {result['cpu_count']} cores",
+                  caption=f"load (1 min) {min(loads):.1f}-{max(loads):.1f}; start-up and shut-down are inside wall s"
+                  if loads else None)
+    for col in ("engine", "workers", "ok/failed", "wall s", "start s", "stop s", "files/s", "x plain",
+                "x pool", "identical"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["engine"], str(r["workers"]), str(r["scored"]), str(r["failed"]), f"{r['wall_s']:.2f}",
-                      f"{r['start_s']:.2f}", f"{r['files_per_s']:.1f}", f"{r['vs_local']:.2f}",
-                      f"{r['vs_local_after_start']:.2f}",
-                      "yes" if r["identical"] else f"NO (max diff {r['max_abs_diff']:.3g})")
+        if "error" in r:
+            table.add_row(r["engine"], str(r["workers"]), "-", f"{r['wall_s']:.2f}", "-", "-", "-", "-", "-",
+                          f"NO RUN: {r['error']}")
+            continue
+        table.add_row(r["engine"], str(r["workers"]), f"{r['scored']}/{r['failed']}", f"{r['wall_s']:.2f}",
+                      f"{r['start_s']:.2f}", f"{r['stop_s']:.2f}", f"{r['files_per_s']:.1f}", f"{r['x_plain']:.2f}",
+                      f"{r['x_pool']:.2f}",
+                      ("yes" if r["same_order"] else "yes, reordered") if r["identical"]
+                      else f"NO ({r['max_abs_diff']:.2g})")
     console.print(table)

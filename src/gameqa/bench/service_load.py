@@ -7,6 +7,8 @@ timeout, and the service process is always stopped.
 """
 from __future__ import annotations
 
+from gameqa.models.registry import DEFAULT_MODEL
+
 import asyncio
 import io
 import os
@@ -51,7 +53,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_load_test(clients: int = 50, seconds: float = 60.0, workers: int = 2, max_queued: int = 64,
-                  model: str = "niqe", drain_s: float = 120.0, startup_s: float = 60.0) -> dict:
+                  model: str = DEFAULT_MODEL, drain_s: float = 120.0, startup_s: float = 60.0) -> dict:
     """Run the load test; returns a report dict (``ok`` is False on any error reply other than 429,
     any lost or failed job)."""
     import httpx

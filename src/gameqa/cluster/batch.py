@@ -10,24 +10,31 @@ scoring a finished file twice), and streams one row per file to ``out``:
   the run ends (or is interrupted with Ctrl-C) the Parquet file is written in one step with every row,
   and the journal removed. A run killed outright leaves the journal, which the next run picks up.
 
-Both engines run the same function, ``score_chunk``, on chunks of files: the local engine in this
-process (``workers=1``) or in a process pool, the Ray engine as Ray tasks (a local Ray by default, a
-cluster when ``address`` is given; the files must then be readable at the same paths on every node).
+Both engines run the same function, ``score_chunk``, on chunks of files, and both write the rows in
+input order: the local engine in this process (``workers=1``) or in a process pool; the Ray engine in
+one long-lived actor per CPU (``ChunkScorer``) that builds the model once and scores chunk after chunk,
+on a local Ray by default or on a cluster when ``address`` is given (the files must then be readable at
+the same paths on every node). Any registry model works: a model registered from a folder travels to
+the workers as that folder's path.
 """
 from __future__ import annotations
+
+from gameqa.models.registry import DEFAULT_MODEL
 
 import csv
 import json
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from gameqa.errors import ConfigError, GameQAError
 
-__all__ = ["BatchReport", "ScoreSpec", "batch_score", "score_chunk", "read_rows", "ENGINES"]
+__all__ = ["BatchReport", "ChunkScorer", "ScoreSpec", "batch_score", "score_chunk", "read_rows", "ENGINES"]
 
 ENGINES = ("local", "ray")
 OUT_SUFFIXES = (".jsonl", ".parquet")
@@ -37,7 +44,7 @@ OUT_SUFFIXES = (".jsonl", ".parquet")
 class ScoreSpec:
     """What every worker needs to build the same scorer."""
 
-    model: str = "niqe"
+    model: str = DEFAULT_MODEL
     sample: str = "fps:2"
     batch_size: int = 8
     threads: int = 1
@@ -57,6 +64,7 @@ class BatchReport:
     failed: int = 0
     seconds: float = 0.0
     engine_start_s: float = 0.0
+    engine_stop_s: float = 0.0
     input_errors: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -67,7 +75,8 @@ class BatchReport:
 
 
 # -- the work: one chunk of files -> rows --------------------------------------------------------------
-_SCORERS: dict = {}
+_SCORERS: dict = {}  # per worker process: spec -> Scorer
+_PROBES: dict = {}  # in the driver: spec -> the Scorer that checked the model
 
 
 def score_chunk(paths: Sequence[str], spec: ScoreSpec) -> list[dict]:
@@ -294,7 +303,7 @@ def _open_sink(out: str):
 # -- the driver ----------------------------------------------------------------------------------------
 def batch_score(
     inputs: Iterable[str],
-    model: str = "niqe",
+    model: str = DEFAULT_MODEL,
     out: str = "scores.jsonl",
     engine: str = "local",
     address: Optional[str] = None,
@@ -310,8 +319,9 @@ def batch_score(
 ) -> BatchReport:
     """Score every input file not yet in ``out``; returns counts and time.
 
-    ``engine="local"`` uses ``workers`` processes (default 1: this process); ``engine="ray"`` runs Ray
-    tasks on a local Ray with ``workers`` CPUs (default: all) or on the cluster at ``address``.
+    ``engine="local"`` uses ``workers`` processes (default 1: this process); ``engine="ray"`` runs one Ray
+    actor per CPU on a local Ray with ``workers`` CPUs (default: all) or on the cluster at ``address``
+    (``workers`` then caps the actors). Rows reach ``out`` in input order whatever the engine.
     ``retry_failed`` scores again the files whose earlier row is an error. ``on_row(row, done, todo)``
     sees each new row."""
     if engine not in ENGINES:
@@ -323,6 +333,7 @@ def batch_score(
         model = str(probe.card.weights.parent.resolve())  # worker processes find the model by its folder
     spec = ScoreSpec(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling,
                      per_frame=per_frame)
+    _PROBES[spec] = probe  # names the model in the error row of a file whose worker died
     files, input_errors = expand_inputs(inputs)
     report = BatchReport(out=out, engine=engine, input_errors=input_errors)
     start = time.perf_counter()
@@ -354,6 +365,7 @@ def batch_score(
 
 
 def _run_local(chunks, spec: ScoreSpec, workers, _address, report: BatchReport) -> Iterator[list[dict]]:
+    """Chunks scored in this process (``workers=1``) or a process pool; rows come back in input order."""
     workers = max(1, int(workers or 1))
     if workers == 1 or len(chunks) <= 1:
         for chunk in chunks:
@@ -369,59 +381,251 @@ def _run_local(chunks, spec: ScoreSpec, workers, _address, report: BatchReport) 
         for fut in [pool.submit(warm_up, spec, 0.2) for _ in range(workers)]:
             fut.result()
         report.engine_start_s = time.perf_counter() - t0
-        pending = set()
         queue = iter(chunks)
+        ahead: deque = deque(pool.submit(score_chunk, chunk, spec) for chunk in islice(queue, 2 * workers))
         try:
-            for chunk in queue:
-                pending.add(pool.submit(score_chunk, chunk, spec))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending.add(pool.submit(score_chunk, nxt, spec))
-                    yield fut.result()
+            while ahead:
+                rows = ahead.popleft().result()  # the oldest chunk: output keeps the input order
+                nxt = next(queue, None)
+                if nxt is not None:
+                    ahead.append(pool.submit(score_chunk, nxt, spec))
+                yield rows
         finally:
-            for fut in pending:
+            for fut in ahead:
                 fut.cancel()
 
 
+# -- the Ray engine: one long-lived actor per CPU ------------------------------------------------------
+class ChunkScorer:
+    """A Ray actor body: builds the spec's scorer once, then scores chunk after chunk with ``score_chunk``
+    (the very function the local engine runs, so the rows are the same)."""
+
+    def __init__(self, spec: ScoreSpec):
+        self.spec = spec
+        warm_up(spec)
+        self.ready_at = time.time()
+
+    def ready(self) -> float:
+        """When this actor had its model built (wall clock)."""
+        return self.ready_at
+
+    def score(self, paths: Sequence[str]) -> list[dict]:
+        return score_chunk(paths, self.spec)
+
+
+RAY_INIT_OPTIONS = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+CHUNKS_IN_FLIGHT = 2  # per actor: the next chunk is already queued when one finishes
+
+
 def _run_ray(chunks, spec: ScoreSpec, workers, address, report: BatchReport) -> Iterator[list[dict]]:
+    """Chunks scored by one actor per CPU on a local Ray (or the cluster at ``address``), rows in input
+    order. Start-up (Ray, actors, models) and shut-down are timed in the report."""
+    t0_wall = time.time()
     try:
         import ray
     except ImportError:
         raise ConfigError(None, "the ray engine needs Ray: pip install 'gameqa[cluster]'") from None
-    t0 = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
-    remote = ray.remote(num_cpus=1, max_retries=2)(score_chunk)
-    spec_ref = ray.put(spec)
-    parallel = max(1, int(ray.available_resources().get("CPU", 1)))
-    warm = ray.remote(num_cpus=1)(warm_up)
-    ray.get([warm.remote(spec_ref, 0.2) for _ in range(min(parallel, max(1, len(chunks))))])
-    report.engine_start_s = time.perf_counter() - t0
-    queue = iter(chunks)
-    pending = []
+        _start_ray(ray, address, workers)
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(ChunkScorer)
+    actors: list = []
     try:
-        for chunk in queue:
-            pending.append(remote.remote(chunk, spec_ref))
-            if len(pending) >= 2 * parallel:
-                break
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append(remote.remote(nxt, spec_ref))
-            yield ray.get(ready[0])
+        cpus = ray.cluster_resources() if started_here else ray.available_resources()
+        n_actors = max(1, min(int(cpus.get("CPU", 1)), int(workers or 1 << 30), len(chunks)))
+        actors = [actor_class.remote(spec) for _ in range(n_actors)]
+        ready_refs = [a.ready.remote() for a in actors]  # chunks queue behind the model build; no waiting here
+        yield from _stream_in_order(ray, actors, lambda: actor_class.remote(spec), chunks, spec)
+        ready_at = []
+        for ref in ready_refs:  # an actor replaced mid-run has no answer: the others tell
+            try:
+                ready_at.append(ray.get(ref, timeout=5))
+            except (RayActorError, RayTaskError, WorkerCrashedError, ray.exceptions.GetTimeoutError):
+                pass
+        report.engine_start_s = (max(ready_at) - t0_wall) if ready_at else float("nan")  # Ray up, models built
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        t1 = time.perf_counter()
         if started_here:
             ray.shutdown()
+        else:
+            for actor in actors:
+                ray.kill(actor)
+        report.engine_stop_s = time.perf_counter() - t1
+
+
+def _start_ray(ray, address: Optional[str], workers: Optional[int]) -> None:
+    """Connect to the cluster at ``address``, or start a local Ray with ``workers`` CPUs (default: all).
+
+    A local start is tried twice: on a CPU-starved machine Ray's raylet aborts when its dashboard agent
+    (a Python process) has not written its ports within Ray's fixed wait (about 15 s), and the driver
+    gives up on the raylet after a fixed 30 s. A failed attempt's processes are ended."""
+    tries = 1 if address else 2
+    for attempt in range(1, tries + 1):
+        before = _descendants()
+        try:
+            if address:
+                ray.init(address=address, **RAY_INIT_OPTIONS)
+            else:
+                ray.init(num_cpus=int(workers or os.cpu_count() or 1), **RAY_INIT_OPTIONS)
+            return
+        except Exception as exc:  # noqa: BLE001  (Ray raises bare Exception when its processes start too slowly)
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            # a failed start leaves its GCS and helpers running, and agents the crashed raylet orphaned
+            _end_processes((_descendants() - before) | _our_session_processes())
+            if attempt == tries:
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                raise ConfigError(address, f"cannot start or reach {where} ({type(exc).__name__}: {exc})") from None
+
+
+def _descendants() -> set[int]:
+    """Process ids of this process's children, grandchildren, ... (Linux /proc; empty elsewhere)."""
+    parent_of = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for name in entries:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parent_of[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parent_of.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _our_session_processes() -> set[int]:
+    """Process ids holding files of a Ray session this process started (Ray names those folders
+    ``session_<date>_<time>_<driver pid>``); Linux /proc, empty elsewhere."""
+    marker = f"_{os.getpid()}/"
+    found = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(f"/proc/{name}/fd/{fd}") for fd in os.listdir(f"/proc/{name}/fd")]
+        except OSError:
+            continue
+        if any("/session_" in link and marker in link for link in links):
+            found.add(int(name))
+    return found
+
+
+def _end_processes(pids: set[int], grace_s: float = 3.0) -> None:
+    """SIGTERM these processes (our own), SIGKILL those still alive after ``grace_s``, reap our children."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace_s
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {pid for pid in alive if _running(pid)}
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _stream_in_order(ray, actors: list, new_actor: Callable, chunks: Sequence[list[str]],
+                     spec: ScoreSpec) -> Iterator[list[dict]]:
+    """Keep every actor busy with ``CHUNKS_IN_FLIGHT`` chunks and yield each chunk's rows in input order.
+
+    When an actor dies (a file that crashes a decoder, a killed process) it is replaced, and every chunk
+    it held is tried again file by file; a file that fails once more, alone on a fresh actor, gets an
+    error row. Workers that keep dying with no chunk finished in between end the run with an error."""
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    # a work item: (chunk index, part key, paths, alone); "alone" items run with nothing queued beside them
+    todo: deque = deque((index, (), list(chunk), False) for index, chunk in enumerate(chunks))
+    parts_expected = [1] * len(chunks)
+    parts_done: dict[int, dict[tuple, list[dict]]] = {}
+    in_flight: dict = {}  # ref -> (item, actor slot, actor generation)
+    load = [0] * len(actors)
+    alone = [False] * len(actors)
+    generation = [0] * len(actors)
+    deaths_in_a_row, next_out = 0, 0
+    try:
+        while next_out < len(chunks):
+            for slot in range(len(actors)):
+                while todo and load[slot] < CHUNKS_IN_FLIGHT and not alone[slot]:
+                    if todo[0][3] and load[slot]:
+                        break
+                    item = todo.popleft()
+                    in_flight[actors[slot].score.remote(item[2])] = (item, slot, generation[slot])
+                    load[slot] += 1
+                    alone[slot] = item[3]
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            item, slot, gen = in_flight.pop(ready[0])
+            index, part, paths, was_alone = item
+            if gen == generation[slot]:
+                load[slot] -= 1
+                alone[slot] = False
+            try:
+                rows = ray.get(ready[0])
+                deaths_in_a_row = 0
+            except (RayActorError, WorkerCrashedError) as exc:
+                if gen == generation[slot]:  # replace the dead actor once, however many chunks it held
+                    deaths_in_a_row += 1
+                    if deaths_in_a_row > max(8, 3 * len(actors)):
+                        raise GameQAError(None, f"Ray workers keep dying ({type(exc).__name__}); stopping") from None
+                    ray.kill(actors[slot])
+                    actors[slot] = new_actor()
+                    generation[slot] += 1
+                    load[slot], alone[slot] = 0, False
+                if len(paths) > 1:  # try its files one by one
+                    parts_expected[index] += len(paths) - 1
+                    todo.extendleft(reversed([(index, part + (k,), [p], False) for k, p in enumerate(paths)]))
+                    continue
+                if not was_alone:  # it may have been queued behind the file that killed the worker
+                    todo.appendleft((index, part, paths, True))
+                    continue
+                rows = [_crash_row(paths[0], spec, f"the worker process died while scoring it ({type(exc).__name__})")]
+            parts_done.setdefault(index, {})[part] = rows
+            while next_out < len(chunks) and len(parts_done.get(next_out, ())) == parts_expected[next_out]:
+                done = parts_done.pop(next_out)
+                next_out += 1
+                yield [row for key in sorted(done) for row in done[key]]
+    finally:
+        for ref in in_flight:  # an interrupted run: drop the queued chunks (the actors go next)
+            try:
+                ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001  (cancelling is best effort; the actors are killed anyway)
+                pass
+
+
+def _crash_row(path: str, spec: ScoreSpec, problem: str) -> dict:
+    """The error row of a file whose worker died (the driver's scorer gives model name and version)."""
+    return _error_row(path, spec, _PROBES[spec], f"{path}: {problem}")

@@ -44,8 +44,12 @@ def split_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, floa
 
 
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
-               logo_game: Optional[str] = None, frames_cache: Optional[str] = None) -> RunScores:
-    """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged)."""
+               logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
+               crops: Optional[int] = None) -> RunScores:
+    """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged).
+
+    ``crops`` overrides the checkpoint's grid crops per frame at inference.
+    """
     from gameqa.data.corpus import file_digest
 
     run = Path(run_dir)
@@ -53,7 +57,7 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     if not ckpt.is_file():
         raise ConfigError(run, "no best.pt in this run folder")
     digest = file_digest(ckpt)
-    tag = f"{split}-logo-{logo_game}" if logo_game else split
+    tag = (f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
     cache = run / f"predictions-{tag}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
@@ -62,7 +66,8 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
                              split_metrics(saved["predictions"], saved["mos"]))
     from gameqa.train.evaluation import evaluate_split
 
-    ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0)
+    ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0,
+                        crops=crops)
     tmp = cache.with_name(f".{cache.name}.tmp")
     tmp.write_text(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
                                "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}))
@@ -82,7 +87,7 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 
 
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
-                   logo_game: Optional[str] = None,
+                   logo_game: Optional[str] = None, crops: Optional[int] = None,
                    progress: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs."""
     out = {}
@@ -91,7 +96,7 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
         for run in runs:
             if progress:
                 progress(f"{label}: {run}")
-            per_run.append(run_scores(run, manifest, split, logo_game=logo_game))
+            per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops))
         values = {m: np.array([r.metrics[m] for r in per_run]) for m in METRICS}
         out[label] = {
             "runs": [{"run": str(r.run_dir), **r.metrics} for r in per_run],

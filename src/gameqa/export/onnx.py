@@ -60,10 +60,16 @@ def _degrade(frame: np.ndarray) -> np.ndarray:
 
 
 def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, name: Optional[str] = None,
-                frames: Optional[Sequence[np.ndarray]] = None, tolerance: float = 1e-3) -> ExportReport:
-    """Write ``out_dir/model.json`` + ``model.onnx`` from a trainer checkpoint and check them against torch."""
+                frames: Optional[Sequence[np.ndarray]] = None, tolerance: float = 1e-3,
+                crops: Optional[int] = None) -> ExportReport:
+    """Write ``out_dir/model.json`` + ``model.onnx`` from a trainer checkpoint and check them against torch.
+
+    ``crops`` sets the grid crops per frame at inference (default: the checkpoint's ``input.crops_per_frame``).
+    """
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt)
+    if crops:
+        cfg.input.crops_per_frame = int(crops)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = cfg.input.crop_size

@@ -11,11 +11,20 @@ deviation of the raters' scores:
   definition, after MLSP (Hosu et al., 2019): every stage's map is pooled over all its positions (global average,
   optionally also the global standard deviation), so any input size gives one fixed-length vector per stage; the
   vectors are standardised with statistics fitted on the training features.
-* **Task branches** -- in the spirit of MTAN (Liu et al., 2019): a shared layer projects each pooled stage to
-  ``hidden`` channels; each task (mean, std) owns one soft attention mask per stage, computed from that stage's
-  shared features and the task's running state from the stages before, which selects the shared channels the
-  task takes; the task's state sums the masked stages and its head (a small MLP) reads it. ``attention=False``
-  gives the plain ablation: all stages concatenated -> one shared hidden layer -> the two heads.
+* **Task attention branches** -- in the spirit of MTAN (Liu et al., 2019), two designs:
+
+  - ``"stage-masks"`` (the default): one shared layer reads all pooled stages (``hidden`` units, weights shared
+    by both tasks); each task (mean, std) owns, per stage, a residual soft attention mask over that stage's
+    channels, ``x * (1 + tanh(g(x)))`` with ``g`` a small bottleneck MLP (``reduction`` units) started at zero,
+    and a per-stage gate ``1 + tanh(w)``; the task's masked and gated stages go through the shared layer, so
+    each task selects from every stage what it takes through the shared weights. At the start both tasks see
+    exactly the shared layer's features.
+  - ``"state-masks"`` (the first design): a shared layer per stage projects it to ``hidden`` channels; each task
+    owns one mask per stage computed from that stage's shared features and the task's running state from the
+    stages before; the task's state sums the masked stages.
+
+  ``attention=False`` gives the plain ablation: all stages concatenated -> one shared hidden layer -> the two
+  heads.
 * **Outputs** -- on the rating scale ``(low, high)``: ``mean = low + (high - low) * m`` and
   ``std = (high - low) * softplus(s)``, so the std is always positive.
 
@@ -38,6 +47,7 @@ from gameqa.errors import ModelError
 
 BACKBONES = ("efficientnet-lite0", "tiny")
 POOLINGS = ("avg", "avgstd")
+ATTENTION_DESIGNS = ("stage-masks", "state-masks")
 
 
 class MultiLevelBackbone(nn.Module):
@@ -145,6 +155,41 @@ class TaskAttentionBranch(nn.Module):
         return self.norm(state)
 
 
+class StageMask(nn.Module):
+    """A residual soft attention mask over one stage's channels: ``x * (1 + tanh(g(x)))``; ``g`` (a bottleneck MLP)
+    starts at zero, so the mask starts as the identity and can scale each channel between 0 and 2."""
+
+    def __init__(self, dim: int, reduction: int = 32):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, reduction), nn.ReLU(inplace=True), nn.Linear(reduction, dim))
+        nn.init.zeros_(self.score[-1].weight)
+        nn.init.zeros_(self.score[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 + torch.tanh(self.score(x)))
+
+
+class StageMaskBranches(nn.Module):
+    """MTAN-style task branches over a shared layer: each task masks (per channel) and gates (per stage) the pooled
+    stages, then the one shared layer reads them; returns one ``hidden``-wide feature vector per task."""
+
+    def __init__(self, level_dims: Sequence[int], hidden: int = 128, reduction: int = 32, dropout: float = 0.2,
+                 tasks: int = 2):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.shared = nn.Linear(sum(level_dims), hidden)
+        self.masks = nn.ModuleList(nn.ModuleList(StageMask(d, reduction) for d in level_dims) for _ in range(tasks))
+        self.stage_gates = nn.Parameter(torch.zeros(tasks, len(level_dims)))
+
+    def forward(self, levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for task, masks in enumerate(self.masks):
+            gates = 1.0 + torch.tanh(self.stage_gates[task])
+            parts = [mask(x) * gates[k] for k, (mask, x) in enumerate(zip(masks, levels))]
+            out.append(F.relu(self.shared(self.drop(torch.cat(parts, dim=1)))))
+        return out
+
+
 class SharedMLPBranch(nn.Module):
     """The ablation without attention: all pooled stages concatenated -> one hidden layer."""
 
@@ -165,7 +210,7 @@ class MeanSpreadHeads(nn.Module):
 
     def __init__(self, level_dims: Sequence[int], scale: tuple[float, float] = (0.0, 1.0), *, attention: bool = True,
                  hidden: int = 128, reduction: int = 32, dropout: float = 0.2, init_mean: float = 0.5,
-                 init_std: float = 0.15):
+                 init_std: float = 0.15, attention_design: str = "stage-masks"):
         super().__init__()
         self.level_dims = [int(d) for d in level_dims]
         dim = sum(self.level_dims)
@@ -173,8 +218,14 @@ class MeanSpreadHeads(nn.Module):
         self.register_buffer("feature_std", torch.ones(dim))
         self.register_buffer("scale_low", torch.tensor(float(scale[0])))
         self.register_buffer("scale_span", torch.tensor(float(scale[1] - scale[0])))
+        if attention_design not in ATTENTION_DESIGNS:
+            raise ModelError(None, f"unknown attention design {attention_design!r} "
+                                   f"(choose from {', '.join(ATTENTION_DESIGNS)})")
         self.attention = attention
-        if attention:
+        self.attention_design = attention_design if attention else None
+        if attention and attention_design == "stage-masks":
+            self.shared = StageMaskBranches(self.level_dims, hidden, reduction, dropout)
+        elif attention:
             self.shared = SharedStages(self.level_dims, hidden, dropout)
             self.mean_branch = TaskAttentionBranch(len(self.level_dims), hidden, reduction)
             self.std_branch = TaskAttentionBranch(len(self.level_dims), hidden, reduction)
@@ -196,7 +247,9 @@ class MeanSpreadHeads(nn.Module):
         """(mean, std) in normalised units: mean on 0..1 across the scale, std as a fraction of the span."""
         x = (features - self.feature_mean) / self.feature_std
         shared = self.shared(torch.split(x, self.level_dims, dim=1))
-        if self.attention:
+        if self.attention_design == "stage-masks":
+            mean_feats, std_feats = shared
+        elif self.attention:
             mean_feats, std_feats = self.mean_branch(shared), self.std_branch(shared)
         else:
             mean_feats = std_feats = shared

@@ -102,6 +102,8 @@ def eval_aesthetic(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Random 80/20 splits (default: the config's)."),
     rank: Optional[str] = typer.Option(None, "--rank", help="Compare ranking losses, e.g. ci,plain (default: the config's)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write every seed's numbers to this JSON file."),
+    validation: bool = typer.Option(False, "--validation",
+                                    help="Score a validation part carved from each training split (never the test part)."),
 ) -> None:
     """Repeated random 80/20 splits: mean and std agreement, baselines, binary accuracy, ordered pairs."""
     from gameqa.train.aesthetic import load_config, run_protocol, summarise
@@ -114,12 +116,13 @@ def eval_aesthetic(
         for variant in variants:
             cfg = load_config(config, [*overrides, f'loss.rank="{variant}"'])
             log(f"== {cfg.name}: rank loss {variant}")
-            everything[variant] = run_protocol(cfg, seeds, log)
+            everything[variant] = run_protocol(cfg, seeds, log, validation=validation)
     except GameQAError as exc:
         _fail(str(exc), 2)
     summaries = {v: summarise(r) for v, r in everything.items()}
     n_seeds = len(next(iter(everything.values())))
-    table = Table(title=f"{base.name}: {n_seeds} random {1 - base.train.test_fraction:.0%}/{base.train.test_fraction:.0%} "
+    part = "validation parts of " if validation else ""
+    table = Table(title=f"{base.name}: {part}{n_seeds} random {1 - base.train.test_fraction:.0%}/{base.train.test_fraction:.0%} "
                         "splits, mean ± sd over seeds")
     table.add_column("measure")
     for v in summaries:
@@ -128,8 +131,8 @@ def eval_aesthetic(
         table.add_row(key, *(_fmt(s.get(key), 1 if key == "sure_pairs" else 3) for s in summaries.values()))
     out.print(table)
     if json_out:
-        Path(json_out).write_text(json.dumps({"config": base.model_dump(), "reports": everything}, indent=1) + "\n",
-                                  encoding="utf-8")
+        record = {"config": base.model_dump(), "validation": validation, "reports": everything}
+        Path(json_out).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:

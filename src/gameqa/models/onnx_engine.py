@@ -22,14 +22,21 @@ from gameqa.errors import ModelError
 from gameqa.models.registry import ModelCard
 
 
+def _spread_starts(extent: int, size: int, n: int) -> np.ndarray:
+    """``n`` crop starts spread from edge to edge; a single crop is centred (not stuck to the top or left)."""
+    if n == 1:
+        return np.array([max(extent - size, 0) // 2])
+    return np.linspace(0, max(extent - size, 0), n).round().astype(int)
+
+
 def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
     """Top-left corners of ``count`` size x size crops spread evenly over an HxW frame."""
     if height <= size and width <= size:
         return [(0, 0)]
     rows = max(1, round(math.sqrt(count * height / max(width, 1))))
     cols = max(1, math.ceil(count / rows))
-    ys = np.linspace(0, max(height - size, 0), rows).round().astype(int)
-    xs = np.linspace(0, max(width - size, 0), cols).round().astype(int)
+    ys = _spread_starts(height, size, rows)
+    xs = _spread_starts(width, size, cols)
     boxes = [(int(y), int(x)) for y in ys for x in xs]
     if len(boxes) > count:  # keep an even spread when the grid has spare cells
         keep = np.linspace(0, len(boxes) - 1, count).round().astype(int)

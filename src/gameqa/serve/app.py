@@ -10,6 +10,8 @@ unless the client asked ``keep=true`` or the server keeps all. With API keys con
 """
 from __future__ import annotations
 
+from gameqa.models.registry import DEFAULT_MODEL
+
 import asyncio
 import hashlib
 import hmac
@@ -64,7 +66,7 @@ class ServeConfig:
     max_queued: int = 32
     max_upload_bytes: int = 256 * 1024 * 1024
     keep_uploads: bool = False
-    default_model: str = "niqe"
+    default_model: str = DEFAULT_MODEL
     default_sample: str = "fps:2"
     on_restart: Literal["resume", "fail"] = "resume"
     max_wait_s: float = 30.0

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from gameqa.models.registry import DEFAULT_MODEL
+
 import os
 from pathlib import Path
 from typing import List, Optional
@@ -40,7 +42,7 @@ def serve_command(
     max_queued: int = typer.Option(32, "--max-queued", help="Most jobs waiting at once; more get 429."),
     max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest accepted upload, in MiB."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep every uploaded file after its job."),
-    model: str = typer.Option("niqe", "--model", "-m", help="Default model for jobs that name none."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Default model for jobs that name none."),
     on_restart: str = typer.Option("resume", "--on-restart", help="Unfinished jobs at start: resume or fail."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -75,7 +77,7 @@ def serve_command(
 def batch_command(
     inputs: List[str] = typer.Argument(..., help="Files, folders, globs, list files (.txt/@FILE) or manifests (.csv/.jsonl with a path column)."),
     out_file: str = typer.Option(..., "--out", "-o", help="Results file: .jsonl or .parquet (resumed if it exists)."),
-    model: str = typer.Option("niqe", "--model", "-m"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     sample: str = typer.Option("fps:2", "--sample", "-s"),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
@@ -115,8 +117,9 @@ def run_batch(inputs, model, out_file, engine="local", address=None, workers=Non
         except KeyboardInterrupt:
             err.print(f"interrupted: finished rows are in {out_file}; run the same command again to resume")
             raise typer.Exit(130)
+    started = f", start-up {report.engine_start_s:.1f} s" if report.engine_start_s else ""
     err.print(f"{report.scored} scored, {report.failed} failed, {report.skipped} already in {out_file} "
-              f"({report.total} files, {report.seconds:.1f} s, engine {report.engine})", highlight=False)
+              f"({report.total} files, {report.seconds:.1f} s, engine {report.engine}{started})", highlight=False)
     problems = report.input_errors + report.failures
     for line in problems[:20]:
         err.print(f"  {line}", highlight=False, soft_wrap=True)
@@ -131,7 +134,7 @@ def bench_service_load_command(
     seconds: float = typer.Option(60.0, "--seconds", help="How long clients keep submitting."),
     workers: int = typer.Option(2, "--workers", help="Service worker threads."),
     max_queued: int = typer.Option(64, "--max-queued"),
-    model: str = typer.Option("niqe", "--model", "-m"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Load test on loopback: N clients upload short clips and images for S seconds, then report."""
@@ -152,21 +155,43 @@ def bench_service_load_command(
 
 
 def bench_batch_command(
-    clips: int = typer.Option(500, "--clips"),
-    workers: int = typer.Option(2, "--workers"),
-    model: str = typer.Option("niqe", "--model", "-m"),
-    chunk_size: int = typer.Option(16, "--chunk-size"),
-    width: int = typer.Option(192, "--width"),
-    height: int = typer.Option(108, "--height"),
+    clips: int = typer.Option(500, "--clips", help="How many short clips."),
+    workers: int = typer.Option(2, "--workers", help="Processes (local pool) and CPUs (Ray)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+    sample: str = typer.Option("fps:2", "--sample", "-s"),
+    chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
+    width: int = typer.Option(640, "--width"),
+    height: int = typer.Option(360, "--height"),
+    seconds: float = typer.Option(2.0, "--seconds", help="Length of each clip."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Video or folder of videos to cut clips from (default: the bundled gameplay capture)."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Tiny generated pattern clips instead of gameplay."),
+    clip_dir: Optional[Path] = typer.Option(None, "--clip-dir", help="Keep the clips here (and reuse them next time)."),
+    engines: str = typer.Option(",".join(("local-1", "local", "ray")), "--engines", help="Comma list of local-1 (plain local batch), local (process pool), ray."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Ray vs local batch scoring of the same short clips: time, throughput, identical scores."""
-    from gameqa.bench.batch import bench_batch, print_batch_table
+    """Ray vs local batch scoring of the same short clips: whole-job time, start-up, identical scores."""
+    import json
 
+    from gameqa.bench.batch import BENCH_ENGINES, bench_batch, print_batch_table
+
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = [e for e in chosen if e not in BENCH_ENGINES]
+    if unknown or not chosen:
+        _fail(f"--engines takes a comma list of {', '.join(BENCH_ENGINES)}, not {engines!r}", 2)
     try:
-        rows = bench_batch(clips=clips, workers=workers, model=model, chunk_size=chunk_size, size=(width, height))
+        result = bench_batch(clips=clips, workers=workers, model=model, sample=sample, chunk_size=chunk_size,
+                             size=(width, height), seconds=seconds, source=None if source is None else str(source),
+                             synthetic=synthetic, folder=None if clip_dir is None else str(clip_dir), engines=chosen,
+                             progress=lambda row: err.print(
+                                 f"{row['engine']}: {row['wall_s']:.1f} s" + (f" ({row['error']})" if "error" in row else
+                                 f", {row['scored']} scored, {row['failed']} failed, start-up {row['start_s']:.1f} s"),
+                                 highlight=False))
     except GameQAError as exc:
         _fail(str(exc))
-    print_batch_table(rows, console=out)
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        print_batch_table(result, console=out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Config (TOML; see ``configs/aesthetic/*.toml``)::
     purpose = "quality"               # "quality" or "aesthetic"; an aesthetic model needs real aesthetic ratings
     [data]   format, path, images, scale, raters, threshold, simulated = {...}
     [features] backbone, max_side, pooling
-    [model]  attention, hidden, reduction, dropout
+    [model]  attention, attention_design, hidden, reduction, dropout
     [loss]   mean, std, std_weight, rank ("ci" | "plain" | "none"), rank_weight, overlap_weight, margin_scale,
              emd_weight, confidence
     [train]  epochs, batch_size, lr, weight_decay, seeds, test_fraction, threads, finetune, finetune_lr
@@ -72,6 +72,7 @@ class FeatureSection(_Section):
 
 class ModelSection(_Section):
     attention: bool = True
+    attention_design: Literal["stage-masks", "state-masks"] = "stage-masks"
     hidden: int = Field(128, ge=4)
     reduction: int = Field(32, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -330,7 +331,7 @@ def build_heads(cfg: AestheticConfig, channels: list[int], ratings: RatingSet):
     span = high - low
     m = cfg.model
     return MeanSpreadHeads(level_dims(channels, cfg.features.pooling), ratings.scale, attention=m.attention,
-                           hidden=m.hidden, reduction=m.reduction, dropout=m.dropout,
+                           hidden=m.hidden, reduction=m.reduction, dropout=m.dropout, attention_design=m.attention_design,
                            init_mean=float(np.mean((ratings.mean - low) / span)), init_std=float(np.mean(ratings.std / span)))
 
 
@@ -373,8 +374,10 @@ def train_heads(cfg: AestheticConfig, features: np.ndarray, channels: list[int],
     tc = cfg.train
     optimiser = torch.optim.AdamW(heads.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
     steps_per_epoch = max(1, math.ceil(len(ratings) / tc.batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch,
-                                                   pct_start=0.1)
+    total_steps = max(4, tc.epochs * steps_per_epoch)
+    # warm-up over 10% of the steps, but at least 2 (OneCycleLR divides by the warm-up's last step index)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=tc.lr, total_steps=total_steps,
+                                                   pct_start=min(0.5, max(0.1, 2.0 / total_steps)))
     heads.train()
     for _ in range(tc.epochs):
         order = rng.permutation(len(ratings))
@@ -411,14 +414,32 @@ def split(ratings: RatingSet, seed: int, test_fraction: float) -> tuple[np.ndarr
     return np.nonzero(~test)[0], np.nonzero(test)[0]
 
 
+def validation_split(train_idx: np.ndarray, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation part out of one seed's training indices: (fit, validation), both sorted.
+
+    Drawn with its own generator (seed ``1000 + seed``), so choosing a design on the validation parts never looks at
+    the seed's test images.
+    """
+    rng = np.random.default_rng(1000 + seed)
+    order = rng.permutation(len(train_idx))
+    count = max(1, round(fraction * len(train_idx)))
+    return np.sort(train_idx[order[count:]]), np.sort(train_idx[order[:count]])
+
+
 def evaluate_split(cfg: AestheticConfig, features, channels, ratings: RatingSet, seed: int,
-                   truth: Optional[dict[str, tuple[float, float]]] = None) -> dict[str, float]:
+                   truth: Optional[dict[str, tuple[float, float]]] = None, validation: bool = False) -> dict[str, float]:
     """Train on one seed's 80% and report agreement on its 20% (and with ``truth``, a simulated panel's true
-    mean and spread, how well predictions and the panel's own estimates follow them)."""
+    mean and spread, how well predictions and the panel's own estimates follow them).
+
+    ``validation=True``: train on 80% of that 80% and report on the other 20% of it (``validation_split``); the
+    seed's test images are not used at all -- the protocol for choosing designs and settings.
+    """
     from gameqa.evaluate.agreement import mean_spread_report
     from gameqa.evaluate.metrics import srocc
 
     train_idx, test_idx = split(ratings, seed, cfg.train.test_fraction)
+    if validation:
+        train_idx, test_idx = validation_split(train_idx, seed, cfg.train.test_fraction)
     train_set, test_set = ratings.subset(train_idx), ratings.subset(test_idx)
     heads = train_heads(cfg, features[train_idx], channels, train_set, seed)
     pm, ps = predict_heads(heads, features[test_idx])
@@ -434,20 +455,24 @@ def evaluate_split(cfg: AestheticConfig, features, channels, ratings: RatingSet,
     return report
 
 
-def run_protocol(cfg: AestheticConfig, seeds: Optional[int] = None, log: Log = print) -> list[dict[str, float]]:
+def run_protocol(cfg: AestheticConfig, seeds: Optional[int] = None, log: Log = print,
+                 validation: bool = False) -> list[dict[str, float]]:
     """Repeated random splits (``train.seeds``); one report per seed. On a simulated set the reports add the
-    agreement with the panel's true mean and spread."""
+    agreement with the panel's true mean and spread. ``validation=True`` scores each seed's validation part
+    (carved from its training part) instead of its test part."""
     ratings = load_ratings(cfg, log)
     truth = read_truth(cfg)
     if cfg.train.finetune:
+        if validation:
+            raise ConfigError(cfg.source or None, "validation runs are for heads on cached features (finetune = false)")
         return run_finetune_protocol(cfg, ratings, seeds, log)
     features, channels = cached_features(cfg, ratings, log)
     reports = []
     for seed in range(seeds if seeds is not None else cfg.train.seeds):
         start = time.perf_counter()
-        report = evaluate_split(cfg, features, channels, ratings, seed, truth)
+        report = evaluate_split(cfg, features, channels, ratings, seed, truth, validation)
         report["seconds"] = time.perf_counter() - start
-        log(f"seed {seed}: mean SROCC {report['mean_srocc']:.3f} PLCC {report['mean_plcc']:.3f} | "
+        log(f"seed {seed}{' (validation)' if validation else ''}: mean SROCC {report['mean_srocc']:.3f} PLCC {report['mean_plcc']:.3f} | "
             f"std SROCC {report['std_srocc']:.3f} PLCC {report['std_plcc']:.3f} | ordered pairs "
             f"{report['ordered_pairs']:.3f} ({report['seconds']:.1f} s)")
         reports.append(report)

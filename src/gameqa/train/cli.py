@@ -98,18 +98,51 @@ def eval_cmd(
 @app.command("export")
 def export_cmd(
     checkpoint: str = typer.Argument(..., help="Trainer checkpoint (best.pt)."),
-    out_dir: str = typer.Option(..., "--out", "-o", help="Model folder to write (model.json + model.onnx)."),
+    out_dir: str = typer.Option(..., "--out", "-o", help="Model folder to write (model.json + model.onnx, ...)."),
     name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: the config's name)."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Grid crops per frame at inference (default: the "
+                                        "checkpoint's input.crops_per_frame)."),
+    fixed_batch: Optional[int] = typer.Option(None, "--fixed-batch", help="Also write model.b<B>.onnx with a fixed "
+                                              "B x C x crop x crop input (for on-device runtimes)."),
+    torchscript: bool = typer.Option(False, "--torchscript", help="Also write model.torchscript.pt (traced)."),
+    int8: Optional[List[str]] = typer.Option(None, "--int8", help="Int8 variants, each its own model folder: "
+                                             "static (QDQ, calibrated; OUT/int8, name-int8) and/or dynamic "
+                                             "(OUT/int8-dynamic, name-int8-dynamic). Repeat or comma-separate."),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help="Manifest whose train-split cached frames "
+                                              "calibrate static int8 (and whose val split joins the checks)."),
+    calibration_clips: int = typer.Option(16, "--calibration-clips", help="Train clips to calibrate on."),
+    calibration_frames: int = typer.Option(4, "--calibration-frames", help="Frames per calibration/check clip."),
+    check_clips: int = typer.Option(4, "--check-clips", help="Val-split clips of the manifest added to the checks."),
+    frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default $GAMEQA_CACHE/frames)."),
+    root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON instead of a table."),
 ) -> None:
-    """Export a checkpoint to ONNX + model.json, checked against torch on real frames."""
-    try:
-        from gameqa.export.onnx import export_onnx
+    """Export a checkpoint to ONNX + model.json (and more formats), each file checked against torch on real frames."""
+    from rich.table import Table
 
-        report = export_onnx(checkpoint, out_dir, name=name)
+    try:
+        from gameqa.export.formats import export_model
+
+        kinds = [k.strip() for item in (int8 or []) for k in item.split(",") if k.strip()]
+        summary = export_model(
+            checkpoint, out_dir, name=name, fixed_batch=fixed_batch, torchscript=torchscript, int8=kinds,
+            calibration_manifest=calibration, calibration_clips=calibration_clips,
+            calibration_frames=calibration_frames, check_clips=check_clips,
+            frames_cache=frames_cache, root=root, crops=crops, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     except GameQAError as exc:
         _fail(str(exc))
-    out.print(f"wrote {report.folder} (ONNX vs torch max abs diff {report.max_abs_diff:.2e} on "
-              f"{report.crops_checked} crops; {report.engine_max_abs_diff:.2e} through the engine)", highlight=False)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    table = Table(title=f"vs torch: frame scores (1-5) on {summary.check_frames['frames']} real frames")
+    for column, justify in [("file", "left"), ("format", "left"), ("registry name", "left"), ("MB", "right"),
+                            ("max abs diff", "right"), ("mean abs diff", "right")]:
+        table.add_column(column, justify=justify, no_wrap=True)
+    for c in summary.checks:
+        table.add_row(c.file, c.format, c.model_name or "-", f"{c.size_bytes / 1e6:.2f}", f"{c.max_abs_diff:.2e}",
+                      f"{c.mean_abs_diff:.2e}")
+    Console(width=None if out.is_terminal else 140).print(table)
+    out.print(f"wrote {summary.folder}", highlight=False)
 
 
 @app.command("bench")

@@ -1,0 +1,878 @@
+"""``gameqa bench all``: gameqa against its peers in one report, every number measured in the run that writes it.
+
+The report folder holds ``report.md``, ``report.html`` (the same blocks, rendered twice), PNG plots made with
+matplotlib and ``results.json`` with every number (per-clip predictions included). Sections:
+
+* accuracy on the corpus test split of every registered model (``gameqa.models.registry.list_models``), the
+  ERAQUE teacher and student model folders, and VMAF read from the manifest (the labels are made from VMAF, so
+  its correlation is about 1 by construction): SROCC, KROCC, PLCC, RMSE with 95% bootstrap intervals
+  (``gameqa.evaluate.correlation_table``) and a scatter plot per model;
+* leave-one-game-out: the runs ``eraque-logo-<game>`` (``gameqa.evaluate.runs.run_scores``) next to the classical
+  peers and VMAF on the same clips;
+* the hard-ranking-loss ablation and distillation as groups of runs over seeds (``compare_groups``), and the
+  accuracy / speed trade-off (speed from ``gameqa.bench.models``);
+* the aesthetic model (numbers from an ``eval-aesthetic --json`` file when given, else a link) and, apart,
+  published figures of reference systems on their own data (``published.toml``).
+
+Missing inputs (no run folders, a model that cannot be built) become one-line notes. The report is written into
+a temporary folder and renamed at the end: a failed run leaves no partial report. ``--quick`` scores a few clips
+per game with few bootstrap resamples, and never writes into run folders.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import typer
+
+from gameqa.errors import ConfigError, GameQAError
+
+SPLIT = "test"
+ABLATION_GROUPS = (("L1 + hard rank (default)", "abl-default-s*"), ("L1 only (ablation)", "abl-ablation_l1-s*"))
+DISTILL_GROUPS = (("student, distilled", "eraque-student-s*"), ("student, no distillation", "eraque-student-plain-s*"))
+LOGO_PREFIX = "eraque-logo-"
+AESTHETIC_DOC = "docs/models/clive-quality-spread.md"
+SPEED_KEY = "720p_1t"
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Formatting: one set of functions for report.md, report.html and the README table, so they cannot disagree.
+
+def fmt(value, digits: int = 3) -> str:
+    """A number as the report prints it (``n/a`` for a missing or undefined value)."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def fmt_ci(row: Optional[dict], digits: int = 3) -> str:
+    """``value [low, high]`` of a correlation-table row (the interval only when it was computed)."""
+    if row is None:
+        return "n/a"
+    text = fmt(row.get("value"), digits)
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if text != "n/a" and low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{fmt(low, digits)}, {fmt(high, digits)}]"
+    return text
+
+
+def fmt_sd(mean, sd, digits: int = 3) -> str:
+    return f"{fmt(mean, digits)} ± {fmt(sd, digits)}"
+
+
+def _clean(value):
+    """JSON-safe copy: NaN/inf become null, numpy scalars plain numbers, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Document blocks rendered as Markdown and HTML.
+
+@dataclass
+class Doc:
+    """An ordered list of blocks: headings, paragraphs, notes, tables and images."""
+
+    blocks: list = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(("note", text))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+
+    def img(self, name: str, alt: str) -> None:
+        self.blocks.append(("img", name, alt))
+
+    def markdown(self) -> str:
+        out = []
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h":
+                out.append("#" * block[1] + " " + block[2])
+            elif kind == "p":
+                out.append(block[1])
+            elif kind == "note":
+                out.append(f"> Note: {block[1]}")
+            elif kind == "table":
+                out.append(markdown_table(block[1], block[2]))
+            elif kind == "img":
+                out.append(f"![{block[2]}]({block[1]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+                 "<style>body{font-family:sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
+                 "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.25rem .5rem;"
+                 "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#eee}"
+                 ".note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4rem .8rem}img{max-width:100%}"
+                 "</style></head><body>"]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "h":
+                parts.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(block[1])}</p>")
+            elif kind == "note":
+                parts.append(f"<p class=\"note\">Note: {html.escape(block[1])}</p>")
+            elif kind == "table":
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in block[1])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                               for row in block[2])
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                parts.append(f"<p><img src=\"{html.escape(block[1])}\" alt=\"{html.escape(block[2])}\"></p>")
+        parts.append("</body></html>\n")
+        return "\n".join(parts)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring clips once per (model, clip) in a report run.
+
+def _spread_pick(rows: list[dict], count: int) -> list[dict]:
+    """``count`` rows spread evenly over the MOS range (deterministic), or all when there are few."""
+    if len(rows) <= count:
+        return list(rows)
+    ordered = sorted(rows, key=lambda r: (r["mos"], r["clip_id"]))
+    picks = np.unique(np.round(np.linspace(0, len(ordered) - 1, count)).astype(int))
+    return [ordered[i] for i in picks]
+
+
+class Predictor:
+    """Clip predictions of models and checkpoints, each (model, clip) scored once per report run.
+
+    Clips are scored through ``gameqa.train.evaluation.evaluate_split`` on a small temporary manifest of just the
+    clips still missing, so registry models, model folders and checkpoints see the same frames as ``gameqa eval``.
+    """
+
+    def __init__(self, corpus_root: Path, work: Path, frames_cache: Optional[Path], log: Log,
+                 sample: Optional[str] = None):
+        self.corpus_root = corpus_root
+        self.sample = sample
+        self.work = work
+        self.frames_cache = frames_cache
+        self.log = log
+        self.memo: dict[str, dict[str, float]] = {}
+        self.seconds: dict[str, float] = {}
+        self._made = 0
+
+    def predict(self, model: str, rows: list[dict]) -> list[float]:
+        from gameqa.data.manifest import write_manifest
+        from gameqa.train.evaluation import evaluate_split
+
+        memo = self.memo.setdefault(model, {})
+        todo = [r for r in rows if r["clip_id"] not in memo]
+        if todo:
+            if len(todo) == 1:  # a correlation table needs two clips: add one already scored
+                todo += [r for r in rows if r["clip_id"] != todo[0]["clip_id"]][:1]
+            self._made += 1
+            manifest = self.work / "manifests" / f"clips-{self._made}.csv"
+            write_manifest([{**r, "split": SPLIT} for r in todo], manifest)
+            self.log(f"scoring {len(todo)} clips with {model}")
+            start = time.perf_counter()
+            ev = evaluate_split(model, manifest, SPLIT, root=str(self.corpus_root), sample=self.sample,
+                                frames_cache=str(self.frames_cache) if self.frames_cache else None, bootstrap=0)
+            self.seconds[model] = self.seconds.get(model, 0.0) + time.perf_counter() - start
+            memo.update(zip(ev.clip_ids, (float(v) for v in ev.predictions)))
+        return [memo[r["clip_id"]] for r in rows]
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ReportOptions:
+    """What ``bench all`` measures and where it finds its inputs."""
+
+    manifest: Path
+    root: Optional[Path] = None
+    runs_dir: Optional[Path] = None
+    teacher: Optional[Path] = None
+    students: List[Path] = field(default_factory=list)
+    models: Optional[List[str]] = None  # registry names; None: every registered model
+    quick: bool = False
+    quick_clips: int = 4  # with quick: clips per game of each section
+    bootstrap: Optional[int] = None  # default 1000, quick 100
+    frames_cache: Optional[Path] = None
+    sample: Optional[str] = None  # frame policy for every model (default: each model's own; quick only)
+    aesthetic_json: Optional[Path] = None
+    speed: bool = True
+    speed_repeats: Optional[int] = None  # default 5, quick 2
+    seed: int = 0
+
+
+@dataclass
+class Entry:
+    """One scorer in the accuracy section."""
+
+    key: str
+    label: str
+    model: Optional[str]  # registry name, model folder, or None for the manifest's VMAF column
+    kind: str
+    lower_better: bool = False
+    full_reference: bool = False
+
+
+def _model_entries(opts: ReportOptions, notes: list[str]) -> list[Entry]:
+    from gameqa.models.registry import get_card, list_models
+
+    entries = []
+    cards = list_models()
+    names = [c.name for c in cards]
+    wanted = opts.models if opts.models is not None else names
+    for name in wanted:
+        if name not in names:
+            notes.append(f"model {name!r} is not registered here; skipped")
+            continue
+        card = next(c for c in cards if c.name == name)
+        kind = ("full-reference" if card.full_reference else "no-reference") + \
+               (", classical" if card.engine == "numpy" else ", learned")
+        entries.append(Entry(f"registry:{name}", name, name, kind, card.lower_better, card.full_reference))
+    folders = [("teacher", "ERAQUE teacher", opts.teacher)] + \
+              [(f"student:{i}", f"ERAQUE student {Path(s).name}", s) for i, s in enumerate(opts.students)]
+    for key, label, folder in folders:
+        if folder is None:
+            continue
+        try:
+            card = get_card(str(folder))
+        except GameQAError as exc:
+            notes.append(f"{label} not scored: {exc}")
+            continue
+        kind = ("full-reference" if card.full_reference else "no-reference") + ", gameqa (learned)"
+        entries.append(Entry(key, f"{label} ({card.name} v{card.version})", str(folder), kind, card.lower_better,
+                             card.full_reference))
+    entries.append(Entry("vmaf", "VMAF v0.6.1 (libvmaf, from the manifest)", None,
+                         "full-reference; the labels are made from it", False, True))
+    return entries
+
+
+def _table_by_key(table: list[dict]) -> dict[str, dict]:
+    return {f"{r['metric']}{'_mapped' if r['mapped'] else ''}": r for r in table}
+
+
+ACCURACY_HEADER = ["model", "reference", "SROCC [95% CI]", "KROCC [95% CI]", "PLCC [95% CI]",
+                   "PLCC logistic [95% CI]", "RMSE logistic (MOS) [95% CI]"]
+
+
+def accuracy_rows(accuracy: dict) -> list[list[str]]:
+    """The accuracy table's rows from ``results["accuracy"]`` (also used for the README table)."""
+    rows = []
+    for res in accuracy["models"].values():
+        t = res["table"]
+        label = res["label"] + (" (sign flipped: lower is better)" if res["sign_flipped"] else "")
+        if res["key"] == "vmaf":
+            label += " — labels = clip(VMAF/20, 1, 5): ~1 by construction"
+        rows.append([label, res["kind"], fmt_ci(t.get("SROCC")), fmt_ci(t.get("KROCC")), fmt_ci(t.get("PLCC")),
+                     fmt_ci(t.get("PLCC_mapped")), fmt_ci(t.get("RMSE_mapped"))])
+    return rows
+
+
+def _scatter_plot(path: Path, panels: list[tuple[str, list[float], list[float], str]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, (label, x, y, caption) in zip(axes.flat, panels):
+        ax.scatter(x, y, s=12, alpha=0.7)
+        ax.set_title(f"{label}\n{caption}", fontsize=9)
+        ax.set_xlabel("prediction (model's own scale)", fontsize=8)
+        ax.set_ylabel("label (MOS 1-5)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _bar_plot(path: Path, groups: list[str], series: dict[str, list[float]], errors: Optional[dict] = None,
+              ylabel: str = "SROCC", title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(series)) / 2 + 3), 3.8))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        # An undefined value (no pairs, one seed) draws no bar and no error bar, never a zero.
+        vals = [v if v is not None and math.isfinite(v) else np.nan for v in values]
+        err = None
+        if errors and name in errors:
+            err = [e if e is not None and math.isfinite(e) else np.nan for e in errors[name]]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _tradeoff_plot(path: Path, points: list[tuple[str, float, float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for label, ms, rho in points:
+        ax.scatter([ms], [rho], s=30)
+        ax.annotate(label, (ms, rho), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per 720p frame, 1 ONNX Runtime / numpy thread (best of repeats; log scale)")
+    ax.set_ylabel("SROCC, test split (this run)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sections
+
+def _section_accuracy(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, test_rows: list[dict],
+                      bootstrap: int, log: Log) -> dict:
+    from gameqa.evaluate import correlation_table
+
+    notes: list[str] = []
+    entries = _model_entries(opts, notes)
+    mos = [r["mos"] for r in test_rows]
+    result = {"split": SPLIT, "clips": len(test_rows), "sources": len({r["source_id"] for r in test_rows}),
+              "bootstrap": bootstrap, "clip_ids": [r["clip_id"] for r in test_rows], "mos": mos, "models": {},
+              "notes": notes}
+    panels = []
+    for entry in entries:
+        try:
+            raw = [r["vmaf"] for r in test_rows] if entry.model is None else pred.predict(entry.model, test_rows)
+        except GameQAError as exc:
+            notes.append(f"{entry.label} not scored: {exc}")
+            continue
+        signed = [-v for v in raw] if entry.lower_better else list(raw)
+        table = correlation_table(signed, mos, bootstrap=bootstrap, seed=opts.seed)
+        by_key = _table_by_key(table)
+        result["models"][entry.key] = {
+            "key": entry.key, "label": entry.label, "model": entry.model, "kind": entry.kind,
+            "full_reference": entry.full_reference, "lower_better": entry.lower_better,
+            "sign_flipped": entry.lower_better, "clips": len(test_rows), "table": by_key, "predictions": raw,
+            "score_seconds": pred.seconds.get(entry.model) if entry.model else None,
+        }
+        panels.append((entry.label, raw, mos, f"SROCC {fmt(by_key['SROCC']['value'])} ({entry.kind})"))
+    doc.h(2, "Accuracy on the corpus test split")
+    doc.p(f"Split: {SPLIT}, {len(test_rows)} clips from {result['sources']} sources"
+          f"{' (quick subset)' if opts.quick else ''}"
+          f"{f', every model on frames sampled {opts.sample}' if opts.sample else ''}. Labels are objective MOS-like scores, clip(VMAF / 20, 1, 5), "
+          f"not human ratings. Intervals: 95% percentile bootstrap over clips, {bootstrap} resamples. "
+          "'logistic' columns use the 4-parameter logistic mapping fitted on these clips. Scores of lower-is-better "
+          "models are negated before the correlations.")
+    doc.p("Full-reference models need the pristine source and are not peers of a no-reference model in use; they "
+          "are listed as references. VMAF is the label itself up to clipping, so its correlation is about 1 by "
+          "construction and says nothing about VMAF's quality.")
+    if result["models"]:
+        doc.table(ACCURACY_HEADER, accuracy_rows(result))
+        _scatter_plot(out / "scatter_test.png", panels, f"prediction vs label, {SPLIT} split, {len(test_rows)} clips")
+        doc.img("scatter_test.png", "prediction vs label per model")
+    for n in notes:
+        doc.note(n)
+    return result
+
+
+def _run_folders(runs_dir: Optional[Path], pattern: str) -> tuple[list[Path], list[Path]]:
+    """(finished runs with best.pt, unfinished folders) matching ``pattern`` under ``runs_dir``."""
+    if runs_dir is None or not runs_dir.is_dir():
+        return [], []
+    folders = sorted(p for p in runs_dir.glob(pattern) if p.is_dir())
+    return [p for p in folders if (p / "best.pt").is_file()], [p for p in folders if not (p / "best.pt").is_file()]
+
+
+def _aggregate(per_run: list[tuple[Path, dict]], clips: int) -> dict:
+    """The shape of ``compare_groups``' result for one group, from per-run metrics."""
+    from gameqa.evaluate.runs import METRICS
+
+    values = {m: np.array([r[m] for _, r in per_run], dtype=np.float64) for m in METRICS}
+    return {"runs": [{"run": str(p), **r} for p, r in per_run],
+            "mean": {m: float(np.mean(v)) for m, v in values.items()},
+            "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for m, v in values.items()},
+            "clips": clips}
+
+
+def _signed_metrics(pred_values: list[float], mos: list[float], lower_better: bool) -> dict:
+    from gameqa.evaluate.runs import split_metrics
+
+    return split_metrics([-v for v in pred_values] if lower_better else pred_values, mos)
+
+
+def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, rows: list[dict], manifest: Path,
+                  accuracy: dict, log: Log) -> dict:
+    from gameqa.evaluate.runs import run_scores
+
+    notes: list[str] = []
+    game_rows = [r for r in rows if r.get("group", "game") == "game"] or rows
+    games = sorted({r["game"] for r in game_rows})
+    peers = [m for m in accuracy["models"].values() if m["key"].startswith("registry:") or m["key"] == "vmaf"]
+    result = {"games": {}, "notes": notes,
+              "peers": [m["key"] for m in peers], "subset": "quick" if opts.quick else "all clips of the game"}
+    for game in games:
+        clips = [r for r in rows if r["game"] == game]
+        if opts.quick:
+            clips = _spread_pick([r for r in clips if r["split"] == SPLIT] or clips, opts.quick_clips)
+        if len(clips) < 2:
+            notes.append(f"{game}: fewer than 2 clips; skipped")
+            continue
+        mos = [r["mos"] for r in clips]
+        entry = {"clips": len(clips), "sources": len({r["source_id"] for r in clips}), "run": None, "peers": {}}
+        run_dir = (opts.runs_dir / f"{LOGO_PREFIX}{game}") if opts.runs_dir else None
+        if run_dir is None or not (run_dir / "best.pt").is_file():
+            notes.append(f"{game}: no finished leave-one-game-out run ({run_dir or LOGO_PREFIX + game}/best.pt)")
+        else:
+            try:
+                if opts.quick:
+                    metrics = _signed_metrics(pred.predict(str(run_dir / "best.pt"), clips), mos, False)
+                    n = len(clips)
+                else:
+                    log(f"leave-one-game-out run {run_dir}")
+                    scores = run_scores(run_dir, manifest, SPLIT, logo_game=game)
+                    metrics, n = scores.metrics, len(scores.clip_ids)
+                entry["run"] = {"run": str(run_dir), "clips": n, **metrics}
+            except GameQAError as exc:
+                notes.append(f"{game}: run {run_dir} not scored: {exc}")
+        for peer in peers:
+            try:
+                values = [r["vmaf"] for r in clips] if peer["key"] == "vmaf" else pred.predict(peer["model"], clips)
+                entry["peers"][peer["key"]] = _signed_metrics(values, mos, peer["lower_better"])
+            except GameQAError as exc:
+                notes.append(f"{game}: {peer['label']} not scored: {exc}")
+        result["games"][game] = entry
+    doc.h(2, "Leave one game out")
+    doc.p("Each ERAQUE run eraque-logo-<game> was trained without that game; it is tested on the game's clips "
+          f"({'a quick subset of its test-split clips' if opts.quick else 'every clip of the game, all splits'}). "
+          "The classical peers and VMAF are scored on the same clips (they are not trained). SROCC / PLCC, raw "
+          "scores; lower-is-better models negated. VMAF is the label up to clipping.")
+    if result["games"]:
+        header = ["game", "clips", "ERAQUE (game held out) SROCC / PLCC"] + \
+                 [f"{p['label']} SROCC / PLCC" for p in peers]
+        table = []
+        for game, e in result["games"].items():
+            run = e["run"]
+            cells = [game, str(e["clips"]), "no run" if run is None else f"{fmt(run['srocc'])} / {fmt(run['plcc'])}"]
+            for p in peers:
+                m = e["peers"].get(p["key"])
+                cells.append("n/a" if m is None else f"{fmt(m['srocc'])} / {fmt(m['plcc'])}")
+            table.append(cells)
+        doc.table(header, table)
+        names = ["ERAQUE (held out)"] + [p["label"] for p in peers]
+        series = {name: [] for name in names}
+        for e in result["games"].values():
+            series[names[0]].append(e["run"]["srocc"] if e["run"] else float("nan"))
+            for p, name in zip(peers, names[1:]):
+                series[name].append(e["peers"].get(p["key"], {}).get("srocc", float("nan")))
+        _bar_plot(out / "logo.png", list(result["games"]), series, title="SROCC per held-out game")
+        doc.img("logo.png", "SROCC per held-out game")
+    for n in notes:
+        doc.note(n)
+    return result
+
+
+GROUP_METRICS = ("srocc", "plcc", "krocc", "rmse", "pairs<=0.25", "pairs<=0.5")
+
+
+def _groups(opts: ReportOptions, pred: Predictor, manifest: Path, test_rows: list[dict], spec, notes: list[str],
+            log: Log) -> dict:
+    from gameqa.evaluate.runs import compare_groups
+
+    found = {}
+    for label, pattern in spec:
+        done, unfinished = _run_folders(opts.runs_dir, pattern)
+        if unfinished:
+            notes.append(f"{label}: {len(unfinished)} run folder(s) without best.pt skipped "
+                         f"({', '.join(p.name for p in unfinished)})")
+        if not done:
+            notes.append(f"{label}: no finished run matches {opts.runs_dir or '(no runs folder)'}/{pattern}")
+            continue
+        found[label] = done
+    if not found:
+        return {}
+    if not opts.quick:
+        return compare_groups(found, manifest, SPLIT, progress=lambda m: log(f"scoring run {m}"))
+    mos = [r["mos"] for r in test_rows]
+    return {label: _aggregate([(run, _signed_metrics(pred.predict(str(run / "best.pt"), test_rows), mos, False))
+                               for run in runs], len(test_rows)) for label, runs in found.items()}
+
+
+def _group_table(doc: Doc, result: dict) -> None:
+    header = ["group", "runs", "clips"] + [f"{m} (mean ± sd)" for m in GROUP_METRICS]
+    rows = [[label, str(len(g["runs"])), str(g["clips"])] + [fmt_sd(g["mean"][m], g["std"][m]) for m in GROUP_METRICS]
+            for label, g in result.items()]
+    doc.table(header, rows)
+
+
+def _groups_section(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, manifest: Path,
+                    test_rows: list[dict], spec, title: str, text: str, plot: str, log: Log) -> tuple[dict, list, int]:
+    """Score a pair of run groups, write their heading, text, table and bar plot; (groups, notes, clips)."""
+    notes: list[str] = []
+    try:
+        groups = _groups(opts, pred, manifest, test_rows, spec, notes, log)
+    except GameQAError as exc:
+        notes.append(f"{title.lower()} runs not scored: {exc}")
+        groups = {}
+    doc.h(2, title)
+    clips = next(iter(groups.values()))["clips"] if groups else len(test_rows)
+    doc.p(f"Split: {SPLIT}, {clips} clips{' (quick subset)' if opts.quick else ''}. {text}")
+    if groups:
+        _group_table(doc, groups)
+        _group_plot(out / f"{plot}.png", groups, title)
+        doc.img(f"{plot}.png", f"{title.lower()}: mean ± sd over seeds")
+    return groups, notes, clips
+
+
+def _section_ablation(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, manifest: Path,
+                      test_rows: list[dict], log: Log) -> dict:
+    groups, notes, clips = _groups_section(
+        doc, out, opts, pred, manifest, test_rows, ABLATION_GROUPS, "Hard-ranking-loss ablation",
+        "Runs abl-default-s* (L1 + hard pairwise ranking loss) against abl-ablation_l1-s* (L1 only), mean ± sample "
+        "sd over seeds. pairs<=G: share of clip pairs whose MOS differ by at most G (not tied) that the run orders "
+        "correctly.", "ablation", log)
+    for n in notes:
+        doc.note(n)
+    return {"split": SPLIT, "clips": clips, "groups": groups, "notes": notes}
+
+
+def _group_plot(path: Path, groups: dict, title: str) -> None:
+    metrics = ["srocc", "plcc", "pairs<=0.25", "pairs<=0.5"]
+    series = {label: [g["mean"][m] for m in metrics] for label, g in groups.items()}
+    errors = {label: [g["std"][m] for m in metrics] for label, g in groups.items()}
+    _bar_plot(path, metrics, series, errors, ylabel="mean over seeds (± sd)", title=title)
+
+
+def _speed(opts: ReportOptions, accuracy: dict, notes: list[str], log: Log) -> Optional[dict]:
+    try:
+        from gameqa.bench.models import bench_models
+    except ImportError as exc:
+        notes.append(f"speed not measured: gameqa.bench.models is not available ({exc})")
+        return None
+    models = [m for m in accuracy["models"].values() if m["model"] and not m["full_reference"]]
+    if not models:
+        notes.append("speed not measured: no no-reference model was scored")
+        return None
+    repeats = opts.speed_repeats or (2 if opts.quick else 5)
+    try:
+        bench = bench_models([m["model"] for m in models], threads=(1,), heights=(720,), repeats=repeats,
+                             make_clip=False, log=log)
+    except GameQAError as exc:
+        notes.append(f"speed not measured: {exc}")
+        return None
+    rows = []
+    for m, row in zip(models, bench["models"]):
+        ms = row["ms_per_frame"][SPEED_KEY]
+        rows.append({"key": m["key"], "label": m["label"], "model": m["model"], "ms_best": ms["best"],
+                     "ms_median": ms["median"], "parameters": row.get("parameters"),
+                     "macs_per_frame": row.get("macs_per_frame", {}).get("720"),
+                     "srocc": m["table"]["SROCC"]["value"]})
+    return {"repeats": repeats, "cpus": bench.get("cpus"), "onnxruntime": bench.get("onnxruntime"), "models": rows,
+            "bench": bench}
+
+
+def _section_distill(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, manifest: Path,
+                     test_rows: list[dict], accuracy: dict, log: Log) -> dict:
+    groups, notes, clips = _groups_section(
+        doc, out, opts, pred, manifest, test_rows, DISTILL_GROUPS, "Distillation",
+        "Students trained with the teacher's soft targets and features (eraque-student-s*) against the same "
+        "students trained on the labels alone (eraque-student-plain-s*), mean ± sample sd over seeds.",
+        "distillation", log)
+    speed = _speed(opts, accuracy, notes, log) if opts.speed else None
+    if not opts.speed:
+        notes.append("speed not measured: --no-speed")
+    if speed:
+        doc.h(3, "Accuracy / speed trade-off")
+        doc.p(f"Speed: gameqa.bench.models in this run, one 720p gameplay frame at a time, 1 thread, best and median "
+              f"of {speed['repeats']} interleaved repeats ({speed['cpus']} CPUs, ONNX Runtime {speed['onnxruntime']}); "
+              f"SROCC from the accuracy section ({SPLIT} split, {accuracy['clips']} clips). Full-reference models "
+              "are left out (they need the source).")
+        doc.table(["model", "parameters (M)", "GMAC / 720p frame", "ms / frame best", "ms / frame median", "SROCC"],
+                  [[r["label"], "n/a" if r["parameters"] is None else fmt(r["parameters"] / 1e6, 2),
+                    "n/a" if r["macs_per_frame"] is None else fmt(r["macs_per_frame"] / 1e9, 2),
+                    fmt(r["ms_best"], 1), fmt(r["ms_median"], 1), fmt(r["srocc"])] for r in speed["models"]])
+        points = [(r["label"], r["ms_best"], r["srocc"]) for r in speed["models"]
+                  if r["ms_best"] and r["srocc"] is not None and math.isfinite(r["srocc"])]
+        if points:
+            _tradeoff_plot(out / "tradeoff.png", points, "SROCC vs ms per frame")
+            doc.img("tradeoff.png", "SROCC vs ms per frame")
+    for n in notes:
+        doc.note(n)
+    return {"split": SPLIT, "clips": clips, "groups": groups, "speed": speed, "notes": notes}
+
+
+def _section_aesthetic(doc: Doc, opts: ReportOptions) -> dict:
+    doc.h(2, "Aesthetic / image-quality model")
+    if opts.aesthetic_json is None:
+        note = (f"not measured in this run (give --aesthetic-json FILE from `gameqa eval-aesthetic ... --json FILE`); "
+                f"protocol and figures: {AESTHETIC_DOC} in the gameqa repository")
+        doc.note(note)
+        return {"measured": False, "notes": [note]}
+    from gameqa.train.aesthetic import summarise
+
+    try:
+        data = json.loads(Path(opts.aesthetic_json).read_text())
+        reports = data["reports"]
+        summaries = {variant: summarise(runs) for variant, runs in reports.items()}
+        seeds = len(next(iter(reports.values())))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
+        note = f"{opts.aesthetic_json}: not an eval-aesthetic results file ({exc}); see {AESTHETIC_DOC}"
+        doc.note(note)
+        return {"measured": False, "notes": [note]}
+    name = data.get("config", {}).get("name", "?")
+    doc.p(f"From {opts.aesthetic_json} (written by `gameqa eval-aesthetic --json`): config {name}, {seeds} random "
+          f"train/test splits, mean ± sample sd over splits. Protocol: {AESTHETIC_DOC}.")
+    keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
+    doc.table(["measure"] + [f"rank={v}" for v in summaries],
+              [[k] + [fmt_sd(*s[k]) if k in s else "n/a" for s in summaries.values()] for k in keys])
+    return {"measured": True, "file": str(opts.aesthetic_json), "config": name, "seeds": seeds,
+            "summary": {v: {k: {"mean": m, "sd": sd} for k, (m, sd) in s.items()} for v, s in summaries.items()},
+            "notes": []}
+
+
+def load_published() -> list[dict]:
+    """The published reference figures shipped in ``published.toml``."""
+    import tomllib
+    from importlib import resources
+
+    text = (resources.files("gameqa.bench") / "published.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)["system"]
+
+
+def _section_published(doc: Doc) -> list[dict]:
+    systems = load_published()
+    doc.h(2, "Published figures of reference systems (their own data sets and splits)")
+    doc.p("Copied from the cited sources, not measured here, and not comparable with the tables above: other "
+          "content, other distortions, human ratings instead of VMAF-derived labels, other protocols.")
+    doc.table(["system", "data set", "protocol", "SROCC", "PLCC", "reference", "source"],
+              [[s["system"], s["dataset"], s["protocol"], fmt(s.get("srocc"), 4), fmt(s.get("plcc"), 4),
+                s.get("reference", ""), s["source"]] for s in systems])
+    return systems
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+def _load_rows(opts: ReportOptions) -> tuple[Path, list[dict]]:
+    """Read and check the manifest (every clip file present); the corpus folder it resolves against."""
+    from gameqa.data.manifest import read_manifest, split_rows
+
+    manifest = Path(opts.manifest)
+    root = Path(opts.root) if opts.root else (manifest.parent.parent if manifest.parent.name == "manifests"
+                                              else manifest.parent)
+    rows = read_manifest(manifest, root=root, check_files=True)
+    if len(split_rows(rows).get(SPLIT, [])) < 2:
+        raise ConfigError(manifest, f"the {SPLIT} split has fewer than 2 clips")
+    return root, rows
+
+
+def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lambda _m: None) -> dict:
+    """Measure everything and write the report folder ``output`` in one step; returns the results."""
+    started = time.perf_counter()
+    root, rows = _load_rows(opts)  # a bad manifest fails here, before anything is written
+    if opts.sample:
+        from gameqa.media import SamplePolicy
+
+        SamplePolicy.parse(opts.sample)  # a bad policy too
+    out = Path(output).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bootstrap = opts.bootstrap if opts.bootstrap is not None else (100 if opts.quick else 1000)
+    test_rows = [r for r in rows if r["split"] == SPLIT]
+    if opts.quick:
+        test_rows = [r for game in sorted({r["game"] for r in test_rows})
+                     for r in _spread_pick([t for t in test_rows if t["game"] == game], opts.quick_clips)]
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="gameqa-report-") as work:
+            pred = Predictor(root, Path(work), Path(opts.frames_cache) if opts.frames_cache else None, log,
+                             opts.sample)
+            doc = Doc()
+            doc.h(1, "gameqa benchmark report")
+            manifest = Path(opts.manifest).resolve()
+            doc.p(f"Corpus manifest {manifest}: {len(rows)} clips, {len({r['source_id'] for r in rows})} sources, "
+                  f"games {', '.join(sorted({r['game'] for r in rows}))}. "
+                  + ("QUICK run: a few clips per game and few bootstrap resamples; a smoke test, not a result. "
+                     if opts.quick else "")
+                  + "Every number below was measured in this run unless its section says otherwise.")
+            results = {"version": _version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "manifest": str(manifest), "corpus_root": str(root), "quick": opts.quick,
+                       "runs_dir": str(opts.runs_dir) if opts.runs_dir else None, "cpus": os.cpu_count(),
+                       "sample": opts.sample,
+                       "argv": sys.argv[1:]}
+            log(f"accuracy: {len(test_rows)} {SPLIT} clips")
+            results["accuracy"] = _section_accuracy(doc, staging, opts, pred, test_rows, bootstrap, log)
+            log("leave one game out")
+            results["logo"] = _section_logo(doc, staging, opts, pred, rows, manifest, results["accuracy"], log)
+            log("ablation")
+            results["ablation"] = _section_ablation(doc, staging, opts, pred, manifest, test_rows, log)
+            log("distillation")
+            results["distillation"] = _section_distill(doc, staging, opts, pred, manifest, test_rows,
+                                                       results["accuracy"], log)
+            results["aesthetic"] = _section_aesthetic(doc, opts)
+            results["published"] = _section_published(doc)
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        doc.p(f"Made by `gameqa bench all` (gameqa {results['version']}) on {results['created']} in "
+              f"{results['wall_s']} s on {results['cpus']} CPUs; every number is in results.json.")
+        (staging / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
+        (staging / "report.md").write_text(doc.markdown())
+        (staging / "report.html").write_text(doc.html("gameqa benchmark report"))
+        for path in staging.iterdir():
+            os.chmod(path, 0o644)
+        os.chmod(staging, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}-old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return results
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("gameqa")
+    except Exception:  # noqa: BLE001  (not installed as a distribution)
+        return "unknown"
+
+
+def readme_table(report_dir: str | os.PathLike) -> str:
+    """The README's Markdown results table, made from a report's results.json only."""
+    path = Path(report_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+        accuracy = results["accuracy"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(path, f"not a gameqa report ({exc.__class__.__name__}: {exc})") from None
+    lines = [markdown_table(ACCURACY_HEADER, accuracy_rows(accuracy)), "",
+             f"{accuracy['split']} split, {accuracy['clips']} clips from {accuracy['sources']} sources"
+             f"{' (QUICK subset)' if results.get('quick') else ''}; 95% bootstrap intervals ({accuracy['bootstrap']} "
+             f"resamples); labels are clip(VMAF/20, 1, 5). From `gameqa bench all` of {results['created']}."]
+    logo = results.get("logo", {}).get("games", {})
+    runs = {g: e["run"] for g, e in logo.items() if e.get("run")}
+    if runs:
+        lines += ["", "Leave one game out (ERAQUE, SROCC / PLCC): " + ", ".join(
+            f"{g} {fmt(r['srocc'])} / {fmt(r['plcc'])} ({r['clips']} clips)" for g, r in runs.items()) + "."]
+    for section in ("ablation", "distillation"):
+        groups = results.get(section, {}).get("groups", {})
+        if groups:
+            lines += ["", f"{section.capitalize()} (SROCC, mean ± sd over seeds): " + "; ".join(
+                f"{label} {fmt_sd(g['mean']['srocc'], g['std']['srocc'])} ({len(g['runs'])} runs)"
+                for label, g in groups.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Commands (mounted in gameqa.cli as `gameqa bench all` and `gameqa bench readme-table`)
+
+def bench_all_command(
+    output: str = typer.Option(..., "--output", "-o", help="Report folder (written whole at the end)."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Corpus manifest (default: "
+                                           "$GAMEQA_CACHE/corpus/manifests/corpus.csv)."),
+    root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Training runs (default: $GAMEQA_CACHE/runs)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="ERAQUE teacher model folder (default: "
+                                          "$GAMEQA_CACHE/models/eraque when present)."),
+    student: List[str] = typer.Option([], "--student", help="Student model folder (repeat)."),
+    model: List[str] = typer.Option([], "--model", "-m", help="Registry models to score (default: all; repeat)."),
+    quick: bool = typer.Option(False, "--quick", help="A few clips per game, 100 resamples: a smoke run."),
+    quick_clips: int = typer.Option(4, "--quick-clips", help="With --quick: clips per game and section."),
+    sample: Optional[str] = typer.Option(None, "--sample", "-s", help="With --quick: one frame policy for every "
+                                         "model, e.g. uniform:2 (default: each model's own)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples (default 1000; quick 100)."),
+    frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default: $GAMEQA_CACHE/frames)."),
+    aesthetic_json: Optional[str] = typer.Option(None, "--aesthetic-json", help="An `eval-aesthetic --json` file."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Time the no-reference models (gameqa.bench.models)."),
+) -> None:
+    """Benchmark report: accuracy, leave-one-game-out, ablation, distillation, speed and published figures."""
+    from rich.console import Console
+
+    from gameqa.paths import cache_dir
+
+    err = Console(stderr=True)
+    default_teacher = cache_dir() / "models" / "eraque"
+    opts = ReportOptions(
+        manifest=Path(manifest) if manifest else cache_dir() / "corpus" / "manifests" / "corpus.csv",
+        root=Path(root) if root else None, runs_dir=Path(runs_dir) if runs_dir else cache_dir() / "runs",
+        teacher=Path(teacher) if teacher else (default_teacher if (default_teacher / "model.json").is_file() else None),
+        students=[Path(s) for s in student], models=list(model) or None, quick=quick, quick_clips=quick_clips,
+        bootstrap=bootstrap, frames_cache=Path(frames_cache) if frames_cache else None, sample=sample,
+        aesthetic_json=Path(aesthetic_json) if aesthetic_json else None, speed=speed)
+    if quick_clips < 2:
+        err.print("[bold red]error:[/] --quick-clips must be at least 2", highlight=False)
+        raise typer.Exit(2)
+    if sample and not quick:
+        err.print("[bold red]error:[/] --sample is for --quick runs; a full report scores each model its own way",
+                  highlight=False)
+        raise typer.Exit(2)
+    try:
+        results = build_report(opts, output, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+    except GameQAError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    err.print(f"report written to {Path(output).resolve()} in {results['wall_s']} s", highlight=False)
+
+
+def readme_table_command(
+    report: str = typer.Option(..., "--report", help="A report folder written by `gameqa bench all`."),
+) -> None:
+    """Print the README's Markdown results table, generated from the report's results.json."""
+    try:
+        text = readme_table(report)
+    except GameQAError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(text, nl=False)

@@ -1,0 +1,159 @@
+"""Int8 quantization of an exported ERAQUE graph with ONNX Runtime's quantization tools (no torch here).
+
+Two flavours, each written as its own ONNX file:
+
+* dynamic: weights stored as uint8, activations quantized on the fly per batch (``ConvInteger`` /
+  ``MatMulInteger``); needs no data, but the activation scale comes from the whole batch, so a frame's score
+  depends slightly on the frames batched with it;
+* static QDQ: int8 per-channel weights and uint8 activations with fixed scales, calibrated (min/max) on real
+  corpus frames: the cached display-size frames (``gameqa.train.frames.FrameCache``) of N train-split clips of a
+  manifest, cut into crops and normalised exactly as the ONNX engine (``gameqa.models.onnx_engine``) does.
+
+Both start from ONNX Runtime's pre-processing (symbolic shape inference + graph optimisation), which keeps the
+batch, height and width dynamic.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from gameqa.errors import ConfigError, GameQAError, ModelError
+from gameqa.models.onnx_engine import crop_boxes, upscale_to_display
+
+# Min/max only: ONNX Runtime's entropy and percentile calibrators keep every activation of every calibration
+# batch in memory (tens of GB for the teacher on a few dozen frames), and its moving-average min/max gave a
+# larger error than plain min/max on the teacher.
+CALIBRATION_METHODS = ("minmax",)
+
+
+def engine_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
+                   display_height: Optional[int]) -> list[np.ndarray]:
+    """The engine's crops of one frame: scale up to the display height, grid crops, FR channels if ``ref``."""
+    frame = upscale_to_display(frame, display_height)
+    if ref is not None:
+        ref = upscale_to_display(ref, display_height)
+    h, w = frame.shape[:2]
+    out = []
+    for y, x in crop_boxes(h, w, size, count):
+        patch = frame[y:y + size, x:x + size]
+        if ref is not None:
+            diff = (patch.astype(np.int16) - ref[y:y + size, x:x + size].astype(np.int16) + 128).clip(0, 255)
+            patch = np.concatenate([patch, diff.astype(np.uint8)], axis=2)
+        out.append(patch)
+    return out
+
+
+def normalise(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:
+    """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels)."""
+    x = np.stack(patches).astype(np.float32) / float(preprocess.get("scale", 255.0))
+    x = x.transpose(0, 3, 1, 2)
+    reps = x.shape[1] // 3
+    mean = np.asarray(list(preprocess.get("mean", [0.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(list(preprocess.get("std", [1.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def _spread(n: int, k: int) -> list[int]:
+    if k >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def manifest_frames(manifest: str | os.PathLike, split: str = "train", *, clips: int = 16, frames_per_clip: int = 4,
+                    sample: str = "uniform:8", frames_cache: Optional[str | os.PathLike] = None,
+                    root: Optional[str | os.PathLike] = None, full_reference: bool = False,
+                    ) -> list[tuple[np.ndarray, Optional[np.ndarray]]]:
+    """(frame, reference or None) pairs: display-size cached frames of ``clips`` clips of ``split``, spread
+    evenly over the split (so every game is in), ``frames_per_clip`` frames each, spread over the clip."""
+    from gameqa.data.manifest import read_manifest, split_rows
+    from gameqa.paths import cache_dir
+    from gameqa.train.frames import FrameCache
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ConfigError(manifest, "calibration manifest not found")
+    corpus_root = Path(root) if root else (manifest.parent.parent if manifest.parent.name == "manifests"
+                                           else manifest.parent)
+    rows = split_rows(read_manifest(manifest, root=corpus_root, check_files=False)).get(split, [])
+    if not rows:
+        raise ConfigError(manifest, f"no {split}-split clips to take frames from")
+    chosen = [rows[i] for i in _spread(len(rows), max(1, int(clips)))]
+    for row in chosen:
+        if not os.path.isfile(row["abs_path"]):
+            raise ConfigError(manifest, f"clip file {row['abs_path']} is missing")
+    cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample)
+    pairs: list[tuple[np.ndarray, Optional[np.ndarray]]] = []
+    for row in chosen:
+        w, h = row["display_width"], row["display_height"]
+        entry = cache.clip_frames(row["abs_path"], w, h)
+        ref_entry = cache.reference_frames(row["abs_source_path"], entry.timestamps, w, h) if full_reference else None
+        for i in _spread(len(entry), max(1, int(frames_per_clip))):
+            pairs.append((entry.load(i), None if ref_entry is None else ref_entry.load(i)))
+    return pairs
+
+
+def _preprocessed(src: Path, work: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = work / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+    except Exception as exc:  # ONNX Runtime's tools raise many exception types
+        raise ModelError(src, f"cannot pre-process the graph for quantization: {_first_line(exc)}") from None
+    return out
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def quantize_dynamic_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write a dynamically quantized copy of ``src`` (uint8 weights, activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="gameqa-quant-") as work:
+        pre = _preprocessed(Path(src), Path(work))
+        try:
+            # uint8 weights: ONNX Runtime's CPU ConvInteger kernel takes uint8 weights only.
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QUInt8)
+        except Exception as exc:
+            raise ModelError(src, f"dynamic quantization failed: {_first_line(exc)}") from None
+    return Path(dst)
+
+
+def quantize_static_onnx(src: str | os.PathLike, dst: str | os.PathLike, batches: Sequence[np.ndarray], *,
+                         method: str = "minmax", input_name: str = "crops") -> Path:
+    """Write a static QDQ int8 copy of ``src`` calibrated on ``batches`` (normalised N x C x H x W arrays)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(None, f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
+    if not batches:
+        raise ConfigError(None, "static quantization needs at least one calibration frame")
+    calib = {"minmax": CalibrationMethod.MinMax}[method]
+
+    class FrameReader(CalibrationDataReader):
+        """Feeds the calibrator one frame's crops at a time."""
+
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self) -> Optional[dict]:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    with tempfile.TemporaryDirectory(prefix="gameqa-quant-") as work:
+        pre = _preprocessed(Path(src), Path(work))
+        try:
+            quantize_static(str(pre), str(dst), FrameReader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calib)
+        except GameQAError:
+            raise
+        except Exception as exc:
+            raise ModelError(src, f"static quantization failed: {_first_line(exc)}") from None
+    return Path(dst)

@@ -1,0 +1,191 @@
+"""`gameqa export` to every format (fixed-batch ONNX, TorchScript, static and dynamic int8) on a tiny trained
+ERAQUE model and the tiny real corpus of test_eraque: real ONNX Runtime quantization calibrated on cached corpus
+frames, real scoring of the int8 folders through the registry, and the errors (nothing half-written)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from test_eraque import corpus, quiet, tiny_config  # noqa: E402,F401  (corpus is a fixture)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(corpus, tmp_path_factory):  # noqa: F811
+    """A tiny model trained for 3 steps; its frame cache (uniform:3) holds every clip of the corpus."""
+    from gameqa.train.trainer import Trainer
+
+    work = tmp_path_factory.mktemp("export-run")
+    cfg = tiny_config(corpus, work / "w", ["train.max_steps=3", "name=tiny-export"])
+    result = Trainer(cfg, log=quiet).fit()
+    return {"ckpt": result.run_dir / "best.pt", "frames": work / "frames",
+            "manifest": corpus / "manifests" / "corpus.csv"}
+
+
+def _export(args: list[str]):
+    from gameqa.cli import app
+
+    return CliRunner().invoke(app, ["export", *args])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    done = _export([str(tiny_run["ckpt"]), "--out", str(out), "--int8", "static,dynamic", "--fixed-batch", "2",
+                    "--torchscript", "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "4",
+                    "--calibration-frames", "2", "--check-clips", "3", "--frames-cache", str(tiny_run["frames"]),
+                    "--json"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    return out, summary
+
+
+def test_every_format_is_written_and_checked_against_torch(exported):
+    out, summary = exported
+    checks = {c["file"]: c for c in summary["checks"]}
+    assert set(checks) == {"model.onnx", "model.b2.onnx", "model.torchscript.pt", "int8/model.onnx",
+                           "int8-dynamic/model.onnx"}
+    assert summary["check_frames"]["frames"] == 6 + 3 * 2  # bundled clip frames + val-split corpus frames
+    for name in ("model.onnx", "model.b2.onnx", "model.torchscript.pt"):
+        assert checks[name]["max_abs_diff"] < 1e-4, name
+    for name in ("int8/model.onnx", "int8-dynamic/model.onnx"):
+        c = checks[name]
+        assert 0 < c["mean_abs_diff"] <= c["max_abs_diff"] < 0.5, c  # quantized: close to torch, yet not equal
+    assert summary["calibration"]["frames"] == 4 * 2 and summary["calibration"]["split"] == "train"
+    # The fixed-batch graph has a fully static input; the main graph keeps its dynamic axes.
+    fixed = onnx.load(str(out / "model.b2.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in fixed] == [2, 3, 64, 64]
+    dynamic = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dynamic[0].dim_param and dynamic[2].dim_param
+    # Real quantization: int8 weights behind DequantizeLinear (static), ConvInteger (dynamic).
+    static_ops = {n.op_type for n in onnx.load(str(out / "int8" / "model.onnx")).graph.node}
+    dynamic_ops = {n.op_type for n in onnx.load(str(out / "int8-dynamic" / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= static_ops and "ConvInteger" in dynamic_ops
+    assert json.loads((out / "export.json").read_text())["checks"] == summary["checks"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_file_runs_like_the_checkpoint(exported, tiny_run):
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
+
+    out, _ = exported
+    model, _cfg = model_from_checkpoint(load_checkpoint(tiny_run["ckpt"]))
+    scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    x = torch.randn(5, 3, 80, 64)  # another batch and crop shape than the trace's
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_int8_folders_register_score_and_their_reported_diffs_hold(exported, tiny_run, corpus):  # noqa: F811
+    from gameqa.data.manifest import read_manifest
+    from gameqa.models.registry import card_from_model_dir, register_model_dir
+    from gameqa.train.frames import FrameCache
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
+
+    out, summary = exported
+    checks = {c["file"]: c for c in summary["checks"]}
+    assert register_model_dir(out / "int8").name == "tiny-export-int8"
+    assert register_model_dir(out / "int8-dynamic").name == "tiny-export-int8-dynamic"
+    spec = json.loads((out / "int8" / "model.json").read_text())
+    assert "static int8" in spec["description"] and "max abs diff" in spec["description"]
+    assert spec["input"] == json.loads((out / "model.json").read_text())["input"]
+
+    from gameqa.cli import app
+
+    clip = corpus / "clips" / "src5" / "lq.mp4"
+    scores = {}
+    # By registry name (registered above) and by folder path, through the unchanged `gameqa score`.
+    for key, model in [("fp32", str(out)), ("static", "tiny-export-int8"), ("dynamic", str(out / "int8-dynamic"))]:
+        done = CliRunner().invoke(app, ["score", str(clip), "--model", model, "--sample", "uniform:3", "--output", "json"])
+        assert done.exit_code == 0, done.output
+        scores[key] = json.loads(done.stdout)[0]["overall"]
+    assert all(1.0 <= s <= 5.0 for s in scores.values())
+    assert abs(scores["static"] - scores["fp32"]) < 0.5 and abs(scores["dynamic"] - scores["fp32"]) < 0.5
+
+    # Recompute the check on the val-split frames: int8 engine vs torch stays within the reported max.
+    model, _cfg = model_from_checkpoint(load_checkpoint(tiny_run["ckpt"]))
+    rows = [r for r in read_manifest(tiny_run["manifest"], root=corpus) if r["split"] == "val"]
+    cache = FrameCache(tiny_run["frames"], "uniform:8")
+    frames = []
+    for row in rows:
+        entry = cache.clip_frames(row["abs_path"], row["display_width"], row["display_height"])
+        frames += [entry.load(0), entry.load(len(entry) - 1)]
+    expected = torch_frame_scores(model, frames, None, 64, 2)
+    card = card_from_model_dir(out / "int8")  # static scales: a crop's score does not depend on its batch
+    got = card.factory(card, 1).score_frames(frames)
+    assert float(np.abs(got - expected).max()) <= checks["int8/model.onnx"]["max_abs_diff"] + 1e-6
+    # Dynamic int8 takes its activation scale from the whole batch, so a frame's score depends on the frames
+    # batched with it: only the order of magnitude can be checked on another batch.
+    card = card_from_model_dir(out / "int8-dynamic")
+    assert float(np.abs(card.factory(card, 1).score_frames(frames) - expected).max()) < 0.5
+
+
+def test_bad_inputs_fail_in_one_line_and_leave_no_folder(tiny_run, tmp_path):
+    not_ckpt = tmp_path / "notes.pt"
+    not_ckpt.write_text("not a checkpoint\n")
+    cases = [
+        ([str(not_ckpt)], "cannot read checkpoint"),
+        ([str(tiny_run["ckpt"]), "--int8", "static"], "give --calibration MANIFEST"),
+        ([str(tiny_run["ckpt"]), "--int8", "static", "--calibration", str(tmp_path / "nope.csv")],
+         "calibration manifest not found"),
+        ([str(tiny_run["ckpt"]), "--int8", "fp16"], "--int8 takes static or dynamic"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "model"
+        done = _export([*args, "--out", str(out)])
+        assert done.exit_code == 2, done.output
+        text = done.output.strip()
+        assert message in text and len(text.splitlines()) == 1 and "Traceback" not in text, text
+        assert not out.exists()
+        assert [p.name for p in tmp_path.iterdir()] == ["notes.pt"]  # no temporary folder left either
+
+    # A manifest whose clips are missing: the error comes before anything is written.
+    bad = tmp_path / "bad"
+    (bad / "manifests").mkdir(parents=True)
+    (bad / "manifests" / "corpus.csv").write_text(tiny_run["manifest"].read_text())
+    done = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "model"), "--int8", "static",
+                    "--calibration", str(bad / "manifests" / "corpus.csv"), "--frames-cache", str(tmp_path / "fc")])
+    assert done.exit_code == 2 and "is missing" in done.output and not (tmp_path / "model").exists()
+
+    # An existing folder that is not a model folder is never replaced.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    done = _export([str(tiny_run["ckpt"]), "--out", str(other)])
+    assert done.exit_code == 2 and "not a model folder" in done.output
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+def test_reexport_replaces_an_earlier_model_folder(tiny_run, tmp_path):
+    out = tmp_path / "m"
+    assert _export([str(tiny_run["ckpt"]), "--out", str(out), "--int8", "dynamic"]).exit_code == 0
+    assert (out / "int8-dynamic" / "model.json").is_file()
+    done = _export([str(tiny_run["ckpt"]), "--out", str(out), "--name", "again"])
+    assert done.exit_code == 0, done.output
+    assert "max abs diff" in done.stdout and "model.onnx" in done.stdout  # the table of checks
+    assert json.loads((out / "model.json").read_text())["name"] == "again"
+    assert not (out / "int8-dynamic").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_full_reference_model_exports_to_int8_with_reference_frames(corpus, tiny_run, tmp_path):  # noqa: F811
+    from gameqa.export.formats import export_model
+    from gameqa.models.registry import card_from_model_dir
+    from gameqa.train.trainer import Trainer
+
+    cfg = tiny_config(corpus, tmp_path / "w", ["model.reference=full", "train.max_steps=2", "name=tiny-fr"])
+    ckpt = Trainer(cfg, log=quiet).fit().run_dir / "best.pt"
+    summary = export_model(ckpt, tmp_path / "fr", int8=["static", "dynamic"], calibration_manifest=tiny_run["manifest"],
+                           calibration_clips=2, calibration_frames=2, check_clips=1, bundled_frames=2,
+                           frames_cache=tiny_run["frames"])
+    checks = {c.file: c for c in summary.checks}
+    assert checks["model.onnx"].max_abs_diff < 1e-4
+    assert all(checks[f].max_abs_diff < 0.5 for f in ("int8/model.onnx", "int8-dynamic/model.onnx"))
+    card = card_from_model_dir(tmp_path / "fr" / "int8")
+    assert card.full_reference and card.name == "tiny-fr-int8"
+    assert summary.calibration["frames"] == 4 and summary.check_frames["frames"] == 2 + 2

@@ -1,0 +1,186 @@
+"""``gameqa bench all --quick`` on the tiny real corpus of test_eraque: tiny real training runs under the names the
+report looks for, an exported teacher, the report files, numbers that agree between report.md and results.json,
+notes for missing inputs, the README table, and a bad manifest that leaves nothing behind."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_eraque import corpus, quiet, tiny_config  # noqa: E402,F401  (corpus is a fixture)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(corpus, tmp_path_factory):  # noqa: F811
+    """Three tiny runs (two seeds of the default loss, one L1-only), a leave-one-game-out run for game_b, an
+    unfinished student folder, the teacher exported from the first run; then `bench all --quick`."""
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.export.onnx import export_onnx
+    from gameqa.train.trainer import Trainer
+
+    base = tmp_path_factory.mktemp("report")
+    runs = base / "runs"
+    specs = {"abl-default-s0": ["seed=0"], "abl-default-s1": ["seed=1"],
+             "abl-ablation_l1-s0": ["seed=0", "loss.rank_weight=0.0"],
+             "eraque-logo-game_b": ["seed=0", 'data.logo_game="game_b"']}
+    for name, more in specs.items():
+        cfg = tiny_config(corpus, base / "work" / name, [f'out_dir="{runs / name}"', "train.max_steps=2", *more])
+        Trainer(cfg, log=quiet).fit()
+    (runs / "eraque-student-s0").mkdir()  # a student still training: no best.pt yet
+    teacher = base / "teacher"
+    export_onnx(runs / "abl-default-s0" / "best.pt", teacher, name="teacher-test")
+    # The fixture's VMAF column is constant; here it is the label's source, as in the real corpus (mos = VMAF / 20).
+    rows = list(csv.DictReader(io.StringIO((corpus / "manifests" / "corpus.csv").read_text())))
+    for row in rows:
+        row["vmaf"] = f"{20 * float(row['mos']):.4f}"
+    manifest = corpus / "manifests" / "vmaf-labels.csv"  # this module's own copy of the fixture corpus
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = base / "out"
+    args = ["bench", "all", "--quick", "--output", str(out), "--manifest", str(manifest),
+            "--runs-dir", str(runs), "--teacher", str(teacher), "--frames-cache", str(base / "frames"),
+            "--model", "niqe", "--model", "ssim", "--model", "no-such-model"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    return {"out": out, "runs": runs, "base": base, "output": done.output, "manifest": manifest,
+            "results": json.loads((out / "results.json").read_text()), "md": (out / "report.md").read_text()}
+
+
+def test_report_files_and_plots(report):
+    out = report["out"]
+    assert {"report.md", "report.html", "results.json", "scatter_test.png", "logo.png", "ablation.png"} <= \
+        {p.name for p in out.iterdir()}
+    pngs = sorted(out.glob("*.png"))
+    for png in pngs:
+        from PIL import Image
+
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(png) as im:
+            im.verify()
+        assert png.name in report["md"] and f'src="{png.name}"' in (out / "report.html").read_text()
+    assert not list(out.parent.glob(".out-*"))  # the staging folder was renamed, not left behind
+    assert not list(report["runs"].rglob("predictions-*.json"))  # --quick never writes into run folders
+
+
+def test_accuracy_numbers_match_results_and_are_measured(report):
+    from gameqa.evaluate import srocc
+
+    res, md = report["results"], report["md"]
+    acc = res["accuracy"]
+    assert acc["split"] == "test" and acc["clips"] == len(acc["mos"]) >= 3
+    assert set(acc["models"]) == {"registry:ssim", "teacher", "vmaf"}  # NIQE cannot score 128x96 frames: a note
+    assert "Split: test, %d clips" % acc["clips"] in md
+    for model in acc["models"].values():
+        line = next(line for line in md.splitlines() if line.startswith(f"| {model['label']}"))
+        numbers = [float(x) for x in re.findall(r"-?\d+\.\d{3}", line)]
+        table = model["table"]
+        expected = []
+        for key in ("SROCC", "KROCC", "PLCC", "PLCC_mapped", "RMSE_mapped"):
+            row = table[key]
+            expected += [row[k] for k in ("value", "ci_low", "ci_high") if row[k] is not None]
+        assert numbers == pytest.approx([round(v, 3) for v in expected], abs=5e-4), model["key"]
+        signed = -np.array(model["predictions"]) if model["sign_flipped"] else np.array(model["predictions"])
+        assert table["SROCC"]["value"] == pytest.approx(srocc(signed, acc["mos"]))  # recomputed from the clips
+    assert acc["models"]["vmaf"]["table"]["SROCC"]["value"] == pytest.approx(1.0)
+    assert "by construction" in md and "full-reference" in md
+    assert any("no-such-model" in n for n in acc["notes"])
+    assert any(n.startswith("niqe not scored:") and "too small" in n for n in acc["notes"])
+
+
+def test_runs_sections_and_notes(report):
+    res, md = report["results"], report["md"]
+    logo = res["logo"]["games"]
+    assert logo["game_b"]["run"]["clips"] == logo["game_b"]["clips"] >= 2
+    assert logo["game_a"]["run"] is None and "game_a: no finished leave-one-game-out run" in md
+    assert set(logo["game_b"]["peers"]) == {"registry:ssim", "vmaf"}
+    groups = res["ablation"]["groups"]
+    default, l1 = groups["L1 + hard rank (default)"], groups["L1 only (ablation)"]
+    assert len(default["runs"]) == 2 and len(l1["runs"]) == 1
+    assert default["mean"]["srocc"] == pytest.approx(np.mean([r["srocc"] for r in default["runs"]]))
+    assert np.isfinite(default["std"]["srocc"]) and l1["std"]["srocc"] is None  # one seed: no sd
+    srocc_cell = f"{default['mean']['srocc']:.3f} ± {default['std']['srocc']:.3f}"
+    assert srocc_cell in md
+    dist = res["distillation"]
+    assert dist["groups"] == {}
+    assert any("1 run folder(s) without best.pt" in n for n in dist["notes"])
+    assert any("no finished run matches" in n and "eraque-student-plain-s*" in n for n in dist["notes"])
+    assert "Published figures of reference systems" in md and "0.968" in md and "GAMIVAL" in md
+    assert res["aesthetic"]["measured"] is False and "clive-quality-spread.md" in md
+    speed = dist["speed"]
+    if speed is not None:  # gameqa.bench.models present: measured here, never copied
+        assert {r["key"] for r in speed["models"]} == {"teacher"}  # no-reference models that were scored
+        assert all(r["ms_best"] > 0 for r in speed["models"])
+        assert (report["out"] / "tradeoff.png").is_file()
+
+
+def test_readme_table_comes_from_results(report):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    done = CliRunner().invoke(app, ["bench", "readme-table", "--report", str(report["out"])])
+    assert done.exit_code == 0, done.output
+    table_lines = [line for line in done.output.splitlines() if line.startswith("| ")]
+    assert len(table_lines) == 2 + len(report["results"]["accuracy"]["models"])
+    for line in table_lines:
+        assert line in report["md"]
+    bad = CliRunner().invoke(app, ["bench", "readme-table", "--report", str(report["base"])])
+    assert bad.exit_code == 1 and "not a gameqa report" in bad.output
+
+
+def test_bad_manifest_is_one_line_and_writes_nothing(corpus, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    bad = tmp_path / "manifests" / "corpus.csv"
+    bad.parent.mkdir()
+    text = (corpus / "manifests" / "corpus.csv").read_text().splitlines()
+    bad.write_text("\n".join([text[0].replace(",mos,", ",score,")] + text[1:]) + "\n")
+    out = tmp_path / "report"
+    done = CliRunner().invoke(app, ["bench", "all", "--quick", "--output", str(out), "--manifest", str(bad),
+                                    "--root", str(corpus), "--runs-dir", str(tmp_path / "none")])
+    assert done.exit_code == 1
+    assert "missing columns ['mos']" in done.output and "Traceback" not in done.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["manifests"]
+
+
+def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
+    """Without --quick: every test clip, the runs scored by compare_groups / run_scores (cached in the run
+    folders), and an existing report folder replaced whole."""
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.evaluate.runs import compare_groups
+
+    runs, base = report["runs"], report["base"]
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older report")
+    args = ["bench", "all", "--output", str(out), "--manifest", str(report["manifest"]),
+            "--runs-dir", str(runs), "--frames-cache",
+            str(base / "frames"), "--model", "ssim", "--bootstrap", "20", "--no-speed"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
+    res = json.loads((out / "results.json").read_text())
+    assert res["quick"] is False and res["accuracy"]["clips"] == 3  # the fixture's whole test split
+    assert (runs / "abl-default-s0" / "predictions-test.json").is_file()
+    assert (runs / "eraque-logo-game_b" / "predictions-test-logo-game_b.json").is_file()
+    assert res["logo"]["games"]["game_b"]["run"]["clips"] == 9  # every clip of the held-out game
+    direct = compare_groups({"x": [runs / "abl-default-s0", runs / "abl-default-s1"]}, report["manifest"])
+    assert res["ablation"]["groups"]["L1 + hard rank (default)"]["mean"]["srocc"] == \
+        pytest.approx(direct["x"]["mean"]["srocc"])
+    assert any("speed not measured: --no-speed" in n for n in res["distillation"]["notes"])

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import clipgen
+from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.serve.app import ServeConfig, create_app
 
 KEY, OTHER_KEY = "alice-key-123456", "bob-key-654321"
@@ -67,10 +68,10 @@ def check_upload_video_and_image(tmp_path: Path, media, db_url: str | None = Non
         result = job["result"]
         from gameqa.scoring import Scorer
 
-        local = Scorer("niqe").score(media["clip"])
+        local = Scorer(DEFAULT_MODEL).score(media["clip"])  # the service's default model
         assert result["overall"] == pytest.approx(local.overall, abs=1e-9)
         assert result["frame_indices"] == local.frame_indices and result["timestamps"] == local.timestamps
-        assert result["model"] == "niqe" and result["model_version"] == local.model_version
+        assert result["model"] == DEFAULT_MODEL and result["model_version"] == local.model_version
         assert result["path"] == "clip.mp4"  # the client's name, not the server's path
         worst = job["worst_frames"]
         assert [w["frame_index"] for w in worst] == [i for i, _, _ in local.worst_frames(3)]

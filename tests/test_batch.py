@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.bench.batch import make_clips
 from gameqa.cluster.batch import batch_score, read_rows
 from gameqa.errors import ConfigError
@@ -34,12 +35,12 @@ def test_local_rows_match_the_scorer_and_a_rerun_scores_nothing(clip_dir, tmp_pa
     report = batch_score([str(clip_dir)], out=str(out))
     assert (report.total, report.scored, report.failed, report.skipped) == (7, 6, 1, 0)
     rows = by_path(read_rows(str(out)))
-    scorer = Scorer("niqe")
+    scorer = Scorer(DEFAULT_MODEL)  # the batch's default model
     for clip in sorted(clip_dir.glob("clip_*.mp4")):
         expected = scorer.score(clip)
         row = rows[str(clip)]
         assert row["overall"] == expected.overall and row["frame_scores"] == expected.frame_scores
-        assert row["model"] == "niqe" and row["sample"] == "fps:2" and row["error"] is None
+        assert row["model"] == DEFAULT_MODEL and row["sample"] == "fps:2" and row["error"] is None
     broken = rows[str(clip_dir / "broken.mp4")]
     assert broken["overall"] is None and "broken.mp4" in broken["error"]
     assert len(set(r["overall"] for r in rows.values() if r["overall"] is not None)) == 6

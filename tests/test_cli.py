@@ -44,7 +44,7 @@ def clips(tmp_path_factory):
 def test_score_json_per_frame(clips, tmp_path):
     out = tmp_path / "scores.json"
     r = invoke("score", str(clips / "dist.mp4"), "--sample", "every:2", "--output", "json", "--per-frame",
-               "--out", str(out))
+               "--out", str(out), "--model", "niqe")
     assert r.exit_code == 0, r.output
     [res] = json.loads(out.read_text())
     assert res["model"] == "niqe" and res["model_version"] == "1.0" and res["lower_better"] is True

@@ -19,7 +19,7 @@ import numpy as np
 from gameqa.errors import ConfigError, ModelError
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-DEFAULT_MODEL = "niqe"  # what `gameqa score`, the API, the service and batches use when no model is named
+DEFAULT_MODEL = "eraque"  # what `gameqa score`, the API, the service and batches use when no model is named
 
 
 class FrameModel(Protocol):

@@ -255,9 +255,23 @@ def _model_entries(opts: ReportOptions, notes: list[str]) -> list[Entry]:
     cards = list_models()
     names = [c.name for c in cards]
     wanted = opts.models if opts.models is not None else names
+    # A model folder given as teacher/student registers under its own name and would replace a bundled model of
+    # the same name for every later lookup: score the folder, not the shadowed registry entry.
+    shadowed = set()
+    for folder in [opts.teacher, *opts.students]:
+        if folder is not None:
+            try:
+                shadowed.add(get_card(str(folder)).name)
+            except GameQAError:
+                pass
+    cards = list_models()
     for name in wanted:
         if name not in names:
             notes.append(f"model {name!r} is not registered here; skipped")
+            continue
+        if name in shadowed:
+            notes.append(f"registry model {name!r} is shadowed by a --teacher/--student folder of the same name; "
+                         "only the folder is scored (export it under another name to compare both)")
             continue
         card = next(c for c in cards if c.name == name)
         kind = ("full-reference" if card.full_reference else "no-reference") + \

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gameqa.errors import ConfigError
-from gameqa.losses import eraque_loss
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import FrameCache
-from gameqa.train.trainer import (Trainer, _barrier, load_checkpoint, model_from_checkpoint, random_crop,
-                                  spread)
+from gameqa.train.trainer import Trainer, load_checkpoint, model_from_checkpoint, random_crop, spread
 
 
 def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -79,9 +77,7 @@ class DistillTrainer(Trainer):
         cache = FrameCache(cfg.frames_dir(), cfg.distill.unlabelled_sample)
         if d.main:
             self.log(f"caching unlabelled frames ({cfg.distill.unlabelled_sample}) of {len(rows)} train clips")
-        cache.cache_rows(rows[d.rank::d.world], progress=self._progress_cb("caching unlabelled"))
-        _barrier(d)
-        entries = cache.cache_rows(rows)
+        entries = self.cache_shared(cache, rows, "caching unlabelled")
         self.unlabelled = [entries[r["clip_id"]][0] for r in rows]
 
     def _build(self):
@@ -126,15 +122,11 @@ class DistillTrainer(Trainer):
         return torch.cat([x, normalise_crops(patches)]), torch.cat([y, torch.full((k,), float("nan"))])
 
     def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-        cfg, dcfg = self.cfg, self.cfg.distill
+        dcfg = self.cfg.distill
         labelled = ~torch.isnan(y)
         pred, fmap = model(x, features=True)
         pred = pred.reshape(-1)
-        loss = cfg.loss
-        parts = eraque_loss(pred[labelled], y[labelled], regression=loss.regression,
-                            regression_weight=loss.regression_weight, rank_weight=loss.rank_weight,
-                            rank_threshold=loss.rank_threshold, rank_margin=loss.rank_margin,
-                            margin_scale=loss.margin_scale, pair_weighting=loss.pair_weighting)
+        parts = self.ground_truth_loss(pred[labelled], y[labelled])
         with torch.no_grad():
             t_pred, t_map = self.teacher(x, features=True)
         total = parts.total

@@ -300,14 +300,18 @@ class Trainer:
         cache = FrameCache(cfg.frames_dir(), cfg.data.sample)
         rows = self.splits["train"] + self.splits["val"]
         fr = cfg.model.reference == "full"
-        mine = rows[d.rank::d.world]  # each process caches its share, then everyone reads everything
         if d.main:
             self.log(f"caching frames of {len(rows)} clips under {cfg.frames_dir()}")
-        cache.cache_rows(mine, reference=fr, progress=self._progress_cb("caching"))
-        _barrier(d)
-        entries = cache.cache_rows(rows, reference=fr)
+        entries = self.cache_shared(cache, rows, "caching", reference=fr)
         for split in ("train", "val"):
             self.clips[split] = [ClipFrames(r, *entries[r["clip_id"]]) for r in self.splits[split]]
+
+    def cache_shared(self, cache: FrameCache, rows: list[dict], label: str, reference: bool = False) -> dict:
+        """Each process caches its share of ``rows``, then everyone reads every entry (``clip_id -> entries``)."""
+        d = self.dist
+        cache.cache_rows(rows[d.rank::d.world], reference=reference, progress=self._progress_cb(label))
+        _barrier(d)
+        return cache.cache_rows(rows, reference=reference)
 
     def _progress_cb(self, label: str):
         if not (self.dist.main and self.cfg.train.progress):
@@ -403,8 +407,11 @@ class Trainer:
 
     def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         """Ground-truth loss of one batch: regression plus the hard pairwise ranking loss."""
+        return self.ground_truth_loss(model(x).reshape(-1), y)
+
+    def ground_truth_loss(self, pred: torch.Tensor, y: torch.Tensor):
+        """``[loss]`` of predicted vs labelled scores: regression plus the hard pairwise ranking loss."""
         loss = self.cfg.loss
-        pred = model(x).reshape(-1)
         return eraque_loss(pred, y, regression=loss.regression, regression_weight=loss.regression_weight,
                            rank_weight=loss.rank_weight, rank_threshold=loss.rank_threshold,
                            rank_margin=loss.rank_margin, margin_scale=loss.margin_scale,

@@ -19,6 +19,7 @@ import numpy as np
 
 from gameqa.errors import ConfigError
 from gameqa.evaluate.metrics import close_pair_accuracy, krocc, plcc, rmse, srocc
+from gameqa.sinks import write_atomic
 
 PAIR_GAPS = (0.25, 0.5)
 METRICS = ("srocc", "plcc", "krocc", "rmse") + tuple(f"pairs<={g:g}" for g in PAIR_GAPS)
@@ -68,10 +69,8 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
 
     ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0,
                         crops=crops)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    tmp.write_text(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
-                               "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}))
-    os.replace(tmp, cache)
+    write_atomic(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
+                             "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}), str(cache))
     return RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos), split_metrics(ev.predictions, ev.mos))
 
 

@@ -130,3 +130,45 @@ def test_usable_without_torch(niqe_clip):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok")
+
+
+def test_prefetched_decoding_gives_the_same_result_as_sequential(niqe_clip):
+    ahead = Scorer("niqe", sample="all", batch_size=3).score(niqe_clip)
+    inline = Scorer("niqe", sample="all", batch_size=3, prefetch=False).score(niqe_clip)
+    assert ahead.frame_indices == inline.frame_indices == list(range(10))
+    assert ahead.frame_scores == inline.frame_scores
+    assert ahead.overall == inline.overall
+
+
+def test_prefetched_decoding_reports_a_broken_file_and_leaves_no_thread(tmp_path, niqe_clip):
+    import threading
+
+    broken = tmp_path / "cut.mp4"
+    data = open(niqe_clip, "rb").read()
+    broken.write_bytes(data[: len(data) // 3])
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(MediaError) as err:
+        Scorer("niqe", sample="all", batch_size=2).score(broken)
+    assert str(broken) in str(err.value)
+    assert "gameqa-decode" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_prefetch_stops_its_producer_when_the_consumer_stops_early():
+    import threading
+
+    from gameqa.scoring import _prefetched
+
+    made = []
+
+    def endless():
+        n = 0
+        while True:
+            made.append(n)
+            yield n
+            n += 1
+
+    ahead = _prefetched(endless(), depth=2)
+    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
+    ahead.close()
+    assert not [t for t in threading.enumerate() if t.name == "gameqa-decode"]
+    assert len(made) <= 3 + 2 + 1  # taken, queued, and the one in hand

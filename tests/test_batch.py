@@ -200,6 +200,9 @@ def test_ray_actors_killed_mid_run_lose_no_file(clip_dir, tmp_path, ray_here):
 
     def kill_the_actors(row, done, todo):
         if done == 1:
+            deadline = time.monotonic() + 60  # on a loaded machine the second actor may still be starting
+            while len(_our_actor_pids()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
             for pid in _our_actor_pids():
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

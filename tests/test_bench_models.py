@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -86,6 +87,12 @@ def test_bench_models_table_and_json(models, tmp_path):
         assert row["eval"]["clips"] == 3 and -1.0 <= row["eval"]["srocc"] <= 1.0
     assert fp32["parameters"] == int8["parameters"] and fp32["size_mb"] > 0
     assert all(v == 1.0 for v in fp32["speedup_vs_first"].values())
+    # Per-clip predictions are kept, and the int8 folder is compared clip by clip with its fp32 folder.
+    assert len(int8["eval"]["predictions"]) == 3 and int8["eval"]["clip_ids"] == fp32["eval"]["clip_ids"]
+    vs = int8["eval"]["vs_fp32"]
+    diff = np.abs(np.subtract(int8["eval"]["predictions"], fp32["eval"]["predictions"]))
+    assert vs["of"] == "tiny-bench" and vs["max_abs"] == pytest.approx(diff.max()) and vs["max_abs"] > 0
+    assert "vs_fp32" not in fp32["eval"] and "Δ" in done.stdout  # the column (rich may wrap its header)
     clip = report["clip"]
     assert (clip["width"], clip["height"], clip["frames"], clip["sampled_frames"]) == (320, 180, 10, 3)
     assert clip["codec"] == "h264" and clip["decode_s"] > 0

@@ -189,3 +189,32 @@ def test_full_reference_model_exports_to_int8_with_reference_frames(corpus, tiny
     card = card_from_model_dir(tmp_path / "fr" / "int8")
     assert card.full_reference and card.name == "tiny-fr-int8"
     assert summary.calibration["frames"] == 4 and summary.check_frames["frames"] == 2 + 2
+
+
+def _float_convs(path) -> tuple[list[str], list[str]]:
+    """(Conv nodes fed by a DequantizeLinear weight, Conv nodes with a plain float weight), in graph order."""
+    graph = onnx.load(str(path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    return [n.name for n in convs if n.input[1] in dequantized], [n.name for n in convs if n.input[1] not in dequantized]
+
+
+def test_static_int8_keeps_the_fine_layers_fp32_and_all_int8_on_request(exported, tiny_run, tmp_path):
+    from gameqa.export.quantize import fine_stride_nodes
+
+    out, summary = exported
+    assert summary["calibration"]["fp32_stride"] == 8
+    quantized, kept = _float_convs(out / "int8" / "model.onnx")
+    fine = set(fine_stride_nodes(out / "model.onnx", 64, 8))
+    assert kept and quantized  # mixed: the first layers fp32, the rest int8
+    assert set(kept) <= fine and not set(quantized) & fine
+    all_int8 = tmp_path / "all"
+    done = _export([str(tiny_run["ckpt"]), "--out", str(all_int8), "--int8", "static", "--int8-fp32-stride", "0",
+                    "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "4", "--calibration-frames",
+                    "2", "--check-clips", "0", "--frames-cache", str(tiny_run["frames"])])
+    assert done.exit_code == 0, done.output
+    quantized, kept = _float_convs(all_int8 / "int8" / "model.onnx")
+    assert quantized and not kept
+    bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--int8", "static", "--int8-fp32-stride",
+                   "1", "--calibration", str(tiny_run["manifest"])])
+    assert bad.exit_code != 0 and "--int8-fp32-stride" in bad.output and not (tmp_path / "bad").exists()

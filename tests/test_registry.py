@@ -90,3 +90,21 @@ def test_pooling():
         pool_scores(s, "best")
     with pytest.raises(ConfigError):
         pool_scores(s, "worst:0")
+
+
+def test_a_folder_never_replaces_a_registered_model_of_the_same_name(tmp_path):
+    from gameqa.errors import ModelError
+    from gameqa.models.registry import DEFAULT_MODEL
+
+    bundled = get_card(DEFAULT_MODEL)
+    other = write_mean_model(tmp_path / "same-name", name=DEFAULT_MODEL)
+    card = get_card(str(other))  # scored by path: its own card...
+    assert card.name == DEFAULT_MODEL and card.weights.parent == other
+    assert get_card(DEFAULT_MODEL) is bundled  # ...while the name still means the bundled model
+    with pytest.raises(ModelError, match="already taken"):
+        register_model_dir(other)
+    assert register_model_dir(other, replace=True).weights.parent == other
+    register_model_dir(bundled.weights.parent, replace=True)  # put the bundled one back for later tests
+    assert get_card(DEFAULT_MODEL).weights == bundled.weights
+    again = write_mean_model(tmp_path / "fresh", name="registry-fresh-name")
+    assert register_model_dir(again).name == register_model_dir(again).name  # the same folder twice is fine

@@ -51,7 +51,7 @@ def report(corpus, tmp_path_factory):  # noqa: F811
     out = base / "out"
     args = ["bench", "all", "--quick", "--output", str(out), "--manifest", str(manifest),
             "--runs-dir", str(runs), "--teacher", str(teacher), "--frames-cache", str(base / "frames"),
-            "--model", "niqe", "--model", "ssim", "--model", "no-such-model"]
+            "--model", "niqe", "--model", "ssim", "--model", "no-such-model", "--no-store"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     return {"out": out, "runs": runs, "base": base, "output": done.output, "manifest": manifest,
@@ -171,7 +171,7 @@ def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     (out / "stale.txt").write_text("from an older report")
     args = ["bench", "all", "--output", str(out), "--manifest", str(report["manifest"]),
             "--runs-dir", str(runs), "--frames-cache",
-            str(base / "frames"), "--model", "ssim", "--bootstrap", "20", "--no-speed"]
+            str(base / "frames"), "--model", "ssim", "--bootstrap", "20", "--no-speed", "--no-store"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
@@ -184,3 +184,36 @@ def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     assert res["ablation"]["groups"]["L1 + hard rank (default)"]["mean"]["srocc"] == \
         pytest.approx(direct["x"]["mean"]["srocc"])
     assert any("speed not measured: --no-speed" in n for n in res["distillation"]["notes"])
+
+
+def test_prediction_store_makes_a_rerun_reuse_every_clip(report, tmp_path):
+    """With --store, a second identical run scores nothing anew and reports the same numbers; a different frame
+    policy is a different identity and is scored anew."""
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    store = tmp_path / "store"
+    base = ["bench", "all", "--quick", "--manifest", str(report["manifest"]), "--runs-dir", str(report["runs"]),
+            "--frames-cache", str(report["base"] / "frames"), "--model", "ssim", "--no-speed", "--store", str(store)]
+    def run(k: int, sample: str) -> dict:
+        done = CliRunner().invoke(app, [*base, "--sample", sample, "--output", str(tmp_path / f"r{k}")])
+        assert done.exit_code == 0, done.output
+        return json.loads((tmp_path / f"r{k}" / "results.json").read_text())
+
+    first = run(0, "uniform:2")
+    assert first["prediction_store"]["reused"] == {}
+    identities = {json.loads(f.read_text())["identity"]: f for f in store.glob("*.json")}
+    ssim = [f for i, f in identities.items() if i.startswith("model ssim ")]
+    assert len(ssim) == 1 and all(i.endswith("| sample uniform:2") for i in identities)
+    assert any(i.startswith("checkpoint ") for i in identities)  # the runs' checkpoints are stored too
+    again = run(1, "uniform:2")
+    reused = again["prediction_store"]["reused"]
+    assert reused["ssim"] == len(json.loads(ssim[0].read_text())["clips"]) > 0
+    assert again["prediction_store"]["scoring_s"] == {}  # nothing scored anew
+    for key, model in first["accuracy"]["models"].items():
+        assert again["accuracy"]["models"][key]["predictions"] == model["predictions"]
+        assert again["accuracy"]["models"][key]["table"] == model["table"]
+    other = run(2, "uniform:3")
+    assert other["prediction_store"]["reused"] == {}
+    assert len(list(store.glob("*.json"))) == 2 * len(identities)

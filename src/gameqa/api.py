@@ -20,7 +20,7 @@ import numpy as np
 from gameqa.errors import GameQAError, MediaError
 from gameqa.models.registry import ModelCard
 from gameqa.result import ScoreResult, Timing
-from gameqa.scoring import DEFAULT_MODEL, Scorer
+from gameqa.scoring import DEFAULT_BATCH, DEFAULT_MODEL, Scorer
 
 __all__ = ["load", "QualityScorer", "ARRAY_NAME"]
 
@@ -33,7 +33,7 @@ Source = Union[str, "os.PathLike[str]", np.ndarray]
 class QualityScorer:
     """A loaded model: ``score(path_or_array)`` returns a ``ScoreResult``."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, sample: str = "fps:2", batch_size: int = 8,
+    def __init__(self, model: str = DEFAULT_MODEL, sample: str = "fps:2", batch_size: int = DEFAULT_BATCH,
                  threads: int = 1, pooling: Optional[str] = None):
         self._scorer = Scorer(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling)
 
@@ -107,7 +107,7 @@ class QualityScorer:
         return result
 
 
-def load(model: str = DEFAULT_MODEL, sample: str = "fps:2", batch_size: int = 8, threads: int = 1,
+def load(model: str = DEFAULT_MODEL, sample: str = "fps:2", batch_size: int = DEFAULT_BATCH, threads: int = 1,
          pooling: Optional[str] = None) -> QualityScorer:
     """A scorer for a registered model name (``gameqa models`` lists them) or an exported model folder."""
     return QualityScorer(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling)

@@ -1,6 +1,7 @@
 """The ``gameqa`` command line: it only wires the package's pieces together."""
 from __future__ import annotations
 
+from gameqa.media.policy import DEFAULT_BATCH
 from gameqa.models.registry import DEFAULT_MODEL
 
 import json
@@ -157,7 +158,7 @@ def score(
     output: str = typer.Option("table", "--output", "-o", help="table, json, jsonl or csv."),
     per_frame: bool = typer.Option(False, "--per-frame", help="Include per-frame scores, indices, timestamps."),
     out_file: Optional[str] = typer.Option(None, "--out", help="Write results to this file (all or nothing)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Frames per model batch."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Frames per model batch."),
     threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray: score as Ray tasks (needs --out)."),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 
 from gameqa.errors import GameQAError, MediaError
 from gameqa.models.registry import DEFAULT_MODEL
-from gameqa.media import DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
+from gameqa.media import DEFAULT_BATCH, DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
 from gameqa.models.pooling import pool_scores
 from gameqa.models.registry import create_model
 from gameqa.result import ScoreResult, Timing
@@ -34,10 +36,12 @@ class Scorer:
         self,
         model: str = DEFAULT_MODEL,
         sample: str = DEFAULT_SAMPLE,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH,
         threads: int = 1,
         pooling: Optional[str] = None,
+        prefetch: bool = True,
     ):
+        self.prefetch = bool(prefetch)  # decode the next batch while the model scores this one
         self.policy = SamplePolicy.parse(sample)
         self.sample = str(sample)
         self.model = create_model(model, threads=threads)
@@ -98,10 +102,11 @@ class Scorer:
         stamps: list[float] = []
         scores: list[float] = []
         timing = Timing()
-        batches = _timed(iter_batches(path, self.policy, self.batch_size), timing)
+        ahead = _prefetched if self.prefetch else iter
+        batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size), timing))
         ref_batches = None
         if self.card.full_reference:
-            ref_batches = _timed(iter_batches(ref, self.policy, self.batch_size), timing)
+            ref_batches = ahead(_timed(iter_batches(ref, self.policy, self.batch_size), timing))
         for batch in batches:
             frames = [f.rgb for f in batch]
             refs = None
@@ -133,6 +138,55 @@ def _timed(batches: Iterator, timing: Timing) -> Iterator:
             return
         timing.decode_s += time.perf_counter() - t0
         yield batch
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator, depth: int = 2) -> Iterator:
+    """Run ``batches`` in a background thread, ``depth`` items ahead, so decoding the next frames overlaps
+    scoring the current ones (PyAV and ONNX Runtime both release the GIL). Errors surface in the consumer, in
+    order; a consumer that stops early (an error, or ``close()``) stops the producer after its current item."""
+    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            items.put((_DONE, exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None and stop.is_set():
+                close()
+
+    worker = threading.Thread(target=produce, name="gameqa-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is _DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 def _check_same_size(path: str, frame: np.ndarray, ref: np.ndarray) -> None:

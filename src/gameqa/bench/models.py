@@ -187,9 +187,24 @@ def bench_models(models: Sequence[str], *, threads: Sequence[int] = (1, 2), heig
             table = {(r["metric"], bool(r["mapped"])): r["value"] for r in ev.table}
             row["eval"] = {"split": split, "clips": len(ev.clip_ids), "srocc": table.get(("SROCC", False)),
                            "plcc": table.get(("PLCC", False)), "plcc_mapped": table.get(("PLCC", True)),
-                           "rmse_mapped": table.get(("RMSE", True))}
+                           "rmse_mapped": table.get(("RMSE", True)), "clip_ids": list(ev.clip_ids),
+                           "predictions": [float(v) for v in ev.predictions]}
+        _quantized_vs_float(models, rows)
     return {"models": rows, "clip": clip_info, "threads": list(threads), "heights": list(heights),
             "repeats": repeats, "sample": sample, "cpus": os.cpu_count(), "onnxruntime": _ort_version()}
+
+
+def _quantized_vs_float(models: Sequence[str], rows: list[dict]) -> None:
+    """For an exported variant folder (``X/int8``, ``X/int8-dynamic``) benched beside its fp32 folder ``X``: the
+    clip-level score differences on the evaluated split (``eval.vs_fp32``: max, mean, clips at or over 0.05)."""
+    folders = {Path(m).resolve(): row for m, row in zip(models, rows) if (Path(m) / "model.json").is_file()}
+    for folder, row in folders.items():
+        base = folders.get(folder.parent)
+        if base is None or "eval" not in row or "eval" not in base or row["eval"]["clip_ids"] != base["eval"]["clip_ids"]:
+            continue
+        diff = np.abs(np.asarray(row["eval"]["predictions"]) - np.asarray(base["eval"]["predictions"]))
+        row["eval"]["vs_fp32"] = {"of": base["model"], "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+                                  "clips_at_or_over_0.05": int((diff >= 0.05).sum())}
 
 
 def _clip_throughput(clip: str, models: Sequence[str], rows: list[dict], sample: str, threads: int, repeats: int,
@@ -254,6 +269,9 @@ def print_models_table(report: dict, console=None) -> None:
     if evals:
         table.add_column("SROCC", justify="right")
         table.add_column("PLCC", justify="right")
+    versus = any("vs_fp32" in (r.get("eval") or {}) for r in report["models"])
+    if versus:
+        table.add_column("clip |Δ fp32| max / mean", justify="right")
     for row in report["models"]:
         macs = row["macs_per_frame"].get(str(max(heights)))
         cells = [row["model"], "-" if row["parameters"] is None else f"{row['parameters'] / 1e6:.2f}",
@@ -265,6 +283,9 @@ def print_models_table(report: dict, console=None) -> None:
         if evals:
             ev = row.get("eval") or {}
             cells += [_fmt(ev.get("srocc")), _fmt(ev.get("plcc"))]
+        if versus:
+            vs = (row.get("eval") or {}).get("vs_fp32")
+            cells.append("-" if vs is None else f"{vs['max_abs']:.3f} / {vs['mean_abs']:.3f}")
         table.add_row(*cells)
     console.print(table)
 

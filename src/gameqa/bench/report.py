@@ -179,37 +179,102 @@ class Predictor:
 
     Clips are scored through ``gameqa.train.evaluation.evaluate_split`` on a small temporary manifest of just the
     clips still missing, so registry models, model folders and checkpoints see the same frames as ``gameqa eval``.
+    With a ``store`` folder, predictions are also kept on disk per model identity (weights digest, version, frame
+    policy) and clip (id + file digest), written after every ``chunk`` clips: an interrupted report resumes where
+    it stopped, and a rerun scores only new models or clips.
     """
 
     def __init__(self, corpus_root: Path, work: Path, frames_cache: Optional[Path], log: Log,
-                 sample: Optional[str] = None):
+                 sample: Optional[str] = None, store: Optional[Path] = None, chunk: int = 64):
         self.corpus_root = corpus_root
         self.sample = sample
         self.work = work
         self.frames_cache = frames_cache
         self.log = log
+        self.store = store
+        self.chunk = max(2, int(chunk))
         self.memo: dict[str, dict[str, float]] = {}
         self.seconds: dict[str, float] = {}
+        self.reused: dict[str, int] = {}
         self._made = 0
+        self._identity: dict[str, str] = {}
+
+    def identity(self, model: str) -> str:
+        """What a stored prediction depends on: the model's weights (digest) and version, and the frame policy."""
+        if model not in self._identity:
+            from gameqa.data.corpus import file_digest
+            from gameqa.models.registry import get_card
+
+            if model.endswith(".pt"):
+                what = f"checkpoint {file_digest(model)}"
+            else:
+                card = get_card(model)
+                weights = file_digest(card.weights) if card.weights and Path(card.weights).is_file() else "-"
+                what = f"model {card.name} {card.version} {card.engine} {weights} {card.pooling}"
+            self._identity[model] = f"{what} | sample {self.sample or 'own'}"
+        return self._identity[model]
+
+    def _store_file(self, model: str) -> Path:
+        import hashlib
+
+        return self.store / f"{hashlib.sha1(self.identity(model).encode()).hexdigest()[:20]}.json"
+
+    @staticmethod
+    def _clip_key(row: dict) -> str:
+        from gameqa.data.corpus import file_digest
+
+        return f"{row['clip_id']}:{file_digest(row['abs_path'], 16)}"
+
+    def _load(self, model: str) -> dict[str, float]:
+        """Stored predictions of ``model`` keyed by clip id + clip file digest (none without a store)."""
+        if self.store is None:
+            return {}
+        path = self._store_file(model)
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved.get("clips", {}) if saved.get("identity") == self.identity(model) else {}
+
+    def _save(self, model: str, stored: dict[str, float]) -> None:
+        if self.store is None:
+            return
+        from gameqa.sinks import write_atomic
+
+        self.store.mkdir(parents=True, exist_ok=True)
+        write_atomic(json.dumps({"identity": self.identity(model), "clips": stored}, indent=0) + "\n",
+                     self._store_file(model))
 
     def predict(self, model: str, rows: list[dict]) -> list[float]:
+        """Clip predictions in the order of ``rows``; a store keeps them across runs (resumable in chunks)."""
         from gameqa.data.manifest import write_manifest
         from gameqa.train.evaluation import evaluate_split
 
         memo = self.memo.setdefault(model, {})
+        stored = self._load(model) if self.store is not None else {}
+        for r in rows:
+            if r["clip_id"] not in memo and self.store is not None and self._clip_key(r) in stored:
+                memo[r["clip_id"]] = float(stored[self._clip_key(r)])
+                self.reused[model] = self.reused.get(model, 0) + 1
         todo = [r for r in rows if r["clip_id"] not in memo]
         if todo:
-            if len(todo) == 1:  # a correlation table needs two clips: add one already scored
-                todo += [r for r in rows if r["clip_id"] != todo[0]["clip_id"]][:1]
+            self.log(f"scoring {len(todo)} clips with {model}")
+        for at in range(0, len(todo), self.chunk):
+            part = todo[at:at + self.chunk]
+            if len(part) == 1:  # a correlation table needs two clips: add one more
+                part += [r for r in rows if r["clip_id"] != part[0]["clip_id"]][:1]
             self._made += 1
             manifest = self.work / "manifests" / f"clips-{self._made}.csv"
-            write_manifest([{**r, "split": SPLIT} for r in todo], manifest)
-            self.log(f"scoring {len(todo)} clips with {model}")
+            write_manifest([{**r, "split": SPLIT} for r in part], manifest)
             start = time.perf_counter()
             ev = evaluate_split(model, manifest, SPLIT, root=str(self.corpus_root), sample=self.sample,
                                 frames_cache=str(self.frames_cache) if self.frames_cache else None, bootstrap=0)
             self.seconds[model] = self.seconds.get(model, 0.0) + time.perf_counter() - start
             memo.update(zip(ev.clip_ids, (float(v) for v in ev.predictions)))
+            if self.store is not None:
+                by_id = {r["clip_id"]: r for r in part}
+                stored.update({self._clip_key(by_id[c]): memo[c] for c in ev.clip_ids})
+                self._save(model, stored)
         return [memo[r["clip_id"]] for r in rows]
 
 
@@ -234,6 +299,7 @@ class ReportOptions:
     speed: bool = True
     speed_repeats: Optional[int] = None  # default 5, quick 2
     seed: int = 0
+    store: Optional[Path] = None  # keeps clip predictions across runs (a rerun scores only what is new)
 
 
 @dataclass
@@ -255,23 +321,9 @@ def _model_entries(opts: ReportOptions, notes: list[str]) -> list[Entry]:
     cards = list_models()
     names = [c.name for c in cards]
     wanted = opts.models if opts.models is not None else names
-    # A model folder given as teacher/student registers under its own name and would replace a bundled model of
-    # the same name for every later lookup: score the folder, not the shadowed registry entry.
-    shadowed = set()
-    for folder in [opts.teacher, *opts.students]:
-        if folder is not None:
-            try:
-                shadowed.add(get_card(str(folder)).name)
-            except GameQAError:
-                pass
-    cards = list_models()
     for name in wanted:
         if name not in names:
             notes.append(f"model {name!r} is not registered here; skipped")
-            continue
-        if name in shadowed:
-            notes.append(f"registry model {name!r} is shadowed by a --teacher/--student folder of the same name; "
-                         "only the folder is scored (export it under another name to compare both)")
             continue
         card = next(c for c in cards if c.name == name)
         kind = ("full-reference" if card.full_reference else "no-reference") + \
@@ -747,7 +799,7 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
     try:
         with tempfile.TemporaryDirectory(prefix="gameqa-report-") as work:
             pred = Predictor(root, Path(work), Path(opts.frames_cache) if opts.frames_cache else None, log,
-                             opts.sample)
+                             opts.sample, store=opts.store)
             doc = Doc()
             doc.h(1, "gameqa benchmark report")
             manifest = Path(opts.manifest).resolve()
@@ -755,7 +807,10 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
                   f"games {', '.join(sorted({r['game'] for r in rows}))}. "
                   + ("QUICK run: a few clips per game and few bootstrap resamples; a smoke test, not a result. "
                      if opts.quick else "")
-                  + "Every number below was measured in this run unless its section says otherwise.")
+                  + "Every number below was measured in this run unless its section says otherwise"
+                  + (f"; clip predictions are kept in {opts.store} and reused when the model's weights, version "
+                     "and frame policy and the clip file are unchanged (the count reused is in results.json)."
+                     if opts.store else "."))
             results = {"version": _version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "manifest": str(manifest), "corpus_root": str(root), "quick": opts.quick,
                        "runs_dir": str(opts.runs_dir) if opts.runs_dir else None, "cpus": os.cpu_count(),
@@ -772,6 +827,9 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
                                                        results["accuracy"], log)
             results["aesthetic"] = _section_aesthetic(doc, opts)
             results["published"] = _section_published(doc)
+            results["prediction_store"] = {"folder": str(opts.store) if opts.store else None,
+                                           "reused": dict(pred.reused),
+                                           "scoring_s": {k: round(v, 1) for k, v in pred.seconds.items()}}
         results["wall_s"] = round(time.perf_counter() - started, 1)
         doc.p(f"Made by `gameqa bench all` (gameqa {results['version']}) on {results['created']} in "
               f"{results['wall_s']} s on {results['cpus']} CPUs; every number is in results.json.")
@@ -850,6 +908,9 @@ def bench_all_command(
     frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default: $GAMEQA_CACHE/frames)."),
     aesthetic_json: Optional[str] = typer.Option(None, "--aesthetic-json", help="An `eval-aesthetic --json` file."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Time the no-reference models (gameqa.bench.models)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Keep clip predictions here and reuse them (default: "
+                                        "$GAMEQA_CACHE/bench/predictions; timings are always measured anew)."),
+    no_store: bool = typer.Option(False, "--no-store", help="Score every clip anew and keep nothing."),
 ) -> None:
     """Benchmark report: accuracy, leave-one-game-out, ablation, distillation, speed and published figures."""
     from rich.console import Console
@@ -864,7 +925,8 @@ def bench_all_command(
         teacher=Path(teacher) if teacher else (default_teacher if (default_teacher / "model.json").is_file() else None),
         students=[Path(s) for s in student], models=list(model) or None, quick=quick, quick_clips=quick_clips,
         bootstrap=bootstrap, frames_cache=Path(frames_cache) if frames_cache else None, sample=sample,
-        aesthetic_json=Path(aesthetic_json) if aesthetic_json else None, speed=speed)
+        aesthetic_json=Path(aesthetic_json) if aesthetic_json else None, speed=speed,
+        store=None if no_store else Path(store) if store else cache_dir() / "bench" / "predictions")
     if quick_clips < 2:
         err.print("[bold red]error:[/] --quick-clips must be at least 2", highlight=False)
         raise typer.Exit(2)

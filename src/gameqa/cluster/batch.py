@@ -19,6 +19,7 @@ the workers as that folder's path.
 """
 from __future__ import annotations
 
+from gameqa.media.policy import DEFAULT_BATCH
 from gameqa.models.registry import DEFAULT_MODEL
 
 import csv
@@ -46,7 +47,7 @@ class ScoreSpec:
 
     model: str = DEFAULT_MODEL
     sample: str = "fps:2"
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH
     threads: int = 1
     pooling: Optional[str] = None
     per_frame: bool = True
@@ -308,7 +309,7 @@ def batch_score(
     engine: str = "local",
     address: Optional[str] = None,
     sample: str = "fps:2",
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH,
     threads: int = 1,
     pooling: Optional[str] = None,
     per_frame: bool = True,

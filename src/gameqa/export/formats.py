@@ -157,12 +157,13 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                  calibration_frames: int = 4, calibration_sample: str = "uniform:8", calibration_method: str = "minmax",
                  check_clips: int = 4, bundled_frames: int = 6, frames_cache: Optional[str | os.PathLike] = None,
                  root: Optional[str | os.PathLike] = None, tolerance: float = 1e-3, crops: Optional[int] = None,
-                 log: Callable[[str], None] = lambda _m: None) -> ExportSummary:
+                 int8_fp32_stride: int = 8, log: Callable[[str], None] = lambda _m: None) -> ExportSummary:
     """Export ``checkpoint`` to ``out_dir`` in the formats asked for and check each one (see the module doc).
 
     ``int8`` holds "static" and/or "dynamic"; "static" needs ``calibration_manifest`` (frames of
     ``calibration_clips`` train clips, ``calibration_frames`` each, from the frame cache with
     ``calibration_sample``). With a manifest, ``check_clips`` val-split clips join the check frames.
+    ``int8_fp32_stride``: static int8 keeps fp32 the layers finer than 1/N of the crop (0: all int8).
     """
     import torch
 
@@ -178,6 +179,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
         raise ConfigError(None, "static int8 needs calibration frames: give --calibration MANIFEST")
     if calibration_method not in CALIBRATION_METHODS:
         raise ConfigError(None, f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
+    if int8_fp32_stride < 0 or int8_fp32_stride == 1:
+        raise ConfigError(None, f"--int8-fp32-stride must be 0 (all int8) or at least 2, not {int8_fp32_stride}")
     if fixed_batch is not None and fixed_batch < 1:
         raise ConfigError(None, f"fixed batch size must be at least 1, not {fixed_batch}")
     if calibration_manifest and not Path(calibration_manifest).is_file():
@@ -208,7 +211,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
             calib_pairs = manifest_frames(calibration_manifest, "train", clips=calibration_clips,
                                           frames_per_clip=calibration_frames, **common)
             calibration = {"manifest": str(calibration_manifest), "split": "train", "clips": calibration_clips,
-                           "frames": len(calib_pairs), "sample": calibration_sample, "method": calibration_method}
+                           "frames": len(calib_pairs), "sample": calibration_sample, "method": calibration_method,
+                           "fp32_stride": int8_fp32_stride}
     check_info["frames"] = len(pairs)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,8 +284,11 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
             if kind == "static":
                 log(f"quantizing: static int8 QDQ, {calibration_method} calibration on {len(calib_pairs)} frames")
                 batches = [normalise(engine_patches(f, r, size, count, display), pre) for f, r in calib_pairs]
-                quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method)
-                how = (f"static int8 (QDQ, per-channel int8 weights, uint8 activations; {calibration_method} "
+                quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method,
+                                     fp32_stride=int8_fp32_stride)
+                mixed = (f"layers finer than 1/{int8_fp32_stride} of the crop kept fp32; " if int8_fp32_stride
+                         else "")
+                how = (f"static int8 (QDQ, per-channel int8 weights, uint8 activations; {mixed}{calibration_method} "
                        f"calibration on {len(calib_pairs)} frames of {calibration_clips} train clips)")
             else:
                 log("quantizing: dynamic int8")

@@ -72,10 +72,18 @@ _REGISTRY: dict[str, ModelCard] = {}
 _BUILTINS_LOADED = False
 
 
+def _same_weights(a: ModelCard, b: ModelCard) -> bool:
+    return a.weights is not None and b.weights is not None and Path(a.weights).resolve() == Path(b.weights).resolve()
+
+
 def register(card: ModelCard, *, replace: bool = False) -> ModelCard:
-    """Add a card to the registry; names are unique unless ``replace``."""
-    if card.name in _REGISTRY and not replace:
-        raise ModelError(None, f"model {card.name!r} is already registered")
+    """Add a card to the registry. Names are unique: registering the same weight file again is a no-op update,
+    another model under a taken name is an error unless ``replace``."""
+    old = _REGISTRY.get(card.name)
+    if old is not None and not replace and not _same_weights(old, card):
+        where = f" (from {old.weights.parent})" if old.weights is not None else " (built in)"
+        raise ModelError(card.weights, f"model name {card.name!r} is already taken{where}; use the folder's path "
+                                       "as the model, or export it under another --name")
     _REGISTRY[card.name] = card
     return card
 
@@ -99,13 +107,17 @@ def list_models(pattern: str = "*") -> list[ModelCard]:
 
 
 def get_card(name: str) -> ModelCard:
-    """The card of a registered model, or of a model folder given by path."""
+    """The card of a registered model, or of a model folder given by path. A folder is registered under its name
+    only when that name is free: a folder never replaces a registered (e.g. bundled) model of the same name."""
     _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     path = Path(name)
     if (path / "model.json").is_file():
-        return register(card_from_model_dir(path), replace=True)
+        card = card_from_model_dir(path)
+        if card.name not in _REGISTRY:
+            register(card)
+        return card
     known = ", ".join(sorted(_REGISTRY))
     raise ModelError(None, f"unknown model {name!r} (known: {known}; `gameqa models` lists them)")
 
@@ -162,7 +174,8 @@ def card_from_model_dir(folder: str | Path) -> ModelCard:
     )
 
 
-def register_model_dir(folder: str | Path, *, replace: bool = True) -> ModelCard:
-    """Register an exported model folder so ``create_model`` finds it by name."""
+def register_model_dir(folder: str | Path, *, replace: bool = False) -> ModelCard:
+    """Register an exported model folder so ``create_model`` finds it by name (an error if another model has that
+    name, unless ``replace``)."""
     _load_builtins()
     return register(card_from_model_dir(folder), replace=replace)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from gameqa.media.policy import DEFAULT_BATCH
 from gameqa.models.registry import DEFAULT_MODEL
 
 import os
@@ -83,7 +84,7 @@ def batch_command(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (local, default 1) or CPUs (local Ray)."),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size"),
     pooling: Optional[str] = typer.Option(None, "--pooling"),
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Keep per-frame scores in the rows."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Score again files that failed before."),
@@ -95,7 +96,7 @@ def batch_command(
 
 
 def run_batch(inputs, model, out_file, engine="local", address=None, workers=None, sample="fps:2", chunk_size=8,
-              batch_size=8, pooling=None, per_frame=True, retry_failed=False, threads=1) -> None:
+              batch_size=DEFAULT_BATCH, pooling=None, per_frame=True, retry_failed=False, threads=1) -> None:
     """The batch run with a progress bar and a summary; ``gameqa score --engine ray`` calls this too."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

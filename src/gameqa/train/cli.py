@@ -113,6 +113,8 @@ def export_cmd(
     calibration_clips: int = typer.Option(16, "--calibration-clips", help="Train clips to calibrate on."),
     calibration_frames: int = typer.Option(4, "--calibration-frames", help="Frames per calibration/check clip."),
     check_clips: int = typer.Option(4, "--check-clips", help="Val-split clips of the manifest added to the checks."),
+    int8_fp32_stride: int = typer.Option(8, "--int8-fp32-stride", help="Static int8 keeps fp32 the first layers, "
+                                         "those finer than 1/N of the crop (they see the artefacts); 0: all int8."),
     frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default $GAMEQA_CACHE/frames)."),
     root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON instead of a table."),
@@ -127,7 +129,7 @@ def export_cmd(
         summary = export_model(
             checkpoint, out_dir, name=name, fixed_batch=fixed_batch, torchscript=torchscript, int8=kinds,
             calibration_manifest=calibration, calibration_clips=calibration_clips,
-            calibration_frames=calibration_frames, check_clips=check_clips,
+            calibration_frames=calibration_frames, check_clips=check_clips, int8_fp32_stride=int8_fp32_stride,
             frames_cache=frames_cache, root=root, crops=crops, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     except GameQAError as exc:
         _fail(str(exc))

@@ -4,7 +4,12 @@ import math
 import pytest
 import torch
 
-from gameqa.losses.ci_rank import ci_half_width, ci_pair_terms, ci_rank_loss, plain_rank_loss
+from gameqa.losses.ci_rank import (
+    ci_half_width,
+    ci_pair_terms,
+    ci_rank_loss,
+    plain_rank_loss,
+)
 from gameqa.losses.distribution import emd_loss, gaussian_histogram
 
 T_975_24 = 2.0638985616  # Student t, 97.5% quantile, 24 degrees of freedom (tables: 2.064)
@@ -45,8 +50,18 @@ def test_loss_zero_when_ordered_beyond_margins_and_per_item_n():
     p = MEANS.clone()  # predictions equal to the truth meet every margin (gap < |diff|)
     assert float(ci_rank_loss(p, MEANS, STDS, 25)[0]) == 0.0
     # more raters shrink the intervals: with n = 10000 the (0,2) pair no longer overlaps
-    loss, pairs, overlapping = ci_rank_loss(p, MEANS, STDS, torch.tensor([10000, 10000, 10000]))
+    loss, _, overlapping = ci_rank_loss(p, MEANS, STDS, torch.tensor([10000, 10000, 10000]))
     assert overlapping == 0 and float(loss) == 0.0
+
+
+def test_margin_scale_keeps_sure_pairs_active_at_a_perfect_fit():
+    # With margin_scale 1 a model that reproduces the means has zero CI loss (the test above): once the heads fit
+    # their training part the term goes quiet. With margin_scale 4 the sure pairs ask for 4 * gap > |diff|:
+    # (0,1) 4 * 5.8722 - 10 = 13.4888, (0,2) overlapping: margin 0, ordered -> 0, (1,2) 4 * 3.8722 - 8 = 7.4888;
+    # loss = (13.4888 + 7.4888) / (1 + 2 + 1) = 5.2444
+    loss, _, _ = ci_rank_loss(MEANS.clone(), MEANS, STDS, 25, margin_scale=4.0)
+    assert float(loss) == pytest.approx((4 * (10 - 2 * H) - 10 + 4 * (8 - 2 * H) - 8) / 4, abs=1e-5)
+    assert float(loss) == pytest.approx(5.2444, abs=1e-3)
 
 
 def test_gradient_and_empty_batch():

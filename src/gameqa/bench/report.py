@@ -322,6 +322,16 @@ def _model_entries(opts: ReportOptions, notes: list[str]) -> list[Entry]:
     names = [c.name for c in cards]
     wanted = opts.models if opts.models is not None else names
     for name in wanted:
+        if name not in names and (Path(name) / "model.json").is_file():  # a model folder, e.g. the FR variant
+            try:
+                card = get_card(name)
+            except GameQAError as exc:
+                notes.append(f"model folder {name} not scored: {exc}")
+                continue
+            kind = ("full-reference" if card.full_reference else "no-reference") + ", gameqa (learned)"
+            entries.append(Entry(f"folder:{Path(name).resolve()}", f"{card.name} v{card.version} (folder)", name, kind,
+                                 card.lower_better, card.full_reference))
+            continue
         if name not in names:
             notes.append(f"model {name!r} is not registered here; skipped")
             continue
@@ -521,7 +531,9 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
     notes: list[str] = []
     game_rows = [r for r in rows if r.get("group", "game") == "game"] or rows
     games = sorted({r["game"] for r in game_rows})
-    peers = [m for m in accuracy["models"].values() if m["key"].startswith("registry:") or m["key"] == "vmaf"]
+    # Untrained peers only: a learned model trained on every game has seen the held-out game's train clips.
+    peers = [m for m in accuracy["models"].values()
+             if (m["key"].startswith("registry:") and "classical" in m["kind"]) or m["key"] == "vmaf"]
     result = {"games": {}, "notes": notes,
               "peers": [m["key"] for m in peers], "subset": "quick" if opts.quick else "all clips of the game"}
     for game in games:
@@ -899,7 +911,8 @@ def bench_all_command(
     teacher: Optional[str] = typer.Option(None, "--teacher", help="ERAQUE teacher model folder (default: "
                                           "$GAMEQA_CACHE/models/eraque when present)."),
     student: List[str] = typer.Option([], "--student", help="Student model folder (repeat)."),
-    model: List[str] = typer.Option([], "--model", "-m", help="Registry models to score (default: all; repeat)."),
+    model: List[str] = typer.Option([], "--model", "-m", help="Registry models or model folders to score (default: "
+                                    "every registered model; repeat)."),
     quick: bool = typer.Option(False, "--quick", help="A few clips per game, 100 resamples: a smoke run."),
     quick_clips: int = typer.Option(4, "--quick-clips", help="With --quick: clips per game and section."),
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="With --quick: one frame policy for every "

@@ -280,6 +280,30 @@ def test_train_final_exports_a_scorable_model(simulated_config, tmp_path):
     assert 1.0 <= result.mean <= 10.0 and result.std > 0
 
 
+def test_train_final_int8_keeps_first_layers_pooling_and_heads_fp32(simulated_config, tmp_path):
+    import onnx
+
+    cfg = train_mod.load_config(simulated_config, ['purpose="quality"', 'name="sim-int8"'])
+    messages = []
+    out = train_mod.train_final(cfg, tmp_path / "model", log=messages.append, int8=True, calibration=8)
+    card = json.loads((out / "int8" / "model.json").read_text())
+    assert card["name"] == "sim-int8" and card["quantized"].startswith("int8 static") and "8 images" in card["quantized"]
+    graph = onnx.load(str(out / "int8" / "model.onnx")).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n.name for n in convs if n.input[1] in dequantized]
+    assert quantized and all(n.startswith("/backbone") for n in quantized)  # int8 inside the backbone only
+    assert convs[0].input[1] not in dequantized  # the full-resolution stem stays fp32
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.name.startswith(("/heads", "/pooling"))
+                   for n in graph.node)
+    line = messages[-1]
+    assert line.startswith("int8:") and "vs fp32 on 8 other images" in line
+    ratings = train_mod.load_ratings(cfg)
+    fp32, int8 = SpreadScorer(out), SpreadScorer(out / "int8")
+    got = [np.subtract(int8.predict(ratings.image_path(i)), fp32.predict(ratings.image_path(i))) for i in range(6)]
+    assert 0 < np.abs(got).max() < 0.5  # quantized, yet close on the 1-10 scale
+
+
 def test_cli_commands(simulated_config, tmp_path):
     app = typer.Typer()
     register(app)
@@ -336,7 +360,11 @@ def test_int8_quantised_copy_runs(tmp_path):
     src.mkdir()
     export_onnx(net, src / "model.onnx", sample_size=64)
     (src / "model.json").write_text(json.dumps({"kind": "mean-spread", "name": "t", "scale": [1, 10]}))
-    out = quantize_model_folder(src, tmp_path / "int8")
-    assert json.loads((out / "model.json").read_text())["quantized"] == "int8-dynamic"
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    out = quantize_model_folder(src, tmp_path / "int8", images)
+    assert json.loads((out / "model.json").read_text())["quantized"].startswith("int8 static")
     mean, std = SpreadScorer(out).predict(np.full((64, 64, 3), 128, np.uint8))
     assert np.isfinite(mean) and std > 0
+    with pytest.raises(ModelError, match="at least one image"):
+        quantize_model_folder(src, tmp_path / "none", [])

@@ -156,10 +156,12 @@ def fine_stride_nodes(model_path: str | os.PathLike, size: int, stride: int) -> 
 
 
 def quantize_static_onnx(src: str | os.PathLike, dst: str | os.PathLike, batches: Sequence[np.ndarray], *,
-                         method: str = "minmax", input_name: str = "crops", fp32_stride: int = 0) -> Path:
+                         method: str = "minmax", input_name: str = "crops", fp32_stride: int = 0,
+                         fp32_unless: Optional[str] = None) -> Path:
     """Write a static QDQ int8 copy of ``src`` calibrated on ``batches`` (normalised N x C x H x W arrays).
 
-    ``fp32_stride`` > 1 keeps fp32 the nodes whose output is finer than 1/``fp32_stride`` of the crop."""
+    ``fp32_stride`` > 1 keeps fp32 the nodes whose output is finer than 1/``fp32_stride`` of the input;
+    ``fp32_unless`` (a node-name prefix, e.g. ``/backbone``) also keeps fp32 every node outside it."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -183,6 +185,10 @@ def quantize_static_onnx(src: str | os.PathLike, dst: str | os.PathLike, batches
     with tempfile.TemporaryDirectory(prefix="gameqa-quant-") as work:
         pre = _preprocessed(Path(src), Path(work))
         keep = fine_stride_nodes(pre, int(batches[0].shape[-1]), fp32_stride) if fp32_stride else []
+        if fp32_unless:
+            import onnx
+
+            keep += [n.name for n in onnx.load(str(pre)).graph.node if not n.name.startswith(fp32_unless)]
         try:
             quantize_static(str(pre), str(dst), FrameReader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calib,

@@ -79,13 +79,15 @@ def train_aesthetic(
     out_dir: str = typer.Option(..., "--out", help="Folder for model.onnx + model.json."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the final training run."),
+    int8: bool = typer.Option(False, "--int8", help="Also write OUT/int8: static int8, first layers, pooling and "
+                                                    "heads fp32, calibrated on 48 of the images."),
 ) -> None:
     """Train a mean-and-spread model on every rated image and export it as an ONNX model folder."""
     from gameqa.train.aesthetic import load_config, train_final
 
     try:
         cfg = load_config(config, overrides)
-        train_final(cfg, out_dir, log=lambda m: err.print(m, highlight=False), seed=seed)
+        train_final(cfg, out_dir, log=lambda m: err.print(m, highlight=False), seed=seed, int8=int8)
     except GameQAError as exc:
         _fail(str(exc), 2)
 

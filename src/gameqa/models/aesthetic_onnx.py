@@ -23,6 +23,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -190,15 +191,25 @@ class SpreadScorer:
                            on_scale(mean - Z95 * std), on_scale(mean + Z95 * std))
 
 
-def quantize_model_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Copy a mean-and-spread model folder with its ONNX weights quantised to int8 (onnxruntime dynamic
-    quantisation of the convolutions and matrix products); the card gains ``"quantized": "int8-dynamic"``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_model_folder(source: str | os.PathLike, target: str | os.PathLike, images: Sequence,
+                          fp32_stride: int = 8) -> Path:
+    """Copy a mean-and-spread model folder with static int8 weights and activations (QDQ, per-channel weights,
+    min/max calibration on ``images``: paths or arrays, prepared as the scorer prepares them). Mixed precision:
+    the backbone's layers finer than 1/``fp32_stride`` of the image and everything after the backbone (the
+    multi-level pooling and the heads) stay fp32; on CLIVE, quantizing the pooled features too moved the mean
+    by up to 4 points of 100 and ONNX Runtime's dynamic int8 by up to 30. The card gains ``"quantized"``."""
+    from gameqa.export.quantize import quantize_static_onnx
 
     source, target = Path(source), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(source / "model.onnx"), str(target / "model.onnx"), weight_type=QuantType.QUInt8)
     card = json.loads((source / "model.json").read_text(encoding="utf-8"))
-    card["quantized"] = "int8-dynamic"
+    max_side = int(card.get("max_side", DEFAULT_MAX_SIDE))
+    batches = [prepare_image(image, max_side) for image in images]
+    if not batches:
+        raise ModelError(source, "int8 calibration needs at least one image")
+    target.mkdir(parents=True, exist_ok=True)
+    quantize_static_onnx(source / "model.onnx", target / "model.onnx", batches, input_name="image",
+                         fp32_stride=fp32_stride, fp32_unless="/backbone")
+    card["quantized"] = (f"int8 static (QDQ; backbone layers finer than 1/{fp32_stride} of the image, pooling and "
+                         f"heads kept fp32; min/max calibration on {len(batches)} images)")
     (target / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return target

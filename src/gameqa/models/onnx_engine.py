@@ -52,12 +52,13 @@ def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.n
     return np.asarray(Image.fromarray(frame).resize((w, h), method))
 
 
-def upscale_to_display(frame: np.ndarray, display_height: int | None) -> np.ndarray:
-    """Scale a frame smaller than ``display_height`` up to it (aspect kept, bicubic); larger ones stay."""
+def upscale_to_display(frame: np.ndarray, display_height: int | None, display_width: int | None = None) -> np.ndarray:
+    """Scale a frame smaller than ``display_height`` up to it (bicubic; width ``display_width``, or the frame's
+    aspect kept); larger ones stay. Labels, the training frame cache and the engine all scale this way."""
     if not display_height or frame.shape[0] >= display_height:
         return frame
     h = int(display_height)
-    w = round(frame.shape[1] * h / frame.shape[0])
+    w = int(display_width) if display_width else round(frame.shape[1] * h / frame.shape[0])
     return _resize(frame, (h, w), bicubic=True)
 
 

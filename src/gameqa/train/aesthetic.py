@@ -603,10 +603,12 @@ def run_finetune_protocol(cfg, ratings, seeds, log):
 # --- final model and export --------------------------------------------------------------------------------
 
 def train_final(cfg: AestheticConfig, out_dir: str | os.PathLike, log: Log = print, seed: int = 0,
-                verify: int = 8) -> Path:
+                verify: int = 8, int8: bool = False, calibration: int = 48) -> Path:
     """Train on every image, join backbone + LMLSP + heads, export ``model.onnx`` + ``model.json`` to ``out_dir``.
 
     The exported model is checked against the torch features on ``verify`` images (largest difference logged).
+    ``int8``: also ``out_dir/int8``, static mixed-precision int8 (``quantize_model_folder``) calibrated on
+    ``calibration`` images spread over the set, checked against the fp32 folder on as many other images.
     """
     import torch
 
@@ -647,4 +649,17 @@ def train_final(cfg: AestheticConfig, out_dir: str | os.PathLike, log: Log = pri
         worst = max(worst, abs(float(tm) - om), abs(float(ts) - os_))
     log(f"exported {out / 'model.onnx'} ({(out / 'model.onnx').stat().st_size / 1e6:.1f} MB); "
         f"ONNX vs torch largest difference {worst:.2e}")
+    if int8:
+        from gameqa.models.aesthetic_onnx import quantize_model_folder
+
+        order = np.random.default_rng(seed).permutation(len(ratings))
+        count = max(1, min(int(calibration), len(ratings) // 2))
+        chosen, held = order[:count], order[count:2 * count]
+        folder = quantize_model_folder(out, out / "int8", [ratings.image_path(int(i)) for i in chosen])
+        quantized = SpreadScorer(folder)
+        diffs = np.array([np.subtract(quantized.predict(ratings.image_path(int(i))),
+                                      scorer.predict(ratings.image_path(int(i)))) for i in held])
+        log(f"int8: {folder / 'model.onnx'} ({(folder / 'model.onnx').stat().st_size / 1e6:.1f} MB); vs fp32 on "
+            f"{len(held)} other images: mean max {np.abs(diffs[:, 0]).max():.3g} (average {np.abs(diffs[:, 0]).mean():.3g}), "
+            f"std max {np.abs(diffs[:, 1]).max():.3g}")
     return out

@@ -70,10 +70,10 @@ def load_png(path: Path) -> np.ndarray:
 
 
 def to_display(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale a frame smaller than the display up to ``width`` x ``height`` (bicubic, as labels and engine do)."""
-    if not height or frame.shape[0] >= height:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((int(width), int(height)), Image.BICUBIC))
+    """Scale a frame smaller than the display up to ``width`` x ``height`` (the engine's own scaling)."""
+    from gameqa.models.onnx_engine import upscale_to_display
+
+    return upscale_to_display(frame, height, width)
 
 
 class FrameCache:

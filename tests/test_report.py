@@ -217,3 +217,24 @@ def test_prediction_store_makes_a_rerun_reuse_every_clip(report, tmp_path):
     other = run(2, "uniform:3")
     assert other["prediction_store"]["reused"] == {}
     assert len(list(store.glob("*.json"))) == 2 * len(identities)
+
+
+def test_a_model_folder_given_with_model_is_scored_beside_the_registry(report, tmp_path):
+    """--model takes model folders too (e.g. the full-reference variant); learned models stay out of the
+    leave-one-game-out peers, which are only the untrained metrics and VMAF."""
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    teacher = report["base"] / "teacher"
+    out = tmp_path / "r"
+    done = CliRunner().invoke(app, ["bench", "all", "--quick", "--output", str(out), "--manifest", str(report["manifest"]),
+                                    "--runs-dir", str(report["runs"]), "--frames-cache", str(report["base"] / "frames"),
+                                    "--model", "ssim", "--model", str(teacher), "--no-speed", "--no-store"])
+    assert done.exit_code == 0, done.output
+    res = json.loads((out / "results.json").read_text())
+    keys = set(res["accuracy"]["models"])
+    folder_key = f"folder:{teacher.resolve()}"
+    assert folder_key in keys and "registry:ssim" in keys
+    assert res["accuracy"]["models"][folder_key]["label"].startswith("teacher-test")
+    assert set(res["logo"]["peers"]) == {"registry:ssim", "vmaf"}

@@ -140,6 +140,25 @@ def test_readme_table_comes_from_results(report):
     assert bad.exit_code == 1 and "not a gameqa report" in bad.output
 
 
+def test_readme_table_is_written_between_the_markers(report, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.bench.report import README_END, README_START, readme_table
+    from gameqa.cli import app
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n## Results\n{README_START}\nold table\n{README_END}\n\nmore text\n")
+    done = CliRunner().invoke(app, ["bench", "readme-table", "--report", str(report["out"]), "--write", str(readme)])
+    assert done.exit_code == 0, done.output
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# title") and text.endswith(f"{README_END}\n\nmore text\n")
+    assert readme_table(report["out"]) in text
+    unmarked = tmp_path / "plain.md"
+    unmarked.write_text("no markers\n")
+    bad = CliRunner().invoke(app, ["bench", "readme-table", "--report", str(report["out"]), "--write", str(unmarked)])
+    assert bad.exit_code == 1 and "marker" in bad.output and unmarked.read_text() == "no markers\n"
+
+
 def test_bad_manifest_is_one_line_and_writes_nothing(corpus, tmp_path):  # noqa: F811
     from typer.testing import CliRunner
 

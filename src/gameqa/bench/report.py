@@ -955,11 +955,38 @@ def bench_all_command(
     err.print(f"report written to {Path(output).resolve()} in {results['wall_s']} s", highlight=False)
 
 
+README_START = "<!-- gameqa bench readme-table: start -->"
+README_END = "<!-- gameqa bench readme-table: end -->"
+
+
+def write_readme_table(report_dir: str | os.PathLike, readme: str | os.PathLike) -> Path:
+    """Replace the text between the README's two marker lines with ``readme_table(report_dir)`` (atomically)."""
+    from gameqa.sinks import write_atomic
+
+    readme = Path(readme)
+    try:
+        text = readme.read_text()
+    except OSError as exc:
+        raise ConfigError(readme, f"cannot read ({exc.strerror})") from None
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ConfigError(readme, f"needs the marker lines {README_START!r} and then {README_END!r}")
+    table = readme_table(report_dir)
+    write_atomic(text[:start + len(README_START)] + "\n" + table + text[end:], readme)
+    return readme
+
+
 def readme_table_command(
     report: str = typer.Option(..., "--report", help="A report folder written by `gameqa bench all`."),
+    write: Optional[str] = typer.Option(None, "--write", help="Put the table into this README, between its "
+                                        "marker lines, instead of printing it."),
 ) -> None:
     """Print the README's Markdown results table, generated from the report's results.json."""
     try:
+        if write:
+            write_readme_table(report, write)
+            typer.echo(f"results table written into {write}")
+            return
         text = readme_table(report)
     except GameQAError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -218,3 +218,15 @@ def test_static_int8_keeps_the_fine_layers_fp32_and_all_int8_on_request(exported
     bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--int8", "static", "--int8-fp32-stride",
                    "1", "--calibration", str(tiny_run["manifest"])])
     assert bad.exit_code != 0 and "--int8-fp32-stride" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_export_with_texture_crops_writes_the_mode_and_matches_torch(tiny_run, tmp_path):
+    out = tmp_path / "tex"
+    done = _export([str(tiny_run["ckpt"]), "--out", str(out), "--crop-mode", "texture", "--json"])
+    assert done.exit_code == 0, done.output
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["input"]["crops"]["mode"] == "texture"
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["checks"][0]["max_abs_diff"] < 1e-4  # the engine's texture crops == torch's on real frames
+    bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--crop-mode", "random"])
+    assert bad.exit_code != 0 and "crop mode" in bad.output and not (tmp_path / "bad").exists()

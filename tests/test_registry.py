@@ -108,3 +108,37 @@ def test_a_folder_never_replaces_a_registered_model_of_the_same_name(tmp_path):
     assert get_card(DEFAULT_MODEL).weights == bundled.weights
     again = write_mean_model(tmp_path / "fresh", name="registry-fresh-name")
     assert register_model_dir(again).name == register_model_dir(again).name  # the same folder twice is fine
+
+
+def test_texture_boxes_pick_the_detailed_windows():
+    from gameqa.models.onnx_engine import choose_boxes, texture_boxes
+
+    frame = np.full((720, 1280, 3), 90, np.uint8)  # flat, with one busy patch at the right
+    frame[100:600, 900:1280] = np.random.default_rng(0).integers(0, 256, (500, 380, 3))
+    boxes = texture_boxes(frame, 320, 4)
+    assert len(boxes) == 4 and boxes == texture_boxes(frame.copy(), 320, 4)  # deterministic
+    for y, x in boxes:
+        assert x + 320 > 900 and 0 <= y <= 400 and 0 <= x <= 960  # every crop reaches into the busy patch
+    for i, (y, x) in enumerate(boxes):  # no two crops overlap by more than half a crop both ways
+        assert all(abs(y - cy) >= 160 or abs(x - cx) >= 160 for cy, cx in boxes[:i])
+    assert texture_boxes(frame[:200, :300], 320, 4) == [(0, 0)]  # smaller than a crop: the whole frame
+    assert len(texture_boxes(frame[:300, :700], 320, 4)) == 4  # too small for 4 apart: the best overlapping ones
+    assert choose_boxes(frame, 320, 4, "grid") == crop_boxes(720, 1280, 320, 4)
+    with pytest.raises(ModelError, match="crop mode"):
+        choose_boxes(frame, 320, 4, "random")
+
+
+def test_engine_texture_mode_scores_the_detailed_part(tmp_path):
+    frame = np.full((720, 1280, 3), 20, np.uint8)
+    frame[400:720, 0:320] = np.random.default_rng(1).integers(100, 256, (320, 320, 3))  # bright busy corner
+    scores = {}
+    for mode in ("grid", "texture"):
+        folder = write_mean_model(tmp_path / mode, name=f"mean-{mode}",
+                                  extra={"input": {"scale": 255.0, "crops": {"size": 320, "count": 1, "mode": mode}}})
+        scores[mode] = float(create_model(str(folder)).score_frames([frame])[0])
+    # one centred grid crop sees the dark middle; the texture crop lands on the bright corner
+    assert scores["texture"] > scores["grid"] + 1.0
+    bad = write_mean_model(tmp_path / "bad", name="mean-bad",
+                           extra={"input": {"crops": {"size": 320, "count": 1, "mode": "random"}}})
+    with pytest.raises(ModelError, match="crops.mode"):
+        create_model(str(bad))

@@ -276,7 +276,8 @@ def bench_runs_cmd(
     manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
     split: str = typer.Option("test", "--split"),
     logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
-    crops: Optional[int] = typer.Option(None, "--crops", help="Grid crops per frame (default: each run's own)."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
+    crop_mode: str = typer.Option("grid", "--crop-mode", help="grid, or texture (the most detailed windows)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE and hard-pair accuracy, mean +- sd."""
@@ -285,7 +286,7 @@ def bench_runs_cmd(
 
     try:
         groups = dict(expand_group(g) for g in group)
-        result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops,
+        result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
                                 progress=lambda m: err.print(f"scoring {m}", highlight=False))
     except GameQAError as exc:
         _fail(str(exc))

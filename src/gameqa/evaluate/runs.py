@@ -46,10 +46,11 @@ def split_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, floa
 
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
-               crops: Optional[int] = None) -> RunScores:
+               crops: Optional[int] = None, crop_mode: Optional[str] = None) -> RunScores:
     """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged).
 
-    ``crops`` overrides the checkpoint's grid crops per frame at inference.
+    ``crops`` overrides the checkpoint's crops per frame at inference, ``crop_mode`` their placement
+    ("grid", the default, or "texture").
     """
     from gameqa.data.corpus import file_digest
 
@@ -58,7 +59,8 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     if not ckpt.is_file():
         raise ConfigError(run, "no best.pt in this run folder")
     digest = file_digest(ckpt)
-    tag = (f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
+    tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
+           + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
     cache = run / f"predictions-{tag}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
@@ -68,7 +70,7 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     from gameqa.train.evaluation import evaluate_split
 
     ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0,
-                        crops=crops)
+                        crops=crops, crop_mode=crop_mode)
     write_atomic(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
                              "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}), str(cache))
     return RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos), split_metrics(ev.predictions, ev.mos))
@@ -86,7 +88,7 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 
 
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
-                   logo_game: Optional[str] = None, crops: Optional[int] = None,
+                   logo_game: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
                    progress: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs."""
     out = {}
@@ -95,7 +97,7 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
         for run in runs:
             if progress:
                 progress(f"{label}: {run}")
-            per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops))
+            per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode))
         values = {m: np.array([r.metrics[m] for r in per_run]) for m in METRICS}
         out[label] = {
             "runs": [{"run": str(r.run_dir), **r.metrics} for r in per_run],

@@ -110,7 +110,7 @@ def _crop_frame_scores(run: Callable[[np.ndarray], np.ndarray], pairs: Sequence[
     scores = []
     for frame, ref in pairs:
         x = normalise(engine_patches(frame, ref, int(crops["size"]), int(crops["count"]),
-                                   preprocess.get("display_height")), preprocess)
+                                   preprocess.get("display_height"), crops.get("mode", "grid")), preprocess)
         if batch:
             pad = (-len(x)) % batch
             xp = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
@@ -157,7 +157,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                  calibration_frames: int = 4, calibration_sample: str = "uniform:8", calibration_method: str = "minmax",
                  check_clips: int = 4, bundled_frames: int = 6, frames_cache: Optional[str | os.PathLike] = None,
                  root: Optional[str | os.PathLike] = None, tolerance: float = 1e-3, crops: Optional[int] = None,
-                 int8_fp32_stride: int = 8, log: Callable[[str], None] = lambda _m: None) -> ExportSummary:
+                 int8_fp32_stride: int = 8, crop_mode: str = "grid",
+                 log: Callable[[str], None] = lambda _m: None) -> ExportSummary:
     """Export ``checkpoint`` to ``out_dir`` in the formats asked for and check each one (see the module doc).
 
     ``int8`` holds "static" and/or "dynamic"; "static" needs ``calibration_manifest`` (frames of
@@ -220,14 +221,14 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     try:
         summary = ExportSummary(out, base_name, check_frames=check_info, calibration=calibration)
         log("exporting fp32 ONNX (dynamic batch)")
-        export_onnx(checkpoint, tmp, name=base_name, tolerance=tolerance, crops=crops)
+        export_onnx(checkpoint, tmp, name=base_name, tolerance=tolerance, crops=crops, crop_mode=crop_mode)
         spec = json.loads((tmp / "model.json").read_text())
         pre = spec["input"]
         size, count = int(pre["crops"]["size"]), int(pre["crops"]["count"])
         display = pre.get("display_height")
         torch_scores = torch_frame_scores(
             model, [upscale(f, display) for f, _ in pairs],
-            [upscale(r, display) for _, r in pairs] if full_ref else None, size, count)
+            [upscale(r, display) for _, r in pairs] if full_ref else None, size, count, mode=crop_mode)
 
         def record(check: FileCheck, limit: Optional[float]) -> FileCheck:
             log(f"{check.file}: max abs diff {check.max_abs_diff:.3g}, mean {check.mean_abs_diff:.3g}")
@@ -283,7 +284,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
             variant_name = f"{base_name}-{INT8_FOLDERS[kind]}"
             if kind == "static":
                 log(f"quantizing: static int8 QDQ, {calibration_method} calibration on {len(calib_pairs)} frames")
-                batches = [normalise(engine_patches(f, r, size, count, display), pre) for f, r in calib_pairs]
+                batches = [normalise(engine_patches(f, r, size, count, display, crop_mode), pre) for f, r in calib_pairs]
                 quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method,
                                      fp32_stride=int8_fp32_stride)
                 mixed = (f"layers finer than 1/{int8_fp32_stride} of the crop kept fp32; " if int8_fp32_stride

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from gameqa.errors import ModelError
+from gameqa.errors import ConfigError, ModelError
 from gameqa.models.eraque import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, normalise_crops
 from gameqa.train.trainer import grid_patches, load_checkpoint, model_from_checkpoint, torch_frame_scores
 
@@ -61,11 +61,16 @@ def _degrade(frame: np.ndarray) -> np.ndarray:
 
 def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, name: Optional[str] = None,
                 frames: Optional[Sequence[np.ndarray]] = None, tolerance: float = 1e-3,
-                crops: Optional[int] = None) -> ExportReport:
+                crops: Optional[int] = None, crop_mode: str = "grid") -> ExportReport:
     """Write ``out_dir/model.json`` + ``model.onnx`` from a trainer checkpoint and check them against torch.
 
-    ``crops`` sets the grid crops per frame at inference (default: the checkpoint's ``input.crops_per_frame``).
+    ``crops`` sets the crops per frame at inference (default: the checkpoint's ``input.crops_per_frame``),
+    ``crop_mode`` where the engine puts them ("grid", or "texture": the most detailed windows).
     """
+    from gameqa.models.onnx_engine import CROP_MODES
+
+    if crop_mode not in CROP_MODES:
+        raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {crop_mode!r}")
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt)
     if crops:
@@ -97,7 +102,8 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
         "pooling": cfg.export.pooling,
         "input": {
             "layout": "NCHW", "scale": PIXEL_SCALE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "crops": {"size": size, "count": cfg.input.crops_per_frame},
+            "crops": {"size": size, "count": cfg.input.crops_per_frame,
+                      **({"mode": crop_mode} if crop_mode != "grid" else {})},
             "display_height": int(ckpt.get("display_height") or 0) or None,
         },
     }
@@ -105,18 +111,19 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
         del spec["input"]["display_height"]
     (out / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
     return _verify(model, out, list(frames) if frames is not None else check_frames(), size,
-                   cfg.input.crops_per_frame, reference == "full", tolerance)
+                   cfg.input.crops_per_frame, reference == "full", tolerance, crop_mode)
 
 
 def _verify(model, folder: Path, frames: list[np.ndarray], size: int, count: int, full_ref: bool,
-            tolerance: float) -> ExportReport:
+            tolerance: float, crop_mode: str = "grid") -> ExportReport:
     import onnxruntime as ort
 
     from gameqa.models.registry import card_from_model_dir
 
     dists = [_degrade(f) for f in frames] if full_ref else frames
     refs = frames if full_ref else None
-    patches = [p for i, d in enumerate(dists) for p in grid_patches(d, None if refs is None else refs[i], size, count)]
+    patches = [p for i, d in enumerate(dists)
+               for p in grid_patches(d, None if refs is None else refs[i], size, count, crop_mode)]
     x = normalise_crops(patches)
     with torch.no_grad():
         expected = model(x).reshape(-1).numpy()
@@ -127,7 +134,8 @@ def _verify(model, folder: Path, frames: list[np.ndarray], size: int, count: int
     engine = card_from_model_dir(folder).factory(card_from_model_dir(folder), 1)
     engine_scores = engine.score_frames(dists, refs)
     torch_scores = torch_frame_scores(model, [_display(engine, d) for d in dists],
-                                      None if refs is None else [_display(engine, r) for r in refs], size, count)
+                                      None if refs is None else [_display(engine, r) for r in refs], size, count,
+                                      mode=crop_mode)
     engine_diff = float(np.abs(engine_scores - torch_scores).max())
     if not (diff <= tolerance and engine_diff <= tolerance):
         raise ModelError(folder / "model.onnx", f"ONNX Runtime and torch disagree (max abs diff {diff:.2e} on crops, "

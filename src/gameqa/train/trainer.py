@@ -41,7 +41,7 @@ from gameqa.errors import ConfigError
 from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
-from gameqa.models.onnx_engine import crop_boxes
+from gameqa.models.onnx_engine import choose_boxes
 from gameqa.models.pooling import pool_scores
 from gameqa.train.config import EraqueConfig, build_config, config_changes
 from gameqa.train.frames import CachedFrames, FrameCache
@@ -163,11 +163,11 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
-def grid_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int) -> list[np.ndarray]:
-    """The engine's deterministic grid crops of one frame (with FR channels if ``ref``)."""
-    h, w = frame.shape[:2]
+def grid_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
+                 mode: str = "grid") -> list[np.ndarray]:
+    """The engine's deterministic crops of one frame (``mode`` grid or texture; with FR channels if ``ref``)."""
     out = []
-    for y, x in crop_boxes(h, w, size, count):
+    for y, x in choose_boxes(frame, size, count, mode):
         patch = frame[y:y + size, x:x + size]
         if ref is not None:
             patch = full_reference_patch(patch, ref[y:y + size, x:x + size])
@@ -185,11 +185,11 @@ def spread(n: int, k: int) -> list[int]:
 # -- scoring with a torch model (validation and `gameqa eval` of a checkpoint) ---------------------------------
 @torch.no_grad()
 def torch_frame_scores(model: torch.nn.Module, frames: list[np.ndarray], refs: Optional[list[np.ndarray]],
-                       size: int, count: int, device: str = "cpu", batch: int = 16) -> np.ndarray:
+                       size: int, count: int, device: str = "cpu", batch: int = 16, mode: str = "grid") -> np.ndarray:
     """One score per frame: mean over its grid crops, as ``OnnxFrameModel.score_frames`` computes it."""
     owners, patches = [], []
     for i, frame in enumerate(frames):
-        for p in grid_patches(frame, None if refs is None else refs[i], size, count):
+        for p in grid_patches(frame, None if refs is None else refs[i], size, count, mode):
             owners.append(i)
             patches.append(p)
     scores = []

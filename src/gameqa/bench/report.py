@@ -680,8 +680,10 @@ def _speed(opts: ReportOptions, accuracy: dict, notes: list[str], log: Log) -> O
         return None
     repeats = opts.speed_repeats or (2 if opts.quick else 5)
     try:
+        clip = dict(clip_seconds=2.0, clip_size=(640, 360), clip_fps=30.0, clip_repeats=1) if opts.quick else \
+            dict(clip_repeats=3)  # full run: a 10 s 1080p60 clip (gameqa.bench.models' default)
         bench = bench_models([m["model"] for m in models], threads=(1,), heights=(720,), repeats=repeats,
-                             make_clip=False, log=log)
+                             make_clip=True, log=log, **clip)
     except GameQAError as exc:
         notes.append(f"speed not measured: {exc}")
         return None
@@ -691,6 +693,7 @@ def _speed(opts: ReportOptions, accuracy: dict, notes: list[str], log: Log) -> O
         rows.append({"key": m["key"], "label": m["label"], "model": m["model"], "ms_best": ms["best"],
                      "ms_median": ms["median"], "parameters": row.get("parameters"),
                      "macs_per_frame": row.get("macs_per_frame", {}).get("720"),
+                     "clip_s": row.get("clip_s"), "clip_vs_decode": row.get("clip_vs_decode"),
                      "srocc": m["table"]["SROCC"]["value"]})
     return {"repeats": repeats, "cpus": bench.get("cpus"), "onnxruntime": bench.get("onnxruntime"), "models": rows,
             "bench": bench}
@@ -712,10 +715,20 @@ def _section_distill(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, 
               f"of {speed['repeats']} interleaved repeats ({speed['cpus']} CPUs, ONNX Runtime {speed['onnxruntime']}); "
               f"SROCC from the accuracy section ({SPLIT} split, {accuracy['clips']} clips). Full-reference models "
               "are left out (they need the source).")
-        doc.table(["model", "parameters (M)", "GMAC / 720p frame", "ms / frame best", "ms / frame median", "SROCC"],
+        clip = speed["bench"].get("clip") or {}
+        if clip:
+            doc.p(f"Clip throughput: seconds to score a {clip['width']}x{clip['height']} {clip['fps']:.3g} fps "
+                  f"{clip['seconds']:.3g} s {clip['codec']} clip with the default sampling ({speed['bench']['sample']}, "
+                  f"{clip['sampled_frames']} frames), decode included, best of {clip['repeats']} interleaved repeats, "
+                  f"against decoding and sampling it alone ({clip['decode_s']:.2f} s).")
+        doc.table(["model", "parameters (M)", "GMAC / 720p frame", "ms / frame best", "ms / frame median",
+                   "clip s", "x decode alone", "SROCC"],
                   [[r["label"], "n/a" if r["parameters"] is None else fmt(r["parameters"] / 1e6, 2),
                     "n/a" if r["macs_per_frame"] is None else fmt(r["macs_per_frame"] / 1e9, 2),
-                    fmt(r["ms_best"], 1), fmt(r["ms_median"], 1), fmt(r["srocc"])] for r in speed["models"]])
+                    fmt(r["ms_best"], 1), fmt(r["ms_median"], 1),
+                    "n/a" if r.get("clip_s") is None else fmt(r["clip_s"], 2),
+                    "n/a" if r.get("clip_vs_decode") is None else fmt(r["clip_vs_decode"], 2), fmt(r["srocc"])]
+                   for r in speed["models"]])
         points = [(r["label"], r["ms_best"], r["srocc"]) for r in speed["models"]
                   if r["ms_best"] and r["srocc"] is not None and math.isfinite(r["srocc"])]
         if points:

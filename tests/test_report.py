@@ -199,6 +199,12 @@ def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     assert (runs / "abl-default-s0" / "predictions-test.json").is_file()
     assert (runs / "eraque-logo-game_b" / "predictions-test-logo-game_b.json").is_file()
     assert res["logo"]["games"]["game_b"]["run"]["clips"] == 9  # every clip of the held-out game
+    logo_b = res["logo"]["games"]["game_b"]
+    for table in [logo_b["run"]["table"], *[p["table"] for p in logo_b["peers"].values()]]:
+        assert table["SROCC"]["ci_low"] <= table["SROCC"]["value"] <= table["SROCC"]["ci_high"]
+        assert "KROCC" in table and "RMSE_mapped" in table
+    md = (out / "report.md").read_text()
+    assert "| game_b | ERAQUE (game held out) |" in md and "every measure with its 95% percentile bootstrap" in md
     direct = compare_groups({"x": [runs / "abl-default-s0", runs / "abl-default-s1"]}, report["manifest"])
     assert res["ablation"]["groups"]["L1 + hard rank (default)"]["mean"]["srocc"] == \
         pytest.approx(direct["x"]["mean"]["srocc"])

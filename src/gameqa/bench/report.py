@@ -524,8 +524,15 @@ def _signed_metrics(pred_values: list[float], mos: list[float], lower_better: bo
     return split_metrics([-v for v in pred_values] if lower_better else pred_values, mos)
 
 
+def _logo_table(values: list[float], mos: list[float], lower_better: bool, bootstrap: int, seed: int) -> dict:
+    from gameqa.evaluate import correlation_table
+
+    signed = [-v for v in values] if lower_better else list(values)
+    return _table_by_key(correlation_table(signed, mos, bootstrap=bootstrap, seed=seed))
+
+
 def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, rows: list[dict], manifest: Path,
-                  accuracy: dict, log: Log) -> dict:
+                  accuracy: dict, log: Log, bootstrap: int = 1000) -> dict:
     from gameqa.evaluate.runs import run_scores
 
     notes: list[str] = []
@@ -551,19 +558,24 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
         else:
             try:
                 if opts.quick:
-                    metrics = _signed_metrics(pred.predict(str(run_dir / "best.pt"), clips), mos, False)
+                    run_values, run_mos = pred.predict(str(run_dir / "best.pt"), clips), mos
+                    metrics = _signed_metrics(run_values, run_mos, False)
                     n = len(clips)
                 else:
                     log(f"leave-one-game-out run {run_dir}")
                     scores = run_scores(run_dir, manifest, SPLIT, logo_game=game)
                     metrics, n = scores.metrics, len(scores.clip_ids)
-                entry["run"] = {"run": str(run_dir), "clips": n, **metrics}
+                    run_values, run_mos = list(scores.predictions), list(scores.mos)
+                entry["run"] = {"run": str(run_dir), "clips": n, **metrics,
+                                "table": _logo_table(run_values, run_mos, False, bootstrap, opts.seed)}
             except GameQAError as exc:
                 notes.append(f"{game}: run {run_dir} not scored: {exc}")
         for peer in peers:
             try:
                 values = [r["vmaf"] for r in clips] if peer["key"] == "vmaf" else pred.predict(peer["model"], clips)
-                entry["peers"][peer["key"]] = _signed_metrics(values, mos, peer["lower_better"])
+                entry["peers"][peer["key"]] = {**_signed_metrics(values, mos, peer["lower_better"]),
+                                               "table": _logo_table(values, mos, peer["lower_better"], bootstrap,
+                                                                    opts.seed)}
             except GameQAError as exc:
                 notes.append(f"{game}: {peer['label']} not scored: {exc}")
         result["games"][game] = entry
@@ -592,6 +604,17 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
                 series[name].append(e["peers"].get(p["key"], {}).get("srocc", float("nan")))
         _bar_plot(out / "logo.png", list(result["games"]), series, title="SROCC per held-out game")
         doc.img("logo.png", "SROCC per held-out game")
+        doc.p(f"The same, every measure with its 95% percentile bootstrap interval ({bootstrap} resamples over the "
+              "game's clips; lower-is-better models negated; 'logistic' as in the accuracy section):")
+        long_rows = []
+        for game, e in result["games"].items():
+            named = ([("ERAQUE (game held out)", e["run"])] if e["run"] else []) + \
+                    [(p["label"], e["peers"].get(p["key"])) for p in peers]
+            for label, m in named:
+                t = (m or {}).get("table") or {}
+                long_rows.append([game, label, fmt_ci(t.get("SROCC")), fmt_ci(t.get("KROCC")), fmt_ci(t.get("PLCC")),
+                                  fmt_ci(t.get("PLCC_mapped")), fmt_ci(t.get("RMSE_mapped"))])
+        doc.table(["game", "model"] + ACCURACY_HEADER[2:], long_rows)
     for n in notes:
         doc.note(n)
     return result
@@ -844,7 +867,8 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
             log(f"accuracy: {len(test_rows)} {SPLIT} clips")
             results["accuracy"] = _section_accuracy(doc, staging, opts, pred, test_rows, bootstrap, log)
             log("leave one game out")
-            results["logo"] = _section_logo(doc, staging, opts, pred, rows, manifest, results["accuracy"], log)
+            results["logo"] = _section_logo(doc, staging, opts, pred, rows, manifest, results["accuracy"], log,
+                                            bootstrap)
             log("ablation")
             results["ablation"] = _section_ablation(doc, staging, opts, pred, manifest, test_rows, log)
             log("distillation")

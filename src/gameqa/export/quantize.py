@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from gameqa.errors import ConfigError, GameQAError, ModelError
-from gameqa.models.onnx_engine import choose_boxes, upscale_to_display
+from gameqa.models.onnx_engine import crop_patches, upscale_to_display
 
 # Min/max only: ONNX Runtime's entropy and percentile calibrators keep every activation of every calibration
 # batch in memory (tens of GB for the teacher on a few dozen frames), and its moving-average min/max gave a
@@ -37,18 +37,11 @@ CALIBRATION_METHODS = ("minmax",)
 
 def engine_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
                    display_height: Optional[int], mode: str = "grid") -> list[np.ndarray]:
-    """The engine's crops of one frame: scale up to the display height, grid crops, FR channels if ``ref``."""
+    """The engine's crops of one frame: scale up to the display height, then ``crop_patches``."""
     frame = upscale_to_display(frame, display_height)
     if ref is not None:
         ref = upscale_to_display(ref, display_height)
-    out = []
-    for y, x in choose_boxes(frame, size, count, mode):
-        patch = frame[y:y + size, x:x + size]
-        if ref is not None:
-            diff = (patch.astype(np.int16) - ref[y:y + size, x:x + size].astype(np.int16) + 128).clip(0, 255)
-            patch = np.concatenate([patch, diff.astype(np.uint8)], axis=2)
-        out.append(patch)
-    return out
+    return crop_patches(frame, ref, size, count, mode)
 
 
 def normalise(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:

@@ -159,8 +159,9 @@ class EraqueNet(nn.Module):
 
 def full_reference_patch(dist: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """H x W x 6 uint8: the distorted patch and ``dist - ref + 128`` clipped to 0-255 (the engine's FR input)."""
-    diff = (dist.astype(np.int16) - ref.astype(np.int16) + 128).clip(0, 255).astype(np.uint8)
-    return np.concatenate([dist, diff], axis=2)
+    from gameqa.models.onnx_engine import with_difference
+
+    return with_difference(dist, ref)
 
 
 def normalise_crops(patches: np.ndarray | list[np.ndarray]) -> torch.Tensor:

@@ -103,6 +103,22 @@ def choose_boxes(frame: np.ndarray, size: int, count: int, mode: str = "grid") -
     return crop_boxes(frame.shape[0], frame.shape[1], size, count)
 
 
+def with_difference(patch: np.ndarray, ref_patch: np.ndarray) -> np.ndarray:
+    """A full-reference input: the distorted crop and its difference to the reference (+128, uint8), 6 channels."""
+    diff = (patch.astype(np.int16) - ref_patch.astype(np.int16) + 128).clip(0, 255).astype(np.uint8)
+    return np.concatenate([patch, diff], axis=2)
+
+
+def crop_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
+                 mode: str = "grid") -> list[np.ndarray]:
+    """The crops of one (display-size) frame, placed by ``mode`` on the distorted frame; with ``ref`` each crop
+    carries its difference to the reference crop at the same place (``with_difference``)."""
+    boxes = choose_boxes(frame, size, count, mode)
+    if ref is None:
+        return [frame[y:y + size, x:x + size] for y, x in boxes]
+    return [with_difference(frame[y:y + size, x:x + size], ref[y:y + size, x:x + size]) for y, x in boxes]
+
+
 def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.ndarray:
     from PIL import Image
 
@@ -165,18 +181,11 @@ class OnnxFrameModel:
         if ref is not None:
             ref = upscale_to_display(ref, self.display_height)
         if self.resize:
-            pairs = [(_resize(frame, self.resize), None if ref is None else _resize(ref, self.resize))]
+            frame = _resize(frame, self.resize)
+            ref = None if ref is None else _resize(ref, self.resize)
         elif self.crops:
-            size, count = int(self.crops["size"]), int(self.crops.get("count", 1))
-            boxes = choose_boxes(frame, size, count, self.crop_mode)  # from the distorted frame
-            pairs = [(frame[y : y + size, x : x + size], None if ref is None else ref[y : y + size, x : x + size])
-                     for y, x in boxes]
-        else:
-            pairs = [(frame, ref)]
-        if ref is None:
-            return [p for p, _ in pairs]
-        return [np.concatenate([p, (p.astype(np.int16) - r.astype(np.int16) + 128).clip(0, 255).astype(np.uint8)],
-                               axis=2) for p, r in pairs]
+            return crop_patches(frame, ref, int(self.crops["size"]), int(self.crops.get("count", 1)), self.crop_mode)
+        return [frame if ref is None else with_difference(frame, ref)]
 
     def _to_input(self, patches: list[np.ndarray]) -> np.ndarray:
         x = np.stack(patches).astype(np.float32) / self.scale

@@ -263,3 +263,19 @@ def test_a_model_folder_given_with_model_is_scored_beside_the_registry(report, t
     assert folder_key in keys and "registry:ssim" in keys
     assert res["accuracy"]["models"][folder_key]["label"].startswith("teacher-test")
     assert set(res["logo"]["peers"]) == {"registry:ssim", "vmaf"}
+
+
+def test_an_unwritable_store_is_one_line_and_writes_no_report(report, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = tmp_path / "r"
+    done = CliRunner().invoke(app, ["bench", "all", "--quick", "--output", str(out), "--manifest", str(report["manifest"]),
+                                    "--runs-dir", str(report["runs"]), "--frames-cache", str(report["base"] / "frames"),
+                                    "--model", "ssim", "--no-speed", "--store", str(blocker / "store")])
+    assert done.exit_code == 1
+    assert "cannot write the prediction store" in done.output and len(done.output.strip().splitlines()) <= 3
+    assert not out.exists() and blocker.read_text() == "not a folder"

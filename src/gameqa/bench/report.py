@@ -241,9 +241,12 @@ class Predictor:
             return
         from gameqa.sinks import write_atomic
 
-        self.store.mkdir(parents=True, exist_ok=True)
-        write_atomic(json.dumps({"identity": self.identity(model), "clips": stored}, indent=0) + "\n",
-                     self._store_file(model))
+        try:
+            self.store.mkdir(parents=True, exist_ok=True)
+            write_atomic(json.dumps({"identity": self.identity(model), "clips": stored}, indent=0) + "\n",
+                         self._store_file(model))
+        except OSError as exc:
+            raise ConfigError(self.store, f"cannot write the prediction store ({exc.strerror or exc})") from None
 
     def predict(self, model: str, rows: list[dict]) -> list[float]:
         """Clip predictions in the order of ``rows``; a store keeps them across runs (resumable in chunks)."""
@@ -251,10 +254,11 @@ class Predictor:
         from gameqa.train.evaluation import evaluate_split
 
         memo = self.memo.setdefault(model, {})
-        stored = self._load(model) if self.store is not None else {}
+        stored = self._load(model)
         for r in rows:
-            if r["clip_id"] not in memo and self.store is not None and self._clip_key(r) in stored:
-                memo[r["clip_id"]] = float(stored[self._clip_key(r)])
+            key = self._clip_key(r) if stored and r["clip_id"] not in memo else None
+            if key in stored:
+                memo[r["clip_id"]] = float(stored[key])
                 self.reused[model] = self.reused.get(model, 0) + 1
         todo = [r for r in rows if r["clip_id"] not in memo]
         if todo:
@@ -837,6 +841,11 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
     out = Path(output).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(out, "exists and is not a folder")
+    if opts.store is not None:
+        try:
+            Path(opts.store).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(opts.store, f"cannot write the prediction store ({exc.strerror or exc})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     bootstrap = opts.bootstrap if opts.bootstrap is not None else (100 if opts.quick else 1000)
     test_rows = [r for r in rows if r["split"] == SPLIT]

@@ -117,3 +117,27 @@ def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_p
     assert len(saved["predictions"]) == 3 and all(1 <= p <= 5 for p in saved["predictions"])
     bad = CliRunner().invoke(app, ["bench", "runs", "--group", f"x={tmp_path}/none*", "--manifest", str(manifest)])
     assert bad.exit_code == 1 and "matches no run folder" in bad.output
+
+
+def test_init_from_teacher_copies_the_shared_backbone(corpus, teacher, tmp_path):  # noqa: F811
+    from gameqa.train.distill import DistillTrainer, init_from
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
+
+    trainer = DistillTrainer(student(corpus, tmp_path / "i", teacher, "train.max_steps=1",
+                                     "distill.init_from_teacher=true"), log=quiet)
+    trainer._cache()
+    model, _ = trainer._build()
+    source, _ = model_from_checkpoint(load_checkpoint(teacher))
+    for key, value in source.state_dict().items():
+        if key.startswith("backbone."):
+            assert torch.equal(model.state_dict()[key], value), key
+    assert model.head[2].weight.shape != source.head[2].weight.shape  # another head width: the head starts new
+    same = DistillTrainer(student(corpus, tmp_path / "j", teacher, "train.max_steps=1", "model.head_hidden=8",
+                                  "distill.init_from_teacher=true"), log=quiet)
+    same._cache()
+    twin, _ = same._build()
+    for key, value in source.state_dict().items():  # the same network: it starts as the teacher, head included
+        assert torch.equal(twin.state_dict()[key], value), key
+    other = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    with pytest.raises(ConfigError, match="shares no layer"):
+        init_from(other, source)

@@ -274,3 +274,53 @@ def _to_toml(tree: dict) -> str:
     tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
               for k, v in tree.items() if isinstance(v, dict)]
     return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
+
+
+def test_truncated_lite0_is_the_full_nets_first_blocks():
+    """efficientnet-lite0-b<K>: the same stem and first K blocks (same ImageNet weights), no head conv."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from gameqa.models.backbones import check_backbone, lite0_blocks
+    from gameqa.models.eraque import EraqueNet
+
+    torch.set_num_threads(1)
+    full = EraqueNet("efficientnet-lite0", pretrained=True).eval()
+    cut = EraqueNet("efficientnet-lite0-b5", pretrained=True).eval()
+    assert cut.feature_channels == 40 and len(cut.backbone.net._blocks) == 5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        net = full.backbone.net
+        y = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:5]:
+            y = block(y)
+        torch.testing.assert_close(cut.backbone(x), y)
+        assert cut(x).shape == (2, 1)
+    assert cut.backbone(x).shape[-1] == 8  # 1/8 resolution after block 4 (full net: 1/32 and 1280 channels)
+    assert lite0_blocks("efficientnet-lite0") == 16 and lite0_blocks("efficientnet-lite0-b11") == 11
+    for bad in ("efficientnet-lite0-b0", "efficientnet-lite0-b17", "efficientnet-lite0-bx"):
+        with pytest.raises(ValueError, match="unknown backbone"):
+            check_backbone(bad)
+
+
+def test_texture_crops_train_validate_and_export(corpus, tmp_path):
+    """input.crop_mode / train_crops: training crops near the detailed windows; the export keeps the mode."""
+    from gameqa.export.onnx import export_onnx
+    from gameqa.models.onnx_engine import texture_boxes
+    from gameqa.train.trainer import TEXTURE_POOL, Trainer, random_crop
+
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    frame[:80, 200:] = np.random.default_rng(1).integers(0, 256, (80, 120, 3))  # the only detail: top right
+    boxes = texture_boxes(frame, 64, TEXTURE_POOL)
+    for seed in range(20):
+        patch = random_crop(frame, None, 64, np.random.default_rng(seed), False, "texture")
+        assert patch.shape == (64, 64, 3) and patch.std() > 20  # every crop reaches into the busy corner
+    rng = np.random.default_rng(0)
+    assert sum(random_crop(frame, None, 64, rng, False).std() > 20 for _ in range(40)) < 30  # random ones often miss
+    assert all(y <= 80 and x + 64 > 200 for y, x in boxes)
+
+    cfg = tiny_config(corpus, tmp_path / "run", ["train.max_steps=2", "input.crops_per_frame=1",
+                                                 'input.crop_mode="texture"', 'input.train_crops="texture"'])
+    best = Trainer(cfg, log=quiet).fit().run_dir / "best.pt"
+    report = export_onnx(best, tmp_path / "model", name="eraque-texture-test")
+    spec = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert spec["input"]["crops"] == {"size": 64, "count": 1, "mode": "texture"}
+    assert report.max_abs_diff < 1e-4 and report.engine_max_abs_diff < 1e-4

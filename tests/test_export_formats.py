@@ -199,6 +199,13 @@ def _float_convs(path) -> tuple[list[str], list[str]]:
     return [n.name for n in convs if n.input[1] in dequantized], [n.name for n in convs if n.input[1] not in dequantized]
 
 
+def _float_gemms(path) -> list[str]:
+    """Gemm nodes whose weight is a plain float tensor (not fed by a DequantizeLinear)."""
+    graph = onnx.load(str(path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "Gemm" and n.input[1] not in dequantized]
+
+
 def test_static_int8_keeps_the_fine_layers_fp32_and_all_int8_on_request(exported, tiny_run, tmp_path):
     from gameqa.export.quantize import fine_stride_nodes
 
@@ -215,6 +222,14 @@ def test_static_int8_keeps_the_fine_layers_fp32_and_all_int8_on_request(exported
     assert done.exit_code == 0, done.output
     quantized, kept = _float_convs(all_int8 / "int8" / "model.onnx")
     assert quantized and not kept
+    head = tmp_path / "head"
+    done = _export([str(tiny_run["ckpt"]), "--out", str(head), "--int8", "static", "--int8-fp32-stride", "0",
+                    "--int8-fp32-head", "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "4",
+                    "--calibration-frames", "2", "--check-clips", "0", "--frames-cache", str(tiny_run["frames"])])
+    assert done.exit_code == 0, done.output
+    assert _float_gemms(all_int8 / "int8" / "model.onnx") == []  # the head's Gemms are int8 by default
+    assert len(_float_gemms(head / "int8" / "model.onnx")) == 2  # and fp32 with --int8-fp32-head
+    assert "pooling and head kept fp32" in json.loads((head / "int8" / "model.json").read_text())["description"]
     bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--int8", "static", "--int8-fp32-stride",
                    "1", "--calibration", str(tiny_run["manifest"])])
     assert bad.exit_code != 0 and "--int8-fp32-stride" in bad.output and not (tmp_path / "bad").exists()

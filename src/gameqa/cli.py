@@ -277,7 +277,8 @@ def bench_runs_cmd(
     split: str = typer.Option("test", "--split"),
     logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
     crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
-    crop_mode: str = typer.Option("grid", "--crop-mode", help="grid, or texture (the most detailed windows)."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
+                                            "windows); default: each run's input.crop_mode."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE and hard-pair accuracy, mean +- sd."""

@@ -157,14 +157,15 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                  calibration_frames: int = 4, calibration_sample: str = "uniform:8", calibration_method: str = "minmax",
                  check_clips: int = 4, bundled_frames: int = 6, frames_cache: Optional[str | os.PathLike] = None,
                  root: Optional[str | os.PathLike] = None, tolerance: float = 1e-3, crops: Optional[int] = None,
-                 int8_fp32_stride: int = 8, crop_mode: str = "grid",
+                 int8_fp32_stride: int = 8, int8_fp32_head: bool = False, crop_mode: Optional[str] = None,
                  log: Callable[[str], None] = lambda _m: None) -> ExportSummary:
     """Export ``checkpoint`` to ``out_dir`` in the formats asked for and check each one (see the module doc).
 
     ``int8`` holds "static" and/or "dynamic"; "static" needs ``calibration_manifest`` (frames of
     ``calibration_clips`` train clips, ``calibration_frames`` each, from the frame cache with
     ``calibration_sample``). With a manifest, ``check_clips`` val-split clips join the check frames.
-    ``int8_fp32_stride``: static int8 keeps fp32 the layers finer than 1/N of the crop (0: all int8).
+    ``int8_fp32_stride``: static int8 keeps fp32 the layers finer than 1/N of the crop (0: all int8);
+    ``int8_fp32_head``: also the pooling and the head (every node outside the backbone).
     """
     import torch
 
@@ -213,7 +214,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                                           frames_per_clip=calibration_frames, **common)
             calibration = {"manifest": str(calibration_manifest), "split": "train", "clips": calibration_clips,
                            "frames": len(calib_pairs), "sample": calibration_sample, "method": calibration_method,
-                           "fp32_stride": int8_fp32_stride}
+                           "fp32_stride": int8_fp32_stride, "fp32_head": int8_fp32_head}
     check_info["frames"] = len(pairs)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +226,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
         spec = json.loads((tmp / "model.json").read_text())
         pre = spec["input"]
         size, count = int(pre["crops"]["size"]), int(pre["crops"]["count"])
+        crop_mode = pre["crops"].get("mode", "grid")
         display = pre.get("display_height")
         torch_scores = torch_frame_scores(
             model, [upscale(f, display) for f, _ in pairs],
@@ -286,9 +288,10 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                 log(f"quantizing: static int8 QDQ, {calibration_method} calibration on {len(calib_pairs)} frames")
                 batches = [normalise(engine_patches(f, r, size, count, display, crop_mode), pre) for f, r in calib_pairs]
                 quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method,
-                                     fp32_stride=int8_fp32_stride)
+                                     fp32_stride=int8_fp32_stride,
+                                     fp32_unless="/backbone" if int8_fp32_head else None)
                 mixed = (f"layers finer than 1/{int8_fp32_stride} of the crop kept fp32; " if int8_fp32_stride
-                         else "")
+                         else "") + ("pooling and head kept fp32; " if int8_fp32_head else "")
                 how = (f"static int8 (QDQ, per-channel int8 weights, uint8 activations; {mixed}{calibration_method} "
                        f"calibration on {len(calib_pairs)} frames of {calibration_clips} train clips)")
             else:

@@ -61,18 +61,20 @@ def _degrade(frame: np.ndarray) -> np.ndarray:
 
 def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, name: Optional[str] = None,
                 frames: Optional[Sequence[np.ndarray]] = None, tolerance: float = 1e-3,
-                crops: Optional[int] = None, crop_mode: str = "grid") -> ExportReport:
+                crops: Optional[int] = None, crop_mode: Optional[str] = None) -> ExportReport:
     """Write ``out_dir/model.json`` + ``model.onnx`` from a trainer checkpoint and check them against torch.
 
     ``crops`` sets the crops per frame at inference (default: the checkpoint's ``input.crops_per_frame``),
-    ``crop_mode`` where the engine puts them ("grid", or "texture": the most detailed windows).
+    ``crop_mode`` where the engine puts them ("grid", or "texture": the most detailed windows; default: the
+    checkpoint's ``input.crop_mode``).
     """
     from gameqa.models.onnx_engine import CROP_MODES
 
-    if crop_mode not in CROP_MODES:
+    if crop_mode is not None and crop_mode not in CROP_MODES:
         raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {crop_mode!r}")
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt)
+    crop_mode = crop_mode or cfg.input.crop_mode
     if crops:
         cfg.input.crops_per_frame = int(crops)
     out = Path(out_dir)

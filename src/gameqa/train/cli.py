@@ -77,8 +77,9 @@ def eval_cmd(
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy (default: the model's, else uniform:8)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling (default: the model's)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
-    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid (default) or texture "
-                                            "(the most detailed windows); a model folder uses its own."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
+                                            "detailed windows; default: its input.crop_mode); a model folder "
+                                            "uses its own."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
@@ -115,10 +116,13 @@ def export_cmd(
     calibration_clips: int = typer.Option(16, "--calibration-clips", help="Train clips to calibrate on."),
     calibration_frames: int = typer.Option(4, "--calibration-frames", help="Frames per calibration/check clip."),
     check_clips: int = typer.Option(4, "--check-clips", help="Val-split clips of the manifest added to the checks."),
-    crop_mode: str = typer.Option("grid", "--crop-mode", help="Where the engine puts the crops: grid (even grid) "
-                                  "or texture (the most detailed windows)."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="Where the engine puts the crops: grid (even "
+                                            "grid) or texture (the most detailed windows); default: the "
+                                            "checkpoint's input.crop_mode."),
     int8_fp32_stride: int = typer.Option(8, "--int8-fp32-stride", help="Static int8 keeps fp32 the first layers, "
                                          "those finer than 1/N of the crop (they see the artefacts); 0: all int8."),
+    int8_fp32_head: bool = typer.Option(False, "--int8-fp32-head", help="Static int8 also keeps the pooling and "
+                                        "the head fp32 (every node outside the backbone)."),
     frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default $GAMEQA_CACHE/frames)."),
     root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON instead of a table."),
@@ -134,6 +138,7 @@ def export_cmd(
             checkpoint, out_dir, name=name, fixed_batch=fixed_batch, torchscript=torchscript, int8=kinds,
             calibration_manifest=calibration, calibration_clips=calibration_clips,
             calibration_frames=calibration_frames, check_clips=check_clips, int8_fp32_stride=int8_fp32_stride,
+            int8_fp32_head=int8_fp32_head,
             crop_mode=crop_mode,
             frames_cache=frames_cache, root=root, crops=crops, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     except GameQAError as exc:

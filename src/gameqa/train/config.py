@@ -76,6 +76,8 @@ class InputConfig(_Section):
     crop_size: int = Field(384, ge=16)
     hflip: bool = True
     crops_per_frame: int = Field(4, ge=1)   # at inference (exported model.json)
+    crop_mode: Literal["grid", "texture"] = "grid"     # where those go, also in validation (texture: most detail)
+    train_crops: Literal["random", "texture"] = "random"  # texture: near one of the 4 most detailed windows
 
     @field_validator("crop_size")
     @classmethod
@@ -153,6 +155,7 @@ class DistillConfig(_Section):
     unlabelled_clips: int = Field(0, ge=0)    # train clips that give extra, unlabelled frames; 0 = none
     unlabelled_sample: str = "uniform:12"     # frames taken from each of them (other times than data.sample)
     unlabelled_per_batch: int = Field(4, ge=0)  # unlabelled crops added to each batch
+    init_from_teacher: bool = False           # start from the teacher's weights where names and shapes match
 
     @field_validator("unlabelled_sample")
     @classmethod

@@ -41,6 +41,21 @@ def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l
     return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
 
 
+def init_from(student: nn.Module, teacher: nn.Module) -> int:
+    """Copy every teacher backbone tensor whose name and shape the student shares (e.g. the first blocks of a
+    truncated EfficientNet-Lite0), and the head when all of it fits (else it stays new); returns how many.
+    None shared is an error: the option would silently do nothing."""
+    mine = student.state_dict()
+    fits = {k: v for k, v in teacher.state_dict().items() if k in mine and mine[k].shape == v.shape}
+    head = [k for k in mine if not k.startswith("backbone.")]
+    whole_head = all(k in fits for k in head)
+    shared = {k: v for k, v in fits.items() if k.startswith("backbone.") or whole_head}
+    if not shared:
+        raise ConfigError(None, "distill.init_from_teacher: the student shares no layer with the teacher")
+    student.load_state_dict(shared, strict=False)
+    return len(shared)
+
+
 class DistillTrainer(Trainer):
     """The ERAQUE trainer with a frozen teacher, an adapter, and unlabelled crops."""
 
@@ -83,6 +98,10 @@ class DistillTrainer(Trainer):
     def _build(self):
         model, optimizer = super()._build()
         self.teacher.to(self.device).eval()
+        if self.cfg.distill.init_from_teacher:
+            copied = init_from(model, self.teacher)
+            if self.dist.main:
+                self.log(f"initialised {copied} of {len(model.state_dict())} student tensors from the teacher")
         if self.cfg.distill.feature_weight > 0:
             torch.manual_seed(self.cfg.seed + 17)
             self.adapter = nn.Conv2d(model.feature_channels, self.teacher.feature_channels, 1).to(self.device)
@@ -118,7 +137,8 @@ class DistillTrainer(Trainer):
         for _ in range(k):
             frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
             frame = frames.load(int(rng.integers(len(frames))))
-            patches.append(random_crop(frame, None, self.cfg.input.crop_size, rng, self.cfg.input.hflip))
+            patches.append(random_crop(frame, None, self.cfg.input.crop_size, rng, self.cfg.input.hflip,
+                                       self.cfg.input.train_crops))
         return torch.cat([x, normalise_crops(patches)]), torch.cat([y, torch.full((k,), float("nan"))])
 
     def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):

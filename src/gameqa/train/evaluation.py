@@ -29,11 +29,12 @@ class SplitEvaluation:
     table: list[dict]
 
 
-def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: str = "grid"):
+def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: Optional[str] = None):
     from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
     model, cfg = model_from_checkpoint(load_checkpoint(path))
     size, count = cfg.input.crop_size, crops or cfg.input.crops_per_frame
+    crop_mode = crop_mode or cfg.input.crop_mode
 
     def score(frames, refs):
         return torch_frame_scores(model, frames, refs, size, count, mode=crop_mode)
@@ -55,9 +56,9 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
                    progress: Optional[Callable[[int, int], None]] = None) -> SplitEvaluation:
     """Score every clip of ``split`` and build the correlation table against its MOS.
 
-    ``crops`` overrides a checkpoint's grid crops per frame (``input.crops_per_frame``, an inference setting);
-    ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go. Both apply to
-    checkpoints; an exported model takes its own from its ``model.json``.
+    ``crops`` overrides a checkpoint's crops per frame (``input.crops_per_frame``, an inference setting);
+    ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
+    checkpoint's ``input.crop_mode``). Both apply to checkpoints; an exported model takes its own from its ``model.json``.
     """
     if split not in ("train", "val", "test"):
         raise ConfigError(None, f"split must be train, val or test, not {split!r}")
@@ -69,7 +70,7 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
     if model.endswith(".pt"):
-        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode or "grid")
+        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode)
     else:
         score, full_ref, model_pooling, model_sample = _registry_scorer(model)
     cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")

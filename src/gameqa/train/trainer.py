@@ -150,12 +150,27 @@ class ClipFrames:
         return float(self.row["mos"])
 
 
+TEXTURE_POOL = 4  # training crops of ``train_crops = "texture"`` start near one of this many detailed windows
+
+
 def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np.random.Generator,
-                hflip: bool) -> np.ndarray:
-    """One size x size crop at a random place (the same place in the reference), maybe mirrored left-right."""
+                hflip: bool, placement: str = "random") -> np.ndarray:
+    """One size x size crop (the same place in the reference), maybe mirrored left-right.
+
+    ``placement`` "random": anywhere; "texture": one of the ``TEXTURE_POOL`` most detailed windows
+    (``texture_boxes``), moved by up to 1/8 of the crop, so that training sees what texture inference picks."""
     h, w = frame.shape[:2]
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
+    if placement == "texture":
+        from gameqa.models.onnx_engine import texture_boxes
+
+        boxes = texture_boxes(frame, size, TEXTURE_POOL)
+        y, x = boxes[int(rng.integers(len(boxes)))]
+        jitter = size // 8
+        y = int(np.clip(y + rng.integers(-jitter, jitter + 1), 0, h - size))
+        x = int(np.clip(x + rng.integers(-jitter, jitter + 1), 0, w - size))
+    else:
+        y = int(rng.integers(0, h - size + 1))
+        x = int(rng.integers(0, w - size + 1))
     flip = bool(hflip and rng.random() < 0.5)
     patch = frame[y:y + size, x:x + size]
     if ref is not None:
@@ -384,7 +399,7 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, epoch, 2, pos])
             frame = clip.frames.load(fi)
             ref = clip.refs.load(fi) if clip.refs is not None else None
-            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip))
+            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip, cfg.input.train_crops))
             targets.append(clip.mos)
         return normalise_crops(patches), torch.tensor(targets, dtype=torch.float32)
 
@@ -397,7 +412,8 @@ class Trainer:
             picks = spread(len(clip.frames), cfg.data.val_frames)
             frames = [clip.frames.load(i) for i in picks]
             refs = [clip.refs.load(i) for i in picks] if clip.refs is not None else None
-            scores = torch_frame_scores(model, frames, refs, cfg.input.crop_size, cfg.data.val_crops, self.device)
+            scores = torch_frame_scores(model, frames, refs, cfg.input.crop_size, cfg.data.val_crops, self.device,
+                                        mode=cfg.input.crop_mode)
             mine.append((clip.row["clip_id"], pool_scores(scores, cfg.export.pooling), clip.mos))
         gathered = sorted(item for part in _gather(d, mine) for item in part)
         return clip_metrics([p for _, p, _ in gathered], [m for _, _, m in gathered])

@@ -324,3 +324,18 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     spec = json.loads((tmp_path / "model" / "model.json").read_text())
     assert spec["input"]["crops"] == {"size": 64, "count": 1, "mode": "texture"}
     assert report.max_abs_diff < 1e-4 and report.engine_max_abs_diff < 1e-4
+
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    manifest = str(corpus / "manifests" / "corpus.csv")
+    runs = {}
+    for extra in ([], ["--crops", "2", "--crop-mode", "grid"]):
+        done = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
+                                        "--json", *extra])
+        assert done.exit_code == 0, done.output
+        runs[len(extra)] = json.loads(done.stdout[done.stdout.index("{"):])
+    assert runs[0]["clips"] == runs[4]["clips"] == 3 and runs[0]["table"] != runs[4]["table"]
+    bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
+    assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output

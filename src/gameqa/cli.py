@@ -219,6 +219,10 @@ def evaluate(
     pred_col: Optional[str] = typer.Option(None, "--pred-col", help="Prediction column (default: overall/score)."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Label column (default: mos/label)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
+                                        "input.crops_per_frame)."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
+                                            "detailed windows; default: its input.crop_mode)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
@@ -233,7 +237,7 @@ def evaluate(
         from gameqa.train.cli import eval_cmd
 
         eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,
-                 pooling=pooling, bootstrap=bootstrap, as_json=as_json)
+                 pooling=pooling, bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, as_json=as_json)
         return
     if not (pred and labels):
         _fail("give PRED and LABELS files, or --model and --manifest", 2)

@@ -77,6 +77,8 @@ def eval_cmd(
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy (default: the model's, else uniform:8)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling (default: the model's)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
+                                        "input.crops_per_frame); a model folder uses its own."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
                                             "detailed windows; default: its input.crop_mode); a model folder "
                                             "uses its own."),
@@ -88,7 +90,7 @@ def eval_cmd(
 
     try:
         ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
-                            bootstrap=bootstrap, crop_mode=crop_mode)
+                            bootstrap=bootstrap, crops=crops, crop_mode=crop_mode)
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:

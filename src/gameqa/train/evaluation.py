@@ -60,8 +60,14 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
     checkpoint's ``input.crop_mode``). Both apply to checkpoints; an exported model takes its own from its ``model.json``.
     """
+    from gameqa.models.onnx_engine import CROP_MODES
+
     if split not in ("train", "val", "test"):
         raise ConfigError(None, f"split must be train, val or test, not {split!r}")
+    if crop_mode is not None and crop_mode not in CROP_MODES:
+        raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {crop_mode!r}")
+    if crops is not None and crops < 1:
+        raise ConfigError(None, f"crops per frame must be at least 1, not {crops}")
     manifest = Path(manifest)
     corpus_root = Path(root) if root else manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
     rows = read_manifest(manifest, root=corpus_root, check_files=True)

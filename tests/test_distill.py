@@ -120,7 +120,8 @@ def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_p
 
 
 def test_init_from_teacher_copies_the_shared_backbone(corpus, teacher, tmp_path):  # noqa: F811
-    from gameqa.train.distill import DistillTrainer, init_from
+    from gameqa.train.distill import DistillTrainer
+    from gameqa.train.trainer import copy_weights
     from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
 
     trainer = DistillTrainer(student(corpus, tmp_path / "i", teacher, "train.max_steps=1",
@@ -140,4 +141,4 @@ def test_init_from_teacher_copies_the_shared_backbone(corpus, teacher, tmp_path)
         assert torch.equal(twin.state_dict()[key], value), key
     other = torch.nn.Sequential(torch.nn.Linear(3, 3))
     with pytest.raises(ConfigError, match="shares no layer"):
-        init_from(other, source)
+        copy_weights(other, source)

@@ -339,3 +339,23 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     assert runs[0]["clips"] == runs[4]["clips"] == 3 and runs[0]["table"] != runs[4]["table"]
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
+
+
+def test_model_init_starts_a_full_reference_run_from_a_no_reference_checkpoint(trained, corpus, tmp_path):
+    """model.init: the FR network takes the NR checkpoint's weights, its stem's first 3 channels included."""
+    from gameqa.train.trainer import Trainer, load_checkpoint, model_from_checkpoint
+
+    nr_ckpt = trained["a"].run_dir / "best.pt"
+    nr, _ = model_from_checkpoint(load_checkpoint(nr_ckpt))
+    cfg = tiny_config(corpus, tmp_path / "fr", ["model.reference=full", "train.max_steps=1", f'model.init="{nr_ckpt}"'])
+    trainer = Trainer(cfg, log=quiet)
+    trainer._cache()
+    fr, _ = trainer._build()
+    stem = "backbone.0.weight"
+    assert fr.state_dict()[stem].shape[1] == 6 and nr.state_dict()[stem].shape[1] == 3
+    assert torch.equal(fr.state_dict()[stem][:, :3], nr.state_dict()[stem])
+    for key, value in nr.state_dict().items():
+        if key != stem:
+            assert torch.equal(fr.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match=r"checkpoint not found \(model.init\)"):
+        Trainer(tiny_config(corpus, tmp_path / "x", [f'model.init="{tmp_path / "none.pt"}"']), log=quiet)

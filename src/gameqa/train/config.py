@@ -61,6 +61,13 @@ class ModelConfig(_Section):
     head_hidden: int = Field(128, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     freeze_bn: bool = True
+    init: str = ""   # a trained checkpoint (.pt) whose weights start the network where they fit (see init_path)
+
+    def init_path(self) -> Optional[Path]:
+        """The ``init`` checkpoint; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
+        if not self.init:
+            return None
+        return Path(_expand(self.init.replace("${GAMEQA_CACHE}", str(cache_dir()))))
 
     @field_validator("backbone")
     @classmethod

@@ -26,7 +26,7 @@ from gameqa.errors import ConfigError
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import FrameCache
-from gameqa.train.trainer import Trainer, load_checkpoint, model_from_checkpoint, random_crop, spread
+from gameqa.train.trainer import Trainer, copy_weights, load_checkpoint, model_from_checkpoint, random_crop, spread
 
 
 def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -39,21 +39,6 @@ def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> to
 def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Distance of the student's scores to the teacher's (soft targets)."""
     return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
-
-
-def init_from(student: nn.Module, teacher: nn.Module) -> int:
-    """Copy every teacher backbone tensor whose name and shape the student shares (e.g. the first blocks of a
-    truncated EfficientNet-Lite0), and the head when all of it fits (else it stays new); returns how many.
-    None shared is an error: the option would silently do nothing."""
-    mine = student.state_dict()
-    fits = {k: v for k, v in teacher.state_dict().items() if k in mine and mine[k].shape == v.shape}
-    head = [k for k in mine if not k.startswith("backbone.")]
-    whole_head = all(k in fits for k in head)
-    shared = {k: v for k, v in fits.items() if k.startswith("backbone.") or whole_head}
-    if not shared:
-        raise ConfigError(None, "distill.init_from_teacher: the student shares no layer with the teacher")
-    student.load_state_dict(shared, strict=False)
-    return len(shared)
 
 
 class DistillTrainer(Trainer):
@@ -99,7 +84,7 @@ class DistillTrainer(Trainer):
         model, optimizer = super()._build()
         self.teacher.to(self.device).eval()
         if self.cfg.distill.init_from_teacher:
-            copied = init_from(model, self.teacher)
+            copied = copy_weights(model, self.teacher)
             if self.dist.main:
                 self.log(f"initialised {copied} of {len(model.state_dict())} student tensors from the teacher")
         if self.cfg.distill.feature_weight > 0:

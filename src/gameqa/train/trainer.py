@@ -242,6 +242,36 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def copy_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
+    """Start ``model`` from ``source``'s weights where they fit; returns how many tensors were copied.
+
+    Backbone tensors are copied where name and shape match (the first blocks of a truncated EfficientNet-Lite0
+    take the full net's); a stem with more input channels takes the source's filters in its first channels,
+    the others keep their start (zeros for the full-reference difference channels: the model starts as its
+    no-reference source); the head is copied when all of it fits, else it stays new. Nothing shared is an
+    error: the option would silently do nothing."""
+    mine = model.state_dict()
+    copy: dict[str, torch.Tensor] = {}
+    for key, value in source.state_dict().items():
+        if key not in mine:
+            continue
+        target = mine[key]
+        if target.shape == value.shape:
+            copy[key] = value
+        elif (key.startswith("backbone.") and target.dim() == 4 and target.shape[0] == value.shape[0]
+              and target.shape[2:] == value.shape[2:] and target.shape[1] > value.shape[1]):
+            widened = target.clone()
+            widened[:, : value.shape[1]] = value
+            copy[key] = widened
+    head = [k for k in mine if not k.startswith("backbone.")]
+    whole_head = all(k in copy for k in head)
+    copy = {k: v for k, v in copy.items() if k.startswith("backbone.") or whole_head}
+    if not copy:
+        raise ConfigError(None, "the network shares no layer with the checkpoint it should start from")
+    model.load_state_dict(copy, strict=False)
+    return len(copy)
+
+
 def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
     """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode."""
     cfg = build_config(ckpt["config"])
@@ -281,6 +311,9 @@ class Trainer:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(None, "train.device is cuda but no CUDA device is available")
         self.run_dir = cfg.run_dir()
+        init = cfg.model.init_path()
+        if init is not None and not init.is_file():
+            raise ConfigError(init, "checkpoint not found (model.init)")
         self.splits = load_splits(cfg)
         self.resume_from = self._check_resume(resume)
         self.dist = Dist()
@@ -346,6 +379,12 @@ class Trainer:
         model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
                           head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout,
                           init_score=float(np.mean([c.mos for c in self.clips["train"]])))
+        init = cfg.model.init_path()
+        if init is not None:
+            source, _ = model_from_checkpoint(load_checkpoint(init))
+            copied = copy_weights(model, source)
+            if self.dist.main:
+                self.log(f"initialised {copied} of {len(model.state_dict())} tensors from {init}")
         model.to(self.device)
         backbone = list(model.backbone.parameters())
         head = list(model.head.parameters())

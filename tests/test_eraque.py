@@ -359,3 +359,14 @@ def test_model_init_starts_a_full_reference_run_from_a_no_reference_checkpoint(t
             assert torch.equal(fr.state_dict()[key], value), key
     with pytest.raises(ConfigError, match=r"checkpoint not found \(model.init\)"):
         Trainer(tiny_config(corpus, tmp_path / "x", [f'model.init="{tmp_path / "none.pt"}"']), log=quiet)
+
+
+def test_shipped_training_configs_load():
+    """Every ERAQUE and distillation config in the repository parses and validates (keys, types, backbones)."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted((root / "eraque").glob("*.toml")) + sorted((root / "distill").glob("*.toml"))
+    assert len(paths) >= 7
+    loaded = {p.relative_to(root).as_posix(): load_config(p) for p in paths}
+    assert loaded["eraque/fr.toml"].model.init_path().name == "best.pt"
+    assert loaded["distill/student.toml"].train.epochs == 12 and loaded["distill/student.toml"].distill.teacher
+    assert loaded["eraque/student-lite.toml"].model.backbone == "efficientnet-lite0-b11"

@@ -95,7 +95,7 @@ class _Lite0Features(nn.Module):
         x = net._swish(net._bn0(net._conv_stem(x)))
         rate = net._global_params.drop_connect_rate or 0.0
         for idx, block in enumerate(net._blocks):  # drop connect scaled as in the full net's extract_features
-            x = block(x, drop_connect_rate=rate * idx / LITE0_BLOCKS if rate else rate)
+            x = block(x, drop_connect_rate=rate * idx / LITE0_BLOCKS)
         return x
 
 

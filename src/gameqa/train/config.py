@@ -65,9 +65,7 @@ class ModelConfig(_Section):
 
     def init_path(self) -> Optional[Path]:
         """The ``init`` checkpoint; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
-        if not self.init:
-            return None
-        return Path(_expand(self.init.replace("${GAMEQA_CACHE}", str(cache_dir()))))
+        return _cache_path(self.init)
 
     @field_validator("backbone")
     @classmethod
@@ -173,9 +171,7 @@ class DistillConfig(_Section):
 
     def teacher_path(self) -> Optional[Path]:
         """The teacher file; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
-        if not self.teacher:
-            return None
-        return Path(_expand(self.teacher.replace("${GAMEQA_CACHE}", str(cache_dir()))))
+        return _cache_path(self.teacher)
 
 
 class EraqueConfig(_Section):
@@ -214,6 +210,11 @@ class EraqueConfig(_Section):
 
 def _expand(text: str) -> str:
     return os.path.expanduser(os.path.expandvars(text))
+
+
+def _cache_path(text: str) -> Optional[Path]:
+    """A file named in a config, ``${GAMEQA_CACHE}`` standing for the cache folder even when unset; "" = None."""
+    return Path(_expand(text.replace("${GAMEQA_CACHE}", str(cache_dir())))) if text else None
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

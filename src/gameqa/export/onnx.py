@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from gameqa.errors import ConfigError, ModelError
+from gameqa.errors import ModelError
 from gameqa.models.eraque import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, normalise_crops
 from gameqa.train.trainer import grid_patches, load_checkpoint, model_from_checkpoint, torch_frame_scores
 
@@ -68,10 +68,10 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
     ``crop_mode`` where the engine puts them ("grid", or "texture": the most detailed windows; default: the
     checkpoint's ``input.crop_mode``).
     """
-    from gameqa.models.onnx_engine import CROP_MODES
+    from gameqa.models.onnx_engine import check_crop_mode
 
-    if crop_mode is not None and crop_mode not in CROP_MODES:
-        raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {crop_mode!r}")
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt)
     crop_mode = crop_mode or cfg.input.crop_mode

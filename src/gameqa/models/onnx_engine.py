@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from gameqa.errors import ModelError
+from gameqa.errors import ConfigError, ModelError
 from gameqa.models.registry import ModelCard
 
 
@@ -47,6 +47,13 @@ def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int
 
 
 CROP_MODES = ("grid", "texture")
+
+
+def check_crop_mode(mode: str) -> str:
+    """``mode`` itself if it names a crop placement; a ConfigError (bad user input) otherwise."""
+    if mode not in CROP_MODES:
+        raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {mode!r}")
+    return mode
 
 
 DETAIL_STEP = 4  # texture_boxes measures detail on every 4th pixel in each direction

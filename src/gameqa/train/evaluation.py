@@ -60,12 +60,12 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
     checkpoint's ``input.crop_mode``). Both apply to checkpoints; an exported model takes its own from its ``model.json``.
     """
-    from gameqa.models.onnx_engine import CROP_MODES
+    from gameqa.models.onnx_engine import check_crop_mode
 
     if split not in ("train", "val", "test"):
         raise ConfigError(None, f"split must be train, val or test, not {split!r}")
-    if crop_mode is not None and crop_mode not in CROP_MODES:
-        raise ConfigError(None, f"crop mode must be one of {', '.join(CROP_MODES)}, not {crop_mode!r}")
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
     if crops is not None and crops < 1:
         raise ConfigError(None, f"crops per frame must be at least 1, not {crops}")
     manifest = Path(manifest)

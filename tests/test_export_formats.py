@@ -245,3 +245,4 @@ def test_export_with_texture_crops_writes_the_mode_and_matches_torch(tiny_run, t
     assert summary["checks"][0]["max_abs_diff"] < 1e-4  # the engine's texture crops == torch's on real frames
     bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode" in bad.output and not (tmp_path / "bad").exists()
+    assert "exporting" not in bad.output  # refused before any export work

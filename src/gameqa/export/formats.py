@@ -170,6 +170,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     import torch
 
     from gameqa.export.onnx import OPSET, export_onnx
+    from gameqa.models.onnx_engine import check_crop_mode
     from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
     # -- everything a user can get wrong is checked before anything is written ------------------------------
@@ -183,6 +184,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
         raise ConfigError(None, f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
     if int8_fp32_stride < 0 or int8_fp32_stride == 1:
         raise ConfigError(None, f"--int8-fp32-stride must be 0 (all int8) or at least 2, not {int8_fp32_stride}")
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
     if fixed_batch is not None and fixed_batch < 1:
         raise ConfigError(None, f"fixed batch size must be at least 1, not {fixed_batch}")
     if calibration_manifest and not Path(calibration_manifest).is_file():

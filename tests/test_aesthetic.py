@@ -368,3 +368,21 @@ def test_int8_quantised_copy_runs(tmp_path):
     assert np.isfinite(mean) and std > 0
     with pytest.raises(ModelError, match="at least one image"):
         quantize_model_folder(src, tmp_path / "none", [])
+
+
+def test_simulated_set_is_made_again_when_its_settings_change(tmp_path):
+    toml = tmp_path / "sim.toml"
+    toml.write_text('name = "sim-stale"\npurpose = "aesthetic"\n[data]\nformat = "simulated"\npath = "panel"\n'
+                    '[data.simulated]\ncount = 8\nsize = 32\nraters_mean = 210\n'
+                    f'[features]\nbackbone = "tiny"\ncache = "{tmp_path / "features"}"\n')
+    messages = []
+    big = train_mod.load_ratings(train_mod.load_config(toml), log=messages.append)
+    again = train_mod.load_ratings(train_mod.load_config(toml), log=messages.append)
+    assert len(messages) == 1 and np.array_equal(big.n, again.n)   # same settings: the panel on disk is reused
+    small_cfg = train_mod.load_config(toml, ["data.simulated.raters_mean=5", "data.simulated.raters_min=3"])
+    small = train_mod.load_ratings(small_cfg, log=messages.append)
+    assert len(messages) == 2 and small.n.max() < 78 <= big.n.min()   # a new panel, not the stale one
+    assert train_mod.feature_cache_path(small_cfg, small) == train_mod.feature_cache_path(train_mod.load_config(toml), big)
+    resized = train_mod.load_config(toml, ["data.simulated.size=48"])
+    assert train_mod.feature_cache_path(resized, train_mod.load_ratings(resized, log=messages.append)) != \
+        train_mod.feature_cache_path(small_cfg, small)   # other images: other cached features

@@ -331,14 +331,17 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
 
     manifest = str(corpus / "manifests" / "corpus.csv")
     runs = {}
-    for extra in ([], ["--crops", "2", "--crop-mode", "grid"]):
+    for extra in ([], ["--crops", "2", "--crop-mode", "grid"], ["--crop-size", "96"]):
         done = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
                                         "--json", *extra])
         assert done.exit_code == 0, done.output
         runs[len(extra)] = json.loads(done.stdout[done.stdout.index("{"):])
-    assert runs[0]["clips"] == runs[4]["clips"] == 3 and runs[0]["table"] != runs[4]["table"]
+    assert runs[0]["clips"] == runs[4]["clips"] == runs[2]["clips"] == 3
+    assert runs[0]["table"] != runs[4]["table"] and runs[0]["predictions"] != runs[2]["predictions"]  # 96 px, not 64
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
+    bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-size", "100"])
+    assert bad.exit_code != 0 and "crop size must be a multiple of 32 pixels, not 100" in bad.output
 
 
 def test_model_init_starts_a_full_reference_run_from_a_no_reference_checkpoint(trained, corpus, tmp_path):

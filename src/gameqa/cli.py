@@ -223,6 +223,8 @@ def evaluate(
                                         "input.crops_per_frame)."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
                                             "detailed windows; default: its input.crop_mode)."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels "
+                                            "(default: its input.crop_size)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
@@ -237,7 +239,8 @@ def evaluate(
         from gameqa.train.cli import eval_cmd
 
         eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,
-                 pooling=pooling, bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, as_json=as_json)
+                 pooling=pooling, bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size,
+                 as_json=as_json)
         return
     if not (pred and labels):
         _fail("give PRED and LABELS files, or --model and --manifest", 2)

@@ -188,6 +188,9 @@ def _simulated_scene(rng: np.random.Generator, size: int) -> np.ndarray:
     return image + 18.0 * stripes[:, :, None]
 
 
+SIMULATED_SETTINGS = "settings.json"   # the SimulatedConfig a simulated set was made with
+
+
 def make_simulated_set(folder: str | os.PathLike, sim: SimulatedConfig, log: Log = print) -> Path:
     """Write ``count`` generated images and an AVA.txt-style file of simulated panel votes into ``folder``.
 
@@ -226,8 +229,19 @@ def make_simulated_set(folder: str | os.PathLike, sim: SimulatedConfig, log: Log
         handle.write("image,true_mean,true_spread\n")
         for i in range(sim.count):
             handle.write(f"{i:05d}.jpg,{true_mean[i]:.6f},{true_spread[i]:.6f}\n")
+    (folder / SIMULATED_SETTINGS).write_text(json.dumps(sim.model_dump(), sort_keys=True), encoding="utf-8")
     log(f"simulated {sim.count} images rated by {raters.mean():.0f} raters on average -> {folder}")
     return ava
+
+
+def simulated_set_is_current(folder: str | os.PathLike, sim: SimulatedConfig) -> bool:
+    """True when ``folder`` holds a simulated set made with exactly these settings (else it is made again)."""
+    folder = Path(folder)
+    try:
+        made_with = json.loads((folder / SIMULATED_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (folder / "AVA.txt").exists() and made_with == sim.model_dump()
 
 
 def load_ratings(cfg: AestheticConfig, log: Log = print) -> RatingSet:
@@ -239,10 +253,11 @@ def load_ratings(cfg: AestheticConfig, log: Log = print) -> RatingSet:
     path = _resolve(data.path, base)
     if data.format == "simulated":
         ava = path / "AVA.txt"
-        if not ava.exists():
+        if not simulated_set_is_current(path, data.simulated):
             make_simulated_set(path, data.simulated, log)
         ratings = read_ratings("ava", ava, root=path / "images")
-        ratings = RatingSet(f"simulated-{data.simulated.seed}", ratings.ids, ratings.mean, ratings.std, ratings.n,
+        sim = data.simulated   # the images depend on these three (the panel does not): the feature cache's key
+        ratings = RatingSet(f"simulated-{sim.seed}-{sim.count}x{sim.size}px", ratings.ids, ratings.mean, ratings.std, ratings.n,
                             ratings.scale, ratings.histogram, ratings.bins, ratings.root)
     else:
         ratings = read_ratings(data.format, path, scale=data.scale, raters=data.raters,

@@ -82,6 +82,8 @@ def eval_cmd(
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
                                             "detailed windows; default: its input.crop_mode); a model folder "
                                             "uses its own."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels, a "
+                                            "multiple of 32 (default: its input.crop_size, the training size)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
@@ -90,7 +92,7 @@ def eval_cmd(
 
     try:
         ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
-                            bootstrap=bootstrap, crops=crops, crop_mode=crop_mode)
+                            bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size)
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:

@@ -29,11 +29,12 @@ class SplitEvaluation:
     table: list[dict]
 
 
-def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: Optional[str] = None):
+def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: Optional[str] = None,
+                       crop_size: Optional[int] = None):
     from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
     model, cfg = model_from_checkpoint(load_checkpoint(path))
-    size, count = cfg.input.crop_size, crops or cfg.input.crops_per_frame
+    size, count = crop_size or cfg.input.crop_size, crops or cfg.input.crops_per_frame
     crop_mode = crop_mode or cfg.input.crop_mode
 
     def score(frames, refs):
@@ -52,13 +53,14 @@ def _registry_scorer(name: str):
 def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test", *, root: Optional[str] = None,
                    logo_game: Optional[str] = None, sample: Optional[str] = None, frames_cache: Optional[str] = None,
                    pooling: Optional[str] = None, bootstrap: int = 1000, crops: Optional[int] = None,
-                   crop_mode: Optional[str] = None,
+                   crop_mode: Optional[str] = None, crop_size: Optional[int] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> SplitEvaluation:
     """Score every clip of ``split`` and build the correlation table against its MOS.
 
     ``crops`` overrides a checkpoint's crops per frame (``input.crops_per_frame``, an inference setting);
     ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
-    checkpoint's ``input.crop_mode``). Both apply to checkpoints; an exported model takes its own from its ``model.json``.
+    checkpoint's ``input.crop_mode``) and ``crop_size`` their side in pixels (default: ``input.crop_size``, the
+    training size; the networks are fully convolutional). All three apply to checkpoints; an exported model takes its own from its ``model.json``.
     """
     from gameqa.models.onnx_engine import check_crop_mode
 
@@ -68,6 +70,8 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
         check_crop_mode(crop_mode)
     if crops is not None and crops < 1:
         raise ConfigError(None, f"crops per frame must be at least 1, not {crops}")
+    if crop_size is not None and (crop_size < 32 or crop_size % 32):
+        raise ConfigError(None, f"crop size must be a multiple of 32 pixels, not {crop_size}")
     manifest = Path(manifest)
     corpus_root = Path(root) if root else manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
     rows = read_manifest(manifest, root=corpus_root, check_files=True)
@@ -76,7 +80,7 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
     if model.endswith(".pt"):
-        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode)
+        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode, crop_size)
     else:
         score, full_ref, model_pooling, model_sample = _registry_scorer(model)
     cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gameqa.losses.ci_rank import (
+    ci_fidelity_loss,
     ci_half_width,
     ci_pair_terms,
     ci_rank_loss,
@@ -71,6 +72,41 @@ def test_gradient_and_empty_batch():
     assert p.grad.tolist() == pytest.approx([0.75, -0.5, -0.25])
     same = ci_rank_loss(torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([3.0, 3.0]), torch.ones(2), 10)
     assert same[1] == 0 and float(same[0].detach()) == 0.0 and same[0].requires_grad
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def test_ci_fidelity_hand_computed():
+    # Two images, 4 raters, std 0.2: se = 0.1 each, s = sqrt(0.02). True gap 0.4, predicted gap 0.2.
+    s = math.sqrt(0.02)
+    t, p = _phi(0.4 / s), _phi(0.2 / s)   # 0.99766, 0.92135
+    loss, pairs = ci_fidelity_loss(torch.tensor([0.6, 0.4]), torch.tensor([0.7, 0.3]), torch.tensor([0.2, 0.2]), 4)
+    assert pairs == 1
+    assert float(loss) == pytest.approx(1 - math.sqrt(t * p) - math.sqrt((1 - t) * (1 - p)), abs=1e-6)
+
+
+def test_ci_fidelity_keeps_the_true_gap_and_leaves_uncertain_pairs_uncertain():
+    mean, std = torch.tensor([0.7, 0.3]), torch.tensor([0.2, 0.2])
+
+    def loss_at(gap: float) -> float:
+        return float(ci_fidelity_loss(torch.tensor([gap, 0.0]), mean, std, 4)[0])
+
+    assert loss_at(0.4) < loss_at(0.2) and loss_at(0.4) < loss_at(0.8)   # no push past the true gap (a hinge's margin)
+    pred = torch.tensor([0.7, 0.3], requires_grad=True)
+    ci_fidelity_loss(pred, mean, std, 4)[0].backward()
+    assert pred.grad.abs().max() < 1e-3                                  # the true gap is the minimum
+    tie = torch.tensor([0.5, 0.5])                                       # equal means: the order is a coin toss
+    assert float(ci_fidelity_loss(torch.tensor([0.5, 0.5]), tie, std, 4)[0]) < \
+        float(ci_fidelity_loss(torch.tensor([0.6, 0.4]), tie, std, 4)[0])
+    # many raters make the same gap a sure order, few raters an uncertain one: a wrong order costs more with many
+    wrong = torch.tensor([0.45, 0.55])
+    near = torch.tensor([0.55, 0.45])
+    assert float(ci_fidelity_loss(wrong, near, std, 400)[0]) > float(ci_fidelity_loss(wrong, near, std, 4)[0])
+    with pytest.raises(ValueError, match="std"):
+        ci_fidelity_loss(torch.tensor([0.5, 0.5]), tie, torch.tensor([0.2]), 4)
+    assert ci_fidelity_loss(torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([0.2]), 4)[1] == 0
 
 
 def test_plain_rank_loss_uses_every_pair_equally():

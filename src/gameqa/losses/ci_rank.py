@@ -21,6 +21,8 @@ so once the heads fit their training part the term goes quiet. A larger scale ke
 on CLIVE it also stretched the predicted means far past their scale (mean RMSE 38 at 4 against 11.7 at 1), so
 the shipped config keeps 1 (docs/models/clive-quality-spread.md).
 (Weights that grow smoothly with the overlap instead of the step did no better on CLIVE's validation parts.)
+``ci_fidelity_loss`` reads the same intervals as probabilities of the true order; on CLIVE's test splits it did
+not beat plain ranking either (docs/models/clive-quality-spread.md).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["ci_half_width", "ci_pair_terms", "ci_rank_loss", "plain_rank_loss"]
+__all__ = ["ci_fidelity_loss", "ci_half_width", "ci_pair_terms", "ci_rank_loss", "plain_rank_loss"]
 
 
 def ci_half_width(std: torch.Tensor, n, confidence: float = 0.95) -> torch.Tensor:
@@ -74,6 +76,39 @@ def ci_rank_loss(pred: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n, *
     hinge = torch.clamp(margins - sign * (p[i] - p[j]), min=0.0)
     weights = torch.where(overlap, torch.full_like(gap, float(overlap_weight)), torch.ones_like(gap))
     return (weights * hinge).sum() / weights.sum(), int(i.numel()), int(overlap.sum())
+
+
+def ci_fidelity_loss(pred: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n) -> tuple[torch.Tensor, int]:
+    """The interval-aware ranking loss in probability form (``loss.rank = "ci-fidelity"``); returns (loss, pairs).
+
+    Each mean is known to its standard error ``se = std / sqrt(n)``; for a pair the probability that ``i`` truly
+    beats ``j`` is ``t_ij = Phi((mean_i - mean_j) / s_ij)`` with ``s_ij = sqrt(se_i^2 + se_j^2)`` (Thurstone,
+    case V): 1 or 0 for pairs whose intervals lie far apart, near 1/2 for overlapping, uncertain pairs. The
+    predictions give ``p_ij = Phi((pred_i - pred_j) / s_ij)`` on the same scale, and the fidelity loss
+    ``1 - sqrt(t p) - sqrt((1 - t)(1 - p))`` (Tsai et al. 2007) compares the two. It is smallest at
+    ``pred_i - pred_j = mean_i - mean_j``, so unlike a hinge with a margin it never pulls sure pairs apart past
+    their true gap (the scale stays); its gradient lives on the pairs predicted within a few ``s_ij`` of each other
+    or in the wrong order, and an uncertain pair only asks for an uncertain order.
+    """
+    p = pred.reshape(-1)
+    m = mean.reshape(-1).to(p.dtype)
+    sd = std.reshape(-1).to(p.dtype)
+    if p.shape != m.shape or sd.shape != m.shape:
+        raise ValueError(f"pred has {p.numel()} values, mean {m.numel()}, std {sd.numel()}")
+    n_t = torch.as_tensor(n, dtype=p.dtype, device=p.device)
+    if torch.any(n_t < 1):
+        raise ValueError("every item needs at least 1 rater")
+    se = sd / n_t.sqrt()
+    upper = torch.ones(p.numel(), p.numel(), dtype=torch.bool, device=p.device).triu(diagonal=1)
+    i, j = upper.nonzero(as_tuple=True)
+    if i.numel() == 0:
+        return p.sum() * 0.0, 0
+    s = (se[i].pow(2) + se[j].pow(2)).sqrt().clamp_min(1e-6)
+    target = torch.special.ndtr((m[i] - m[j]) / s)
+    prob = torch.special.ndtr((p[i] - p[j]) / s)
+    eps = 1e-8
+    fidelity = 1.0 - (target * prob + eps).sqrt() - ((1.0 - target) * (1.0 - prob) + eps).sqrt()
+    return fidelity.mean(), int(i.numel())
 
 
 def plain_rank_loss(pred: torch.Tensor, mean: torch.Tensor, margin_scale: float = 1.0) -> tuple[torch.Tensor, int]:

@@ -12,7 +12,7 @@ Config (TOML; see ``configs/aesthetic/*.toml``)::
     [data]   format, path, images, scale, raters, threshold, simulated = {...}
     [features] backbone, max_side, pooling
     [model]  attention, attention_design, hidden, reduction, dropout
-    [loss]   mean, std, std_weight, rank ("ci" | "plain" | "none"), rank_weight, overlap_weight, margin_scale,
+    [loss]   mean, std, std_weight, rank ("ci" | "ci-fidelity" | "plain" | "none"), rank_weight, overlap_weight, margin_scale,
              emd_weight, confidence
     [train]  epochs, batch_size, lr, weight_decay, seeds, test_fraction, threads, finetune, finetune_lr
 
@@ -82,7 +82,7 @@ class LossSection(_Section):
     mean: Literal["l1", "l2", "smooth_l1"] = "l2"
     std: Literal["l1", "l2", "smooth_l1"] = "l1"
     std_weight: float = Field(1.0, ge=0.0)
-    rank: Literal["ci", "plain", "none"] = "ci"
+    rank: Literal["ci", "ci-fidelity", "plain", "none"] = "ci"
     rank_weight: float = Field(1.0, ge=0.0)
     overlap_weight: float = Field(2.0, gt=0.0)
     margin_scale: float = Field(1.0, ge=0.0)
@@ -352,7 +352,7 @@ def build_heads(cfg: AestheticConfig, channels: list[int], ratings: RatingSet):
 
 def loss_terms(cfg: AestheticConfig, pred_mean, pred_std, mean, std, n, probs, bins, span: float):
     """The training loss in normalised units (mean on 0..1, std as a fraction of the scale's span)."""
-    from gameqa.losses.ci_rank import ci_rank_loss, plain_rank_loss
+    from gameqa.losses.ci_rank import ci_fidelity_loss, ci_rank_loss, plain_rank_loss
     from gameqa.losses.distribution import emd_loss, gaussian_histogram
     from gameqa.losses.regression import regression_loss
 
@@ -361,6 +361,8 @@ def loss_terms(cfg: AestheticConfig, pred_mean, pred_std, mean, std, n, probs, b
     if lc.rank_weight > 0 and lc.rank == "ci":
         total = total + lc.rank_weight * ci_rank_loss(pred_mean, mean, std, n, confidence=lc.confidence,
                                                       overlap_weight=lc.overlap_weight, margin_scale=lc.margin_scale)[0]
+    elif lc.rank_weight > 0 and lc.rank == "ci-fidelity":
+        total = total + lc.rank_weight * ci_fidelity_loss(pred_mean, mean, std, n)[0]
     elif lc.rank_weight > 0 and lc.rank == "plain":
         total = total + lc.rank_weight * plain_rank_loss(pred_mean, mean, lc.margin_scale)[0]
     if lc.emd_weight > 0 and probs is not None:

@@ -87,6 +87,15 @@ def test_games_config_parses_and_names_variants():
     assert run.steps[0].kind == "click"
 
 
+def test_candidate_games_share_the_capture_settings_and_stay_out_of_the_corpus():
+    corpus = load_corpus_config(REPO / "configs" / "corpus" / "games.toml")
+    candidates = load_corpus_config(REPO / "configs" / "corpus" / "candidates.toml")
+    assert candidates.capture == corpus.capture
+    assert not {g.name for g in candidates.games} & {g.name for g in corpus.games}
+    run = candidates.game("chromium-bsu").resolved("level3")
+    assert "screenWidth 1280" in run.files[".chromium-bsu"] and run.steps[0].value == "Down Right Right Up"
+
+
 def test_bad_recipe_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown step"):
         parse_game("broken", {"command": ["true"], "steps": [{"press": "x"}]}, "games.toml")

@@ -12,8 +12,8 @@ Config (TOML; see ``configs/aesthetic/*.toml``)::
     [data]   format, path, images, scale, raters, threshold, simulated = {...}
     [features] backbone, max_side, pooling
     [model]  attention, attention_design, hidden, reduction, dropout
-    [loss]   mean, std, std_weight, rank ("ci" | "ci-fidelity" | "plain" | "none"), rank_weight, overlap_weight, margin_scale,
-             emd_weight, confidence
+    [loss]   mean, std, std_weight, rank ("ci" | "ci-fidelity" | "plain" | "none"), rank_weight, overlap_weight,
+             margin_scale, emd_weight, confidence
     [train]  epochs, batch_size, lr, weight_decay, seeds, test_fraction, threads, finetune, finetune_lr
 
 Overrides ``section.key=value`` (values parsed as TOML) are applied after the file.
@@ -257,8 +257,8 @@ def load_ratings(cfg: AestheticConfig, log: Log = print) -> RatingSet:
             make_simulated_set(path, data.simulated, log)
         ratings = read_ratings("ava", ava, root=path / "images")
         sim = data.simulated   # the images depend on these three (the panel does not): the feature cache's key
-        ratings = RatingSet(f"simulated-{sim.seed}-{sim.count}x{sim.size}px", ratings.ids, ratings.mean, ratings.std, ratings.n,
-                            ratings.scale, ratings.histogram, ratings.bins, ratings.root)
+        ratings = RatingSet(f"simulated-{sim.seed}-{sim.count}x{sim.size}px", ratings.ids, ratings.mean, ratings.std,
+                            ratings.n, ratings.scale, ratings.histogram, ratings.bins, ratings.root)
     else:
         ratings = read_ratings(data.format, path, scale=data.scale, raters=data.raters,
                                root=_resolve(data.images, base) if data.images else None)

@@ -60,7 +60,8 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     ``crops`` overrides a checkpoint's crops per frame (``input.crops_per_frame``, an inference setting);
     ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
     checkpoint's ``input.crop_mode``) and ``crop_size`` their side in pixels (default: ``input.crop_size``, the
-    training size; the networks are fully convolutional). All three apply to checkpoints; an exported model takes its own from its ``model.json``.
+    training size; the networks are fully convolutional). All three apply to checkpoints; an exported model
+    takes its own from its ``model.json``.
     """
     from gameqa.models.onnx_engine import check_crop_mode
 

@@ -94,6 +94,12 @@ def test_candidate_games_share_the_capture_settings_and_stay_out_of_the_corpus()
     assert not {g.name for g in candidates.games} & {g.name for g in corpus.games}
     run = candidates.game("chromium-bsu").resolved("level3")
     assert "screenWidth 1280" in run.files[".chromium-bsu"] and run.steps[0].value == "Down Right Right Up"
+    # each warmux map is its own config file; teeworlds picks its map from the variant's environment
+    maps = [candidates.game("warmux").resolved(v.name).files[".config/wormux/config.xml"]
+            for v in candidates.game("warmux").variants]
+    assert [f"<map>{v.name}</map>" in m for v, m in zip(candidates.game("warmux").variants, maps)] == [True] * 5
+    tee = candidates.game("teeworlds").resolved("dm7-night")
+    assert tee.env["TW_MAP"] == "dm7" and "cl_showhud 0" in tee.command[-1]
 
 
 def test_bad_recipe_is_a_config_error():

@@ -194,3 +194,41 @@ def test_rate_control_comes_from_the_config():
     assert Codec("x", "libx264").rate_control(300) == ["-b:v", "300k", "-maxrate", "300k", "-bufsize", "600k"]
     assert Codec("a", "libsvtav1", rate_args=("-b:v", "{kbps}k")).rate_control(150) == ["-b:v", "150k"]
     assert len(DEFAULT_RATE_ARGS) == 6
+
+
+def test_merge_links_two_corpora_into_one_manifest(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.data.merge import merge_corpora
+
+    root, rows, _, _ = tiny_corpus
+    splits = assign_splits({"alpha": ["alpha"], "beta": ["beta"]})
+    write_manifest([dict(r, split=splits.get(r["game"], "train")) for r in rows], root / "manifests" / "corpus.csv")
+    other = tmp_path / "candidates"
+    (other / "sources" / "gamma").mkdir(parents=True)
+    clipgen.make_clip(other / "sources" / "gamma" / "s1.mkv", codec="libx264", size=(320, 180), fps=25,
+                      seconds=1.2, source="rgbtestsrc", extra=["-crf", "0"])
+    ladder = tmp_path / "ladder.toml"
+    ladder.write_text(LADDER.replace("codecs_per_source = 2", "codecs_per_source = 1"))
+    new_rows, failures = build_corpus(other, load_ladder(ladder), natural=False, warn=lambda m: None)
+    assert failures == [] and len(new_rows) == 3
+    write_manifest([dict(r, split="test") for r in new_rows], other / "manifests" / "corpus.csv")
+
+    merged = tmp_path / "merged"
+    manifest, n = merge_corpora([root, other], merged)
+    back = read_manifest(manifest, root=merged, check_files=True)  # every clip reachable through the links
+    assert n == len(back) == len(rows) + 3 and {r["game"] for r in back} == {"alpha", "beta", "gamma"}
+    assert all((merged / "clips" / r["source_id"]).is_symlink() for r in back)
+    assert {r["clip_id"]: r["split"] for r in back if r["game"] == "gamma"} == {r["clip_id"]: "test" for r in new_rows}
+    assert logo_split(back, "gamma")["test"] and len(logo_split(back, "gamma")["test"]) == 3
+    assert merge_corpora([root, other], merged)[1] == n  # again: the same links are kept
+
+    # the same clips twice: an error naming both manifests, nothing written
+    with pytest.raises(ConfigError, match=r"clip .* is also in .*corpus\.csv"):
+        merge_corpora([root, root], tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
+    result = CliRunner().invoke(app, ["corpus", "merge", str(root), str(tmp_path / "nothing"), "--out",
+                                      str(tmp_path / "m2")])
+    assert result.exit_code == 1 and "no manifest here" in result.output and "nothing" in result.output
+    assert not (tmp_path / "m2").exists()

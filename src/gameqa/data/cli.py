@@ -121,6 +121,21 @@ def stats(
         out.print(f"plot written to {plot_stats(rows, plot)}")
 
 
+@corpus_app.command("merge")
+def merge(
+    roots: list[Path] = typer.Argument(..., help="Corpus folders to merge (each with manifests/corpus.csv)."),
+    out_dir: Path = typer.Option(..., "--out", help="The merged folder (links into the inputs, one manifest)."),
+) -> None:
+    """Join corpus folders (e.g. the corpus and a candidate game's) for training and tests; splits are kept."""
+    from gameqa.data.merge import merge_corpora
+
+    try:
+        manifest, n = merge_corpora(roots, out_dir)
+    except GameQAError as exc:
+        _fail(str(exc))
+    out.print(f"{n} clips from {len(roots)} folders, manifest written to {manifest}")
+
+
 @corpus_app.command("rebuild")
 def rebuild(
     games: Path = typer.Option(DEFAULT_GAMES, "--games"),

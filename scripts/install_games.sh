@@ -4,7 +4,7 @@
 set -euo pipefail
 games=(wesnoth-1.16 openttd openttd-opengfx pingus supertux)
 if [ "${1:-}" = "--candidates" ]; then
-    games+=(chromium-bsu warmux teeworlds teeworlds-server)
+    games+=(chromium-bsu warmux teeworlds teeworlds-server hedgewars)
 fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xdotool "${games[@]}"

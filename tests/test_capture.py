@@ -100,6 +100,9 @@ def test_candidate_games_share_the_capture_settings_and_stay_out_of_the_corpus()
     assert [f"<map>{v.name}</map>" in m for v, m in zip(candidates.game("warmux").variants, maps)] == [True] * 5
     tee = candidates.game("teeworlds").resolved("dm7-night")
     assert tee.env["TW_MAP"] == "dm7" and "cl_showhud 0" in tee.command[-1]
+    hw = candidates.game("hedgewars").resolved("cheese-map")  # the engine driver is a file written into the home
+    assert hw.env["HW_MAP"] == "Cheese" and "hwengine" in hw.files[".hwfront.py"]
+    compile(hw.files[".hwfront.py"], ".hwfront.py", "exec")
 
 
 def test_bad_recipe_is_a_config_error():

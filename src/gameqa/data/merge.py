@@ -51,7 +51,7 @@ def merge_corpora(roots: Sequence[str | os.PathLike], out: str | os.PathLike) ->
             rows.append({k: v for k, v in row.items() if not k.startswith("abs_")})
     for name in links:  # never replace a real file or folder of the output with a link
         dest = out / name
-        if (dest.exists() or dest.is_symlink()) and not dest.is_symlink():
+        if dest.exists() and not dest.is_symlink():
             raise ConfigError(dest, "exists and is not a link: merge into an empty or earlier merged folder")
     for name, target in sorted(links.items()):
         dest = out / name

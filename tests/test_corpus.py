@@ -111,10 +111,10 @@ def test_missing_encoder_is_reported_and_others_go_on(tiny_corpus, tmp_path):
     assert len(rows) == 6 and len(failures) == 6
     assert all("libnothere is missing" in f for f in failures)
     sources = find_sources(root / "sources", spec.seconds, lambda m: None)
-    missing = [s for i, src in enumerate(sources) for s in spec.specs_for(i) if s.codec.encoder == "libnothere"]
+    missing = [s for src in sources for s in spec.specs_for(src.source_id) if s.codec.encoder == "libnothere"]
     assert len(missing) == 6
-    for i, src in enumerate(sources):  # nothing half-written: neither clip nor labels
-        for s in spec.specs_for(i):
+    for src in sources:  # nothing half-written: neither clip nor labels
+        for s in spec.specs_for(src.source_id):
             if s.codec.encoder == "libnothere":
                 assert not any(p.exists() for p in clip_paths(root, src, s))
     assert not list(root.glob("clips/*/.enc-*")) and not list(root.glob("clips/*/.labels-*"))
@@ -232,3 +232,33 @@ def test_merge_links_two_corpora_into_one_manifest(tiny_corpus, tmp_path):
                                       str(tmp_path / "m2")])
     assert result.exit_code == 1 and "no manifest here" in result.output and "nothing" in result.output
     assert not (tmp_path / "m2").exists()
+
+
+def test_a_source_keeps_its_codecs_when_sources_are_added(tiny_corpus, tmp_path):
+    """The codecs of a source depend on it alone (a hash of its id) or on the manifest being rebuilt, never on
+    its place among the other sources: adding a game does not re-encode the old ones."""
+    import shutil
+
+    root, _, _, _ = tiny_corpus
+    ladder = tmp_path / "ladder.toml"
+    ladder.write_text(LADDER.replace("codecs_per_source = 2", "codecs_per_source = 1"))
+    spec = load_ladder(ladder)
+    copy = tmp_path / "corpus"
+    shutil.copytree(root / "sources", copy / "sources")
+    shutil.copytree(root / "clips", copy / "clips")  # both codecs of every source are built there already
+    before, failures = build_corpus(copy, spec, natural=False, warn=lambda m: None)
+    assert failures == [] and len(before) == 2 * 3
+    ids = [f"{i:012x}" for i in range(64)]
+    assert {spec.codecs_for(i)[0].name for i in ids} == {"h264", "vp9"}  # the hash spreads sources over codecs
+    (copy / "sources" / "aaa").mkdir()  # a game that sorts first: it used to shift every other source's codecs
+    clipgen.make_clip(copy / "sources" / "aaa" / "s1.mkv", codec="libx264", size=(320, 180), fps=25,
+                      seconds=1.2, source="rgbtestsrc", extra=["-crf", "0"])
+    after, failures = build_corpus(copy, spec, natural=False, warn=lambda m: None)
+    assert failures == [] and len(after) == 3 * 3
+    assert {r["clip_id"] for r in before} == {r["clip_id"] for r in after if r["game"] != "aaa"}
+    # a manifest being rebuilt wins: each source keeps the codec it lists, here the other one
+    other = {"h264": "vp9", "vp9": "h264"}
+    previous = [dict(r, codec=other[r["codec"]]) for r in before]
+    rebuilt, failures = build_corpus(copy, spec, natural=False, warn=lambda m: None, previous=previous)
+    assert failures == [] and {(r["source_id"], r["codec"]) for r in rebuilt if r["game"] != "aaa"} == \
+        {(r["source_id"], r["codec"]) for r in previous}

@@ -316,6 +316,9 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     rng = np.random.default_rng(0)
     assert sum(random_crop(frame, None, 64, rng, False).std() > 20 for _ in range(40)) < 30  # random ones often miss
     assert all(y <= 80 and x + 64 > 200 for y, x in boxes)
+    rng = np.random.default_rng(0)
+    busy = sum(random_crop(frame, None, 64, rng, False, "mixed").std() > 20 for _ in range(200))
+    assert 80 < busy < 160  # about half texture crops (all busy), half random ones (busy now and then)
 
     cfg = tiny_config(corpus, tmp_path / "run", ["train.max_steps=2", "input.crops_per_frame=1",
                                                  'input.crop_mode="texture"', 'input.train_crops="texture"'])

@@ -249,3 +249,22 @@ def test_close_pair_accuracy_by_hand():
     assert close_pair_accuracy([1, 2, 2, 3], labels, 0.15) == (0.5, 1)  # tied prediction counts half
     acc, n = close_pair_accuracy(pred, [1, 1, 5, 9], 0.5)
     assert n == 0 and np.isnan(acc)
+
+
+def test_source_metrics_split_order_within_and_between_sources():
+    """Hand-made case: each source's encodes ordered right, the three sources' levels reversed."""
+    from gameqa.evaluate.runs import source_metrics
+
+    mos = [1.0, 2.0, 3.0, 2.0, 3.0, 4.0, 3.0, 4.0, 5.0]
+    pred = [3.1, 3.2, 3.3, 2.1, 2.2, 2.3, 1.1, 1.2, 1.3]  # right order inside, sources upside down
+    src = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    got = source_metrics(pred, mos, src)
+    assert got["within-source"] == pytest.approx(1.0) and got["between-source"] == pytest.approx(-1.0)
+    # one source swaps two encodes: its SROCC is 0.5, the mean (1 + 1 + 0.5) / 3
+    pred2 = [3.2, 3.1, 3.3] + pred[3:]
+    assert source_metrics(pred2, mos, src)["within-source"] == pytest.approx(2.5 / 3)
+    # a source with two clips does not enter the within-source mean; one source has no between-source order
+    few = source_metrics([1.0, 2.0, 1.0, 2.0, 3.0], [1.0, 2.0, 1.0, 2.0, 3.0], ["a", "a", "b", "b", "b"])
+    assert few["within-source"] == pytest.approx(1.0) and few["between-source"] == pytest.approx(1.0)
+    single = source_metrics([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], ["a"] * 3)
+    assert single["within-source"] == pytest.approx(0.5) and np.isnan(single["between-source"])

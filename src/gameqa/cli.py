@@ -5,6 +5,7 @@ from gameqa.media.policy import DEFAULT_BATCH
 from gameqa.models.registry import DEFAULT_MODEL
 
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -49,7 +50,9 @@ from gameqa.bench.report import bench_all_command, readme_table_command  # noqa:
 bench_app.command("all")(bench_all_command)
 bench_app.command("readme-table")(readme_table_command)
 
-out = Console()
+# Piped into a file, rich would cut tables at 80 columns: give them room unless COLUMNS says otherwise.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+out = Console(width=_PIPE_WIDTH)
 err = Console(stderr=True)
 
 BUNDLED_CLIP = "wesnoth_720p30.mp4"
@@ -288,8 +291,9 @@ def bench_runs_cmd(
                                             "windows); default: each run's input.crop_mode."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
 ) -> None:
-    """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE and hard-pair accuracy, mean +- sd."""
-    from gameqa.evaluate.runs import METRICS, compare_groups, expand_group
+    """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
+    source's encodes and between sources, mean +- sd."""
+    from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group
     from gameqa.sinks import write_atomic
 
     try:
@@ -301,11 +305,16 @@ def bench_runs_cmd(
     table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")
     table.add_column("group")
     table.add_column("runs", justify="right")
-    for m in METRICS:
-        table.add_column(m, justify="right")
+    names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in res["mean"] for res in result.values()))
+    for m in names:
+        table.add_column(m.replace("-source", "-src"), justify="right")
+
+    def cell(res: dict, m: str) -> str:
+        sd = res["std"][m]
+        return f"{res['mean'][m]:.4f}" + ("" if sd != sd else f" +- {sd:.3f}")  # one run: no sd
+
     for label, res in result.items():
-        table.add_row(label, str(len(res["runs"])),
-                      *[f"{res['mean'][m]:.4f} +- {res['std'][m]:.4f}" for m in METRICS])
+        table.add_row(label, str(len(res["runs"])), *[cell(res, m) for m in names])
     out.print(table)
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)

@@ -59,11 +59,14 @@ def build(
 
     from gameqa.data.corpus import build_corpus
     from gameqa.data.ladder import load_ladder
-    from gameqa.data.manifest import write_manifest
+    from gameqa.data.manifest import read_manifest, write_manifest
 
     root = root or corpus_dir()
+    inside = root / "manifests" / "corpus.csv"
     try:
         spec = load_ladder(ladder)
+        # sources already in the manifest keep their codecs (a hash of the source picks a new one's)
+        previous = next((read_manifest(m) for m in (manifest, inside) if m.is_file()), None)
     except GameQAError as exc:
         _fail(str(exc))
     with Progress(TextColumn("[bold]building clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -76,13 +79,12 @@ def build(
         try:
             rows, failures = build_corpus(root, spec, workers=workers, natural=natural,
                                           warn=lambda m: progress.console.print(f"[yellow]{m}[/]", highlight=False),
-                                          progress=step, max_sources=max_sources)
+                                          progress=step, max_sources=max_sources, previous=previous)
         except GameQAError as exc:
             _fail(str(exc))
     if rows:
         write_manifest(rows, manifest)
         # a copy inside the corpus folder, where the trainers look for it (data.manifest is relative to the corpus)
-        inside = root / "manifests" / "corpus.csv"
         if inside.resolve() != manifest.resolve():
             write_manifest(rows, inside)
     out.print(f"{len(rows)} clips labelled, manifest written to {manifest} (and {root / 'manifests'}); "

@@ -154,8 +154,11 @@ def manifest_row(root: Path, source: Source, spec: EncodeSpec, labels: ClipLabel
 
 def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool = True,
                  warn: Callable[[str], None] = print, progress: Optional[Callable[[int, int], None]] = None,
-                 max_sources: Optional[int] = None) -> tuple[list[dict], list[str]]:
-    """Build every clip of every source (resumable, ``workers`` in parallel). Returns (rows, failures)."""
+                 max_sources: Optional[int] = None, previous: Optional[list[dict]] = None) -> tuple[list[dict], list[str]]:
+    """Build every clip of every source (resumable, ``workers`` in parallel). Returns (rows, failures).
+
+    ``previous``: the rows of the manifest being rebuilt; a source listed there keeps its codecs (so that a
+    rebuild after new sources were added changes none of the old clips), a new one gets ``Ladder.codecs_for``."""
     root = Path(root)
     sources_dir = root / "sources"
     if natural:
@@ -167,7 +170,10 @@ def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool 
         raise GameQAError(sources_dir, "no usable sources (expected sources/<game>/<clip>.mkv)")
     for stale in (root / "clips").glob("*/.*-*"):  # temp files of a build that was killed
         stale.unlink(missing_ok=True)
-    jobs = [(s, spec) for i, s in enumerate(sources) for spec in ladder.specs_for(i)]
+    kept: dict[str, set[str]] = {}
+    for r in previous or []:
+        kept.setdefault(r["source_id"], set()).add(r["codec"])
+    jobs = [(s, spec) for s in sources for spec in ladder.specs_for(s.source_id, sorted(kept.get(s.source_id, ())))]
     rows, failures = [], []
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

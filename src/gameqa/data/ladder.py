@@ -6,6 +6,7 @@ import json
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from gameqa.errors import ConfigError
 
@@ -65,11 +66,19 @@ class Ladder:
     codecs_per_source: int = 3
     source: str = field(default="", compare=False)
 
-    def specs_for(self, source_index: int) -> list[EncodeSpec]:
-        """The encodes for the ``source_index``-th source: a rotating subset of codecs, every rung."""
+    def codecs_for(self, source_id: str) -> list[Codec]:
+        """``codecs_per_source`` codecs, consecutive in the ladder's order from a start fixed by the source's id
+        (a hash), so that adding or removing other sources never changes this one's encodes."""
         n = len(self.codecs)
         k = min(self.codecs_per_source, n)
-        chosen = [self.codecs[(source_index + i) % n] for i in range(k)]
+        start = int(hashlib.sha1(source_id.encode()).hexdigest()[:8], 16) % n
+        return [self.codecs[(start + i) % n] for i in range(k)]
+
+    def specs_for(self, source_id: str, codec_names: Sequence[str] | None = None) -> list[EncodeSpec]:
+        """The encodes of one source, every rung: of ``codec_names`` (those still in the ladder: the codecs an
+        earlier build gave it) or else of ``codecs_for(source_id)``."""
+        chosen = [c for c in self.codecs if c.name in codec_names] if codec_names else []
+        chosen = chosen or self.codecs_for(source_id)
         return [EncodeSpec(c, r, self.seconds, self.gop_seconds) for c in chosen for r in self.rungs]
 
 

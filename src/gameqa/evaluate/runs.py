@@ -4,7 +4,10 @@ Each run folder holds a trainer checkpoint (``best.pt``). Its clip predictions o
 once (``gameqa.train.evaluation.evaluate_split``, torch) and kept beside it in ``predictions-<split>.json``,
 keyed by the checkpoint's digest, so a report can be rebuilt without scoring again. Metrics per run: SROCC,
 PLCC, KROCC, RMSE and the hard-pair accuracy (share of clip pairs whose MOS differ by at most 0.25 or 0.5, not
-tied, that the model orders correctly); per group: mean and sample standard deviation over the runs.
+tied, that the model orders correctly); where the manifest names each clip's source, also how well a run orders
+the encodes of one source (``within-source``: mean SROCC over sources with at least 3 clips) and the sources
+against each other (``between-source``: SROCC of the per-source mean prediction against the per-source mean MOS);
+per group: mean and sample standard deviation over the runs.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from gameqa.sinks import write_atomic
 
 PAIR_GAPS = (0.25, 0.5)
 METRICS = ("srocc", "plcc", "krocc", "rmse") + tuple(f"pairs<={g:g}" for g in PAIR_GAPS)
+SOURCE_METRICS = ("within-source", "between-source")
+MIN_SOURCE_CLIPS = 3  # a source enters the within-source mean with at least this many clips
 
 
 @dataclass
@@ -44,6 +49,39 @@ def split_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, floa
     return {k: float(v) for k, v in out.items()}
 
 
+def source_metrics(pred: Sequence[float], mos: Sequence[float], sources: Sequence[str]) -> dict[str, float]:
+    """Within-source and between-source SROCC (NaN where undefined: no source with 3 varied clips, < 2 sources).
+
+    A model can order each source's encodes well and still misplace whole sources against each other (the usual
+    failure on a game it never saw); the overall SROCC mixes the two, these split them."""
+    pred_arr, mos_arr = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
+    groups: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        groups.setdefault(src, []).append(i)
+    within = [srocc(pred_arr[idx], mos_arr[idx]) for idx in groups.values()
+              if len(idx) >= MIN_SOURCE_CLIPS and np.ptp(mos_arr[idx]) > 0 and np.ptp(pred_arr[idx]) > 0]
+    between = float("nan")
+    if len(groups) >= 2:
+        between = srocc([pred_arr[idx].mean() for idx in groups.values()],
+                        [mos_arr[idx].mean() for idx in groups.values()])
+    return {"within-source": float(np.mean(within)) if within else float("nan"), "between-source": float(between)}
+
+
+def _clip_sources(manifest: str | os.PathLike) -> dict[str, str]:
+    """clip_id -> source_id of a corpus manifest (empty when it has no source_id column)."""
+    import csv
+
+    with open(manifest, newline="") as f:
+        return {r["clip_id"]: r["source_id"] for r in csv.DictReader(f) if r.get("clip_id") and r.get("source_id")}
+
+
+def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:
+    """``scores`` with the source metrics added when every clip's source is known."""
+    if scores.clip_ids and all(c in sources for c in scores.clip_ids):
+        scores.metrics.update(source_metrics(scores.predictions, scores.mos, [sources[c] for c in scores.clip_ids]))
+    return scores
+
+
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
                crops: Optional[int] = None, crop_mode: Optional[str] = None) -> RunScores:
@@ -62,18 +100,20 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
            + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
     cache = run / f"predictions-{tag}.json"
+    sources = _clip_sources(manifest)
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("checkpoint") == digest and saved.get("manifest") == str(Path(manifest).resolve()):
-            return RunScores(run, saved["clip_ids"], saved["predictions"], saved["mos"],
-                             split_metrics(saved["predictions"], saved["mos"]))
+            return _with_sources(RunScores(run, saved["clip_ids"], saved["predictions"], saved["mos"],
+                                           split_metrics(saved["predictions"], saved["mos"])), sources)
     from gameqa.train.evaluation import evaluate_split
 
     ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0,
                         crops=crops, crop_mode=crop_mode)
     write_atomic(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
                              "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}), str(cache))
-    return RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos), split_metrics(ev.predictions, ev.mos))
+    return _with_sources(RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos),
+                                   split_metrics(ev.predictions, ev.mos)), sources)
 
 
 def expand_group(spec: str) -> tuple[str, list[Path]]:
@@ -98,7 +138,8 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             if progress:
                 progress(f"{label}: {run}")
             per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode))
-        values = {m: np.array([r.metrics[m] for r in per_run]) for m in METRICS}
+        names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in r.metrics for r in per_run))
+        values = {m: np.array([r.metrics[m] for r in per_run]) for m in names}
         out[label] = {
             "runs": [{"run": str(r.run_dir), **r.metrics} for r in per_run],
             "mean": {m: float(np.mean(v)) for m, v in values.items()},

@@ -82,7 +82,8 @@ class InputConfig(_Section):
     hflip: bool = True
     crops_per_frame: int = Field(4, ge=1)   # at inference (exported model.json)
     crop_mode: Literal["grid", "texture"] = "grid"     # where those go, also in validation (texture: most detail)
-    train_crops: Literal["random", "texture"] = "random"  # texture: near one of the 4 most detailed windows
+    train_crops: Literal["random", "texture", "mixed"] = "random"  # texture: near one of the 4 most detailed
+    #                                                   windows; mixed: texture or random at even odds
 
     @field_validator("crop_size")
     @classmethod

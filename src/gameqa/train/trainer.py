@@ -158,8 +158,11 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     """One size x size crop (the same place in the reference), maybe mirrored left-right.
 
     ``placement`` "random": anywhere; "texture": one of the ``TEXTURE_POOL`` most detailed windows
-    (``texture_boxes``), moved by up to 1/8 of the crop, so that training sees what texture inference picks."""
+    (``texture_boxes``), moved by up to 1/8 of the crop, so that training sees what texture inference picks;
+    "mixed": either of the two, at even odds (the detailed windows without losing the rest of the frame)."""
     h, w = frame.shape[:2]
+    if placement == "mixed":
+        placement = "texture" if rng.random() < 0.5 else "random"
     if placement == "texture":
         from gameqa.models.onnx_engine import texture_boxes
 

@@ -143,3 +143,28 @@ def test_bench_decode_prints_the_ratio_table():
     r = runner.invoke(app, ["bench", "decode", "--repeats", "1"], catch_exceptions=False, env={"COLUMNS": "160"})
     assert r.exit_code == 0
     assert "ffmpeg -f null" in r.stdout and "gameqa reader" in r.stdout and "1.00" in r.stdout
+
+
+def test_crops_draws_where_the_model_looks_and_scores_as_score_does(x264_clip, tmp_path):
+    """`gameqa crops`: the bundled models' crops on one frame, each scored; their mean is the frame's score."""
+    from PIL import Image
+
+    from gameqa.api import load
+
+    runner = CliRunner()
+    frames = load("eraque", sample="all").score(str(x264_clip))
+    for model, count in (("eraque", 4), ("eraque-student", 1)):
+        png = tmp_path / f"{model}.png"
+        done = runner.invoke(app, ["crops", str(x264_clip), "--out", str(png), "-m", model, "--frame", "7"])
+        assert done.exit_code == 0, done.output
+        rows = [line for line in done.output.splitlines() if line.startswith("│")]
+        assert len(rows) == count
+        with Image.open(png) as image:  # drawn on the frame as the model sees it (upscaled to its display size)
+            assert image.size == (960, 720) and image.format == "PNG"
+        if model == "eraque":
+            mean = float(done.output.split("mean of the crops): ")[1].split(";")[0])
+            assert mean == pytest.approx(frames.frame_scores[frames.frame_indices.index(7)], abs=1e-3)
+    bad = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "x.png"), "--frame", "99"])
+    assert bad.exit_code == 1 and "has 30 frames, no frame 99" in bad.output and not (tmp_path / "x.png").exists()
+    whole = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "y.png"), "-m", "niqe"])
+    assert whole.exit_code == 1 and "not an ONNX crop model" in whole.output and not (tmp_path / "y.png").exists()

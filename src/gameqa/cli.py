@@ -190,6 +190,39 @@ def demo(
 
 
 @app.command()
+def crops(
+    path: str = typer.Argument(..., help="A video or image file."),
+    out_png: str = typer.Option(..., "--out", "-o", help="PNG to write: the frame with the crops drawn on it."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered crop model name or model folder."),
+    frame: int = typer.Option(0, "--frame", help="Frame index (0-based, decode order) of a video."),
+    threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
+) -> None:
+    """Show where a crop model looks in one frame: each crop drawn (red worst, green best) with its score."""
+    from gameqa.errors import MediaError, ModelError
+    from gameqa.models.crop_view import crop_scores, draw_crops, read_frame, save_png
+    from gameqa.models.registry import create_model
+
+    try:
+        if frame < 0:
+            raise MediaError(path, f"frame index must be 0 or more, not {frame}")
+        engine = create_model(model, threads=threads)
+        if not hasattr(engine, "crop_mode"):
+            raise ModelError(None, f"model {model!r} is not an ONNX crop model")
+        shown, scored = crop_scores(engine, read_frame(path, frame))
+        card = engine.card
+        save_png(draw_crops(shown, scored, card.score_range, card.lower_better), out_png)
+    except GameQAError as exc:
+        _fail(str(exc))
+    table = Table("crop", "top", "left", "size", "score",
+                  title=f"{Path(path).name} frame {frame}: {card.name} {card.version}, {engine.crop_mode} crops")
+    for i, c in enumerate(scored):
+        table.add_row(str(i), str(c.y), str(c.x), str(c.size), f"{c.score:.3f}")
+    out.print(table)
+    out.print(f"frame score (mean of the crops): {sum(c.score for c in scored) / len(scored):.3f}; drawn in {out_png}",
+              highlight=False)
+
+
+@app.command()
 def models(pattern: str = typer.Argument("*", help="Shell-style name pattern."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """List the registered models with their range, direction and version."""

@@ -1,0 +1,100 @@
+"""Where a crop-based model looks in a frame, and what it scores there: `gameqa crops`.
+
+A crop model scores a frame as the mean of a few full-resolution windows (``model.json`` input.crops: size,
+count, mode grid or texture). Which windows it picks decides much of what it sees (flat sky or the detailed
+part of the screen), so this draws them on the frame, each with its own score.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gameqa.errors import MediaError, ModelError
+
+
+@dataclass
+class CropScore:
+    """One window of the frame at display size: top-left corner, side in pixels, the model's score."""
+
+    y: int
+    x: int
+    size: int
+    score: float
+
+
+def crop_scores(model, frame: np.ndarray) -> tuple[np.ndarray, list[CropScore]]:
+    """(the frame at display size, its crops with their scores) for an ONNX crop model (``OnnxFrameModel``)."""
+    from gameqa.models.onnx_engine import choose_boxes, upscale_to_display
+
+    card = model.card
+    if card.full_reference:
+        raise ModelError(card.weights, f"model {card.name!r} is full-reference: crops shows no-reference models")
+    if model.resize or not model.crops:
+        raise ModelError(card.weights, f"model {card.name!r} reads the whole frame, not crops")
+    shown = upscale_to_display(frame, model.display_height)
+    size, count = int(model.crops["size"]), int(model.crops.get("count", 1))
+    boxes = choose_boxes(shown, size, count, model.crop_mode)
+    patches = [shown[y:y + size, x:x + size] for y, x in boxes]
+    scores = np.clip(model._run(model._to_input(patches)), *card.score_range)
+    return shown, [CropScore(y, x, size, float(s)) for (y, x), s in zip(boxes, scores)]
+
+
+def read_frame(path: str | os.PathLike, index: int) -> np.ndarray:
+    """Frame ``index`` (0-based, decode order) of a video, or the picture of an image file."""
+    from gameqa.media.image import load_image
+    from gameqa.media.kind import is_image
+    from gameqa.media.video import iter_frames
+
+    if is_image(path):
+        if index != 0:
+            raise MediaError(path, f"an image has one frame, not frame {index}")
+        return load_image(path)
+    last = -1
+    for frame in iter_frames(path, "all"):
+        last = frame.index
+        if frame.index == index:
+            return frame.rgb
+    raise MediaError(path, f"has {last + 1} frames, no frame {index}")
+
+
+def draw_crops(frame: np.ndarray, crops: list[CropScore], score_range: tuple[float, float],
+               lower_better: bool = False):
+    """The frame with each crop outlined, red (worst) to green (best) on the model's range, and its score."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=max(12, frame.shape[0] // 24))
+    except TypeError:  # Pillow < 10.1: one small bitmap font
+        font = ImageFont.load_default()
+    lo, hi = score_range
+    width = max(2, frame.shape[0] // 240)
+    for c in crops:
+        good = (c.score - lo) / (hi - lo) if hi > lo else 0.5
+        good = 1.0 - good if lower_better else good
+        colour = (int(255 * (1 - good)), int(255 * good), 40)
+        draw.rectangle([c.x, c.y, c.x + c.size - 1, c.y + c.size - 1], outline=colour, width=width)
+        label = f"{c.score:.2f}"
+        box = draw.textbbox((c.x + width + 2, c.y + width + 2), label, font=font)
+        draw.rectangle(box, fill=(0, 0, 0))
+        draw.text((c.x + width + 2, c.y + width + 2), label, fill=colour, font=font)
+    return image
+
+
+def save_png(image, out: str | os.PathLike) -> None:
+    """Write a PIL image as PNG in one step (no half-written file on failure)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gameqa-", suffix=".png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -218,8 +218,8 @@ def crops(
     for i, c in enumerate(scored):
         table.add_row(str(i), str(c.y), str(c.x), str(c.size), f"{c.score:.3f}")
     out.print(table)
-    out.print(f"frame score (mean of the crops): {sum(c.score for c in scored) / len(scored):.3f}; drawn in {out_png}",
-              highlight=False)
+    frame_score = min(max(sum(c.score for c in scored) / len(scored), card.score_range[0]), card.score_range[1])
+    out.print(f"frame score (mean of the crops): {frame_score:.3f}; drawn in {out_png}", highlight=False)
 
 
 @app.command()

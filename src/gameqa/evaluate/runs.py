@@ -68,11 +68,10 @@ def source_metrics(pred: Sequence[float], mos: Sequence[float], sources: Sequenc
 
 
 def _clip_sources(manifest: str | os.PathLike) -> dict[str, str]:
-    """clip_id -> source_id of a corpus manifest (empty when it has no source_id column)."""
-    import csv
+    """clip_id -> source_id of a corpus manifest."""
+    from gameqa.data.manifest import read_manifest
 
-    with open(manifest, newline="") as f:
-        return {r["clip_id"]: r["source_id"] for r in csv.DictReader(f) if r.get("clip_id") and r.get("source_id")}
+    return {r["clip_id"]: r["source_id"] for r in read_manifest(manifest)}
 
 
 def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:

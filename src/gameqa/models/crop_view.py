@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gameqa.errors import MediaError, ModelError
+from gameqa.errors import MediaError
 
 
 @dataclass
@@ -27,19 +27,8 @@ class CropScore:
 
 
 def crop_scores(model, frame: np.ndarray) -> tuple[np.ndarray, list[CropScore]]:
-    """(the frame at display size, its crops with their scores) for an ONNX crop model (``OnnxFrameModel``)."""
-    from gameqa.models.onnx_engine import choose_boxes, upscale_to_display
-
-    card = model.card
-    if card.full_reference:
-        raise ModelError(card.weights, f"model {card.name!r} is full-reference: crops shows no-reference models")
-    if model.resize or not model.crops:
-        raise ModelError(card.weights, f"model {card.name!r} reads the whole frame, not crops")
-    shown = upscale_to_display(frame, model.display_height)
-    size, count = int(model.crops["size"]), int(model.crops.get("count", 1))
-    boxes = choose_boxes(shown, size, count, model.crop_mode)
-    patches = [shown[y:y + size, x:x + size] for y, x in boxes]
-    scores = np.clip(model._run(model._to_input(patches)), *card.score_range)
+    """(the frame at display size, its crops with their own scores) for an ONNX crop model (``OnnxFrameModel``)."""
+    shown, boxes, size, scores = model.crop_scores(frame)
     return shown, [CropScore(y, x, size, float(s)) for (y, x), s in zip(boxes, scores)]
 
 

@@ -198,6 +198,18 @@ class OnnxFrameModel:
             return crop_patches(frame, ref, int(self.crops["size"]), int(self.crops.get("count", 1)), self.crop_mode)
         return [frame if ref is None else with_difference(frame, ref)]
 
+    def crop_scores(self, frame: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], int, np.ndarray]:
+        """Where the crops of one frame go and each one's own score, before pooling and clipping: (the frame at
+        display size, top-left corners, crop side, scores). No-reference crop models only."""
+        if self.card.full_reference:
+            raise ModelError(self.card.weights, f"model {self.card.name!r} is full-reference: no crop view")
+        if self.resize or not self.crops:
+            raise ModelError(self.card.weights, f"model {self.card.name!r} reads the whole frame, not crops")
+        shown = upscale_to_display(frame, self.display_height)
+        size = int(self.crops["size"])
+        boxes = choose_boxes(shown, size, int(self.crops.get("count", 1)), self.crop_mode)
+        return shown, boxes, size, self._run(self._to_input([shown[y:y + size, x:x + size] for y, x in boxes]))
+
     def _to_input(self, patches: list[np.ndarray]) -> np.ndarray:
         x = np.stack(patches).astype(np.float32) / self.scale
         x = x.transpose(0, 3, 1, 2)

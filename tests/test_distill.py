@@ -118,6 +118,20 @@ def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_p
     assert len(saved["predictions"]) == 3 and all(1 <= p <= 5 for p in saved["predictions"])
     bad = CliRunner().invoke(app, ["bench", "runs", "--group", f"x={tmp_path}/none*", "--manifest", str(manifest)])
     assert bad.exit_code == 1 and "matches no run folder" in bad.output
+    # per content: the cached predictions, one row per content with its offset, and a plot
+    png = tmp_path / "contents.png"
+    done = CliRunner().invoke(app, args[:6] + ["--manifest", str(manifest), "--by-content", "--plot", str(png),
+                                               "--json", str(tmp_path / "c.json")])
+    assert done.exit_code == 0, done.output
+    rows = json.loads((tmp_path / "c.json").read_text())["teacher"]["contents"]
+    assert sum(r["clips"] for r in rows) == 3 and "teacher: per content" in done.output
+    for r in rows:
+        assert r["offset"] == pytest.approx(r["prediction"] - r["mos"]) and r["content"] in done.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for extra, message in ((["--plot", str(tmp_path / "p.png")], "add --by-content"),
+                           (["--by-content", "--plot", str(tmp_path / "p.jpg")], "name it .png")):
+        bad = CliRunner().invoke(app, args[:6] + ["--manifest", str(manifest)] + extra)
+        assert bad.exit_code == 1 and message in bad.output and not (tmp_path / "p.png").exists()
 
 
 def test_init_from_teacher_copies_the_shared_backbone(corpus, teacher, tmp_path):  # noqa: F811

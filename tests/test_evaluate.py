@@ -268,3 +268,18 @@ def test_source_metrics_split_order_within_and_between_sources():
     assert few["within-source"] == pytest.approx(1.0) and few["between-source"] == pytest.approx(1.0)
     single = source_metrics([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], ["a"] * 3)
     assert single["within-source"] == pytest.approx(0.5) and np.isnan(single["between-source"])
+
+
+def test_content_table_gives_each_contents_level_offset_and_inside_order():
+    """Hand-made case: content b is put 1.0 too low, content a right; ordered by mean MOS."""
+    from gameqa.evaluate.runs import content_table
+
+    mos = [4.0, 5.0, 3.0, 2.0, 3.0, 4.0, 1.0, 1.0]
+    pred = [4.0, 5.0, 3.0, 1.0, 2.0, 3.0, 2.0, 2.5]  # a: exact; b: 1.0 below, right order; c: two equal labels
+    got = content_table(pred, mos, ["a", "a", "a", "b", "b", "b", "c", "c"])
+    assert [r["content"] for r in got] == ["c", "b", "a"]  # mean MOS 1.0, 3.0, 4.0
+    c, b, a = got
+    assert a["offset"] == pytest.approx(0.0) and a["srocc"] == pytest.approx(1.0) and a["clips"] == 3
+    assert b["mos"] == pytest.approx(3.0) and b["prediction"] == pytest.approx(2.0)
+    assert b["offset"] == pytest.approx(-1.0) and b["srocc"] == pytest.approx(1.0)
+    assert c["offset"] == pytest.approx(1.25) and np.isnan(c["srocc"])  # two clips, one label: no order inside

@@ -323,16 +323,24 @@ def bench_runs_cmd(
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
                                             "windows); default: each run's input.crop_mode."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
+    by_content: bool = typer.Option(False, "--by-content", help="Also a table per content (game session): mean MOS, "
+                                    "mean prediction, their offset, SROCC inside it."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="With --by-content: mean prediction against mean MOS "
+                                       "per content, drawn in this PNG."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
     source's encodes and between sources, mean +- sd."""
     from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group
     from gameqa.sinks import write_atomic
 
+    if plot and not by_content:
+        _fail("--plot draws the per-content table: add --by-content")
+    if plot and not plot.lower().endswith(".png"):
+        _fail(f"{plot}: the plot is a PNG file (name it .png)")
     try:
         groups = dict(expand_group(g) for g in group)
         result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
-                                progress=lambda m: err.print(f"scoring {m}", highlight=False))
+                                progress=lambda m: err.print(f"scoring {m}", highlight=False), contents=by_content)
     except GameQAError as exc:
         _fail(str(exc))
     table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")
@@ -349,8 +357,22 @@ def bench_runs_cmd(
     for label, res in result.items():
         table.add_row(label, str(len(res["runs"])), *[cell(res, m) for m in names])
     out.print(table)
+    for label, res in result.items() if by_content else ():
+        runs = len(res["runs"])
+        per = Table(title=f"{label}: per content" + (f" (each clip's prediction averaged over {runs} runs)" if runs > 1 else ""))
+        for name in ("content", "clips", "mean MOS", "mean prediction", "offset", "SROCC inside"):
+            per.add_column(name, justify="left" if name == "content" else "right")
+        for row in res["contents"]:
+            inside = row["srocc"]
+            per.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
+                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}")
+        out.print(per)
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)
+    if plot:
+        from gameqa.evaluate.runs import plot_contents
+
+        out.print(f"per-content plot: {plot_contents(result, plot)}")
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ PLCC, KROCC, RMSE and the hard-pair accuracy (share of clip pairs whose MOS diff
 tied, that the model orders correctly); where the manifest names each clip's source, also how well a run orders
 the encodes of one source (``within-source``: mean SROCC over sources with at least 3 clips) and the sources
 against each other (``between-source``: SROCC of the per-source mean prediction against the per-source mean MOS);
-per group: mean and sample standard deviation over the runs.
+per group: mean and sample standard deviation over the runs, and on request a table per content (its level
+offset and the order inside it) with a plot.
 """
 from __future__ import annotations
 
@@ -65,6 +66,76 @@ def source_metrics(pred: Sequence[float], mos: Sequence[float], sources: Sequenc
         between = srocc([pred_arr[idx].mean() for idx in groups.values()],
                         [mos_arr[idx].mean() for idx in groups.values()])
     return {"within-source": float(np.mean(within)) if within else float("nan"), "between-source": float(between)}
+
+
+def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequence[str]) -> list[dict]:
+    """Per content (one game session: its sources and their encodes), ordered by mean MOS: clips, mean MOS, mean
+    prediction, ``offset`` (mean prediction minus mean MOS: how far the model puts the whole content off its
+    level) and ``srocc`` inside it (NaN below 3 varied clips). Shows which content an unseen game's misordered
+    levels come from."""
+    pred_arr, mos_arr = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(contents):
+        groups.setdefault(name, []).append(i)
+    rows = []
+    for name, idx in groups.items():
+        p, m = pred_arr[idx], mos_arr[idx]
+        varied = len(idx) >= MIN_SOURCE_CLIPS and np.ptp(m) > 0 and np.ptp(p) > 0
+        rows.append({"content": name, "clips": len(idx), "mos": float(m.mean()), "prediction": float(p.mean()),
+                     "offset": float(p.mean() - m.mean()), "srocc": float(srocc(p, m)) if varied else float("nan")})
+    return sorted(rows, key=lambda r: (r["mos"], r["content"]))
+
+
+def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike) -> list[dict]:
+    """``content_table`` of a group: each clip's prediction averaged over the group's runs."""
+    from gameqa.data.manifest import read_manifest
+
+    content = {r["clip_id"]: r["content"] for r in read_manifest(manifest)}
+    first = per_run[0]
+    for run in per_run[1:]:
+        if run.clip_ids != first.clip_ids:
+            raise ConfigError(run.run_dir, f"scored other clips than {first.run_dir}: no per-content mean over them")
+    missing = [c for c in first.clip_ids if c not in content]
+    if missing:
+        raise ConfigError(manifest, f"has no clip {missing[0]!r} (scored by {first.run_dir})")
+    pred = np.mean([r.predictions for r in per_run], axis=0)
+    return content_table(pred, first.mos, [content[c] for c in first.clip_ids])
+
+
+def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
+    """Mean prediction against mean MOS per content, one colour per group, each point named: a content far
+    from the diagonal is one the model puts at the wrong level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    lows, highs = [], []
+    for label, res in result.items():
+        rows = res.get("contents") or []
+        x = [r["mos"] for r in rows]
+        y = [r["prediction"] for r in rows]
+        ax.scatter(x, y, label=label, s=28)
+        for r in rows:
+            ax.annotate(r["content"], (r["mos"], r["prediction"]), fontsize=7, xytext=(3, 2),
+                        textcoords="offset points")
+        lows += x + y
+        highs += x + y
+    if lows:
+        lo, hi = min(lows) - 0.1, max(highs) + 0.1
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("mean MOS of the content's clips")
+    ax.set_ylabel("mean prediction")
+    ax.set_title("levels per content (off the diagonal: misplaced content)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
 
 
 def _clip_sources(manifest: str | os.PathLike) -> dict[str, str]:
@@ -128,8 +199,9 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
                    logo_game: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
-                   progress: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
-    """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs."""
+                   progress: Optional[Callable[[str], None]] = None, contents: bool = False) -> dict[str, dict]:
+    """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs; with ``contents`` also
+    its ``group_contents`` table (key ``contents``)."""
     out = {}
     for label, runs in groups.items():
         per_run = []
@@ -145,4 +217,6 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for m, v in values.items()},
             "clips": len(per_run[0].clip_ids),
         }
+        if contents:
+            out[label]["contents"] = group_contents(per_run, manifest)
     return out

@@ -129,7 +129,8 @@ def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_p
         assert r["offset"] == pytest.approx(r["prediction"] - r["mos"]) and r["content"] in done.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for extra, message in ((["--plot", str(tmp_path / "p.png")], "add --by-content"),
-                           (["--by-content", "--plot", str(tmp_path / "p.jpg")], "name it .png")):
+                           (["--by-content", "--plot", str(tmp_path / "p.jpg")], "name it .png"),
+                           (["--by-content", "--plot", str(tmp_path / "no" / "p.png")], "does not exist")):
         bad = CliRunner().invoke(app, args[:6] + ["--manifest", str(manifest)] + extra)
         assert bad.exit_code == 1 and message in bad.output and not (tmp_path / "p.png").exists()
 

@@ -337,6 +337,8 @@ def bench_runs_cmd(
         _fail("--plot draws the per-content table: add --by-content")
     if plot and not plot.lower().endswith(".png"):
         _fail(f"{plot}: the plot is a PNG file (name it .png)")
+    if plot and not Path(plot).parent.is_dir():
+        _fail(f"{plot}: folder {Path(plot).parent} does not exist")
     try:
         groups = dict(expand_group(g) for g in group)
         result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
@@ -359,7 +361,8 @@ def bench_runs_cmd(
     out.print(table)
     for label, res in result.items() if by_content else ():
         runs = len(res["runs"])
-        per = Table(title=f"{label}: per content" + (f" (each clip's prediction averaged over {runs} runs)" if runs > 1 else ""))
+        averaged = f" (each clip's prediction averaged over {runs} runs)" if runs > 1 else ""
+        per = Table(title=f"{label}: per content{averaged}")
         for name in ("content", "clips", "mean MOS", "mean prediction", "offset", "SROCC inside"):
             per.add_column(name, justify="left" if name == "content" else "right")
         for row in res["contents"]:

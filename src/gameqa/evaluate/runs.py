@@ -111,7 +111,7 @@ def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 6))
-    lows, highs = [], []
+    values: list[float] = []
     for label, res in result.items():
         rows = res.get("contents") or []
         x = [r["mos"] for r in rows]
@@ -120,10 +120,9 @@ def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
         for r in rows:
             ax.annotate(r["content"], (r["mos"], r["prediction"]), fontsize=7, xytext=(3, 2),
                         textcoords="offset points")
-        lows += x + y
-        highs += x + y
-    if lows:
-        lo, hi = min(lows) - 0.1, max(highs) + 0.1
+        values += x + y
+    if values:
+        lo, hi = min(values) - 0.1, max(values) + 0.1
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("mean MOS of the content's clips")
     ax.set_ylabel("mean prediction")

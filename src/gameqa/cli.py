@@ -330,7 +330,7 @@ def bench_runs_cmd(
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
     source's encodes and between sources, mean +- sd."""
-    from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group
+    from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group, plot_contents
     from gameqa.sinks import write_atomic
 
     if plot and not by_content:
@@ -373,8 +373,6 @@ def bench_runs_cmd(
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)
     if plot:
-        from gameqa.evaluate.runs import plot_contents
-
         out.print(f"per-content plot: {plot_contents(result, plot)}")
 
 

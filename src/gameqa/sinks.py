@@ -1,4 +1,4 @@
-"""Where results go: JSON, JSONL and CSV writers, each all-or-nothing (temp file, then rename)."""
+"""Where results go: JSON, JSONL and CSV writers and PNG figures, each all-or-nothing (temp file, then rename)."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from gameqa.result import ScoreResult
@@ -60,3 +61,20 @@ def write_atomic(text: str, path: str | None) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG in one step (written beside ``path`` as ``.NAME.tmp.png``, then moved) and
+    close it; a failed save leaves no file behind."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return out

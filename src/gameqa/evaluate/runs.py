@@ -23,7 +23,7 @@ import numpy as np
 
 from gameqa.errors import ConfigError
 from gameqa.evaluate.metrics import close_pair_accuracy, krocc, plcc, rmse, srocc
-from gameqa.sinks import write_atomic
+from gameqa.sinks import save_figure, write_atomic
 
 PAIR_GAPS = (0.25, 0.5)
 METRICS = ("srocc", "plcc", "krocc", "rmse") + tuple(f"pairs<={g:g}" for g in PAIR_GAPS)
@@ -50,17 +50,27 @@ def split_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, floa
     return {k: float(v) for k, v in out.items()}
 
 
+def _index_groups(keys: Sequence[str]) -> dict[str, list[int]]:
+    """key -> the positions holding it, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _orderable(pred: np.ndarray, mos: np.ndarray) -> bool:
+    """Whether a group's SROCC means something: at least ``MIN_SOURCE_CLIPS`` clips, labels and predictions varied."""
+    return len(mos) >= MIN_SOURCE_CLIPS and np.ptp(mos) > 0 and np.ptp(pred) > 0
+
+
 def source_metrics(pred: Sequence[float], mos: Sequence[float], sources: Sequence[str]) -> dict[str, float]:
     """Within-source and between-source SROCC (NaN where undefined: no source with 3 varied clips, < 2 sources).
 
     A model can order each source's encodes well and still misplace whole sources against each other (the usual
     failure on a game it never saw); the overall SROCC mixes the two, these split them."""
     pred_arr, mos_arr = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
-    groups: dict[str, list[int]] = {}
-    for i, src in enumerate(sources):
-        groups.setdefault(src, []).append(i)
-    within = [srocc(pred_arr[idx], mos_arr[idx]) for idx in groups.values()
-              if len(idx) >= MIN_SOURCE_CLIPS and np.ptp(mos_arr[idx]) > 0 and np.ptp(pred_arr[idx]) > 0]
+    groups = _index_groups(sources)
+    within = [srocc(pred_arr[idx], mos_arr[idx]) for idx in groups.values() if _orderable(pred_arr[idx], mos_arr[idx])]
     between = float("nan")
     if len(groups) >= 2:
         between = srocc([pred_arr[idx].mean() for idx in groups.values()],
@@ -74,23 +84,18 @@ def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequenc
     level) and ``srocc`` inside it (NaN below 3 varied clips). Shows which content an unseen game's misordered
     levels come from."""
     pred_arr, mos_arr = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(contents):
-        groups.setdefault(name, []).append(i)
     rows = []
-    for name, idx in groups.items():
+    for name, idx in _index_groups(contents).items():
         p, m = pred_arr[idx], mos_arr[idx]
-        varied = len(idx) >= MIN_SOURCE_CLIPS and np.ptp(m) > 0 and np.ptp(p) > 0
         rows.append({"content": name, "clips": len(idx), "mos": float(m.mean()), "prediction": float(p.mean()),
-                     "offset": float(p.mean() - m.mean()), "srocc": float(srocc(p, m)) if varied else float("nan")})
+                     "offset": float(p.mean() - m.mean()),
+                     "srocc": float(srocc(p, m)) if _orderable(p, m) else float("nan")})
     return sorted(rows, key=lambda r: (r["mos"], r["content"]))
 
 
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike) -> list[dict]:
     """``content_table`` of a group: each clip's prediction averaged over the group's runs."""
-    from gameqa.data.manifest import read_manifest
-
-    content = {r["clip_id"]: r["content"] for r in read_manifest(manifest)}
+    content = _clip_field(manifest, "content")
     first = per_run[0]
     for run in per_run[1:]:
         if run.clip_ids != first.clip_ids:
@@ -129,19 +134,14 @@ def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
     ax.set_title("levels per content (off the diagonal: misplaced content)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out_png)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, out_png, dpi=110)
 
 
-def _clip_sources(manifest: str | os.PathLike) -> dict[str, str]:
-    """clip_id -> source_id of a corpus manifest."""
+def _clip_field(manifest: str | os.PathLike, column: str) -> dict[str, str]:
+    """clip_id -> ``column`` (source_id, content) of a corpus manifest."""
     from gameqa.data.manifest import read_manifest
 
-    return {r["clip_id"]: r["source_id"] for r in read_manifest(manifest)}
+    return {r["clip_id"]: r[column] for r in read_manifest(manifest)}
 
 
 def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:
@@ -169,7 +169,7 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
            + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
     cache = run / f"predictions-{tag}.json"
-    sources = _clip_sources(manifest)
+    sources = _clip_field(manifest, "source_id")
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("checkpoint") == digest and saved.get("manifest") == str(Path(manifest).resolve()):

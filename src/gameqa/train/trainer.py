@@ -43,6 +43,7 @@ from gameqa.losses import eraque_loss
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
 from gameqa.models.onnx_engine import choose_boxes
 from gameqa.models.pooling import pool_scores
+from gameqa.sinks import save_figure
 from gameqa.train.config import EraqueConfig, build_config, config_changes
 from gameqa.train.frames import CachedFrames, FrameCache
 
@@ -690,10 +691,7 @@ def plot_learning_curve(metrics_csv: Path, out_png: Path) -> None:
         ax2.set_ylabel("val SROCC", color="tab:red")
     ax.set_title("ERAQUE learning curve")
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png, dpi=100)
 
 
 def train(cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] = print) -> TrainResult:

@@ -93,9 +93,11 @@ def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequenc
     return sorted(rows, key=lambda r: (r["mos"], r["content"]))
 
 
-def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike) -> list[dict]:
-    """``content_table`` of a group: each clip's prediction averaged over the group's runs."""
-    content = _clip_field(manifest, "content")
+def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
+                   content: Optional[dict[str, str]] = None) -> list[dict]:
+    """``content_table`` of a group: each clip's prediction averaged over the group's runs (``content``:
+    clip_id -> content, read from ``manifest`` when not given)."""
+    content = _clip_field(manifest, "content") if content is None else content
     first = per_run[0]
     for run in per_run[1:]:
         if run.clip_ids != first.clip_ids:
@@ -137,11 +139,17 @@ def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
     return save_figure(fig, out_png, dpi=110)
 
 
-def _clip_field(manifest: str | os.PathLike, column: str) -> dict[str, str]:
-    """clip_id -> ``column`` (source_id, content) of a corpus manifest."""
+def _clip_fields(manifest: str | os.PathLike, *columns: str) -> list[dict[str, str]]:
+    """For each of ``columns`` (source_id, content), clip_id -> that column of a corpus manifest (read once)."""
     from gameqa.data.manifest import read_manifest
 
-    return {r["clip_id"]: r[column] for r in read_manifest(manifest)}
+    rows = read_manifest(manifest)
+    return [{r["clip_id"]: r[column] for r in rows} for column in columns]
+
+
+def _clip_field(manifest: str | os.PathLike, column: str) -> dict[str, str]:
+    """clip_id -> ``column`` of a corpus manifest."""
+    return _clip_fields(manifest, column)[0]
 
 
 def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:
@@ -153,11 +161,12 @@ def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:
 
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
-               crops: Optional[int] = None, crop_mode: Optional[str] = None) -> RunScores:
+               crops: Optional[int] = None, crop_mode: Optional[str] = None,
+               sources: Optional[dict[str, str]] = None) -> RunScores:
     """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged).
 
     ``crops`` overrides the checkpoint's crops per frame at inference, ``crop_mode`` their placement
-    ("grid", the default, or "texture").
+    ("grid", the default, or "texture"); ``sources`` (clip_id -> source_id) saves reading the manifest again.
     """
     from gameqa.data.corpus import file_digest
 
@@ -169,7 +178,7 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
            + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
     cache = run / f"predictions-{tag}.json"
-    sources = _clip_field(manifest, "source_id")
+    sources = _clip_field(manifest, "source_id") if sources is None else sources
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("checkpoint") == digest and saved.get("manifest") == str(Path(manifest).resolve()):
@@ -202,12 +211,14 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs; with ``contents`` also
     its ``group_contents`` table (key ``contents``)."""
     out = {}
+    sources, content = _clip_fields(manifest, "source_id", "content")
     for label, runs in groups.items():
         per_run = []
         for run in runs:
             if progress:
                 progress(f"{label}: {run}")
-            per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode))
+            per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode,
+                                      sources=sources))
         names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in r.metrics for r in per_run))
         values = {m: np.array([r.metrics[m] for r in per_run]) for m in names}
         out[label] = {
@@ -217,5 +228,5 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             "clips": len(per_run[0].clip_ids),
         }
         if contents:
-            out[label]["contents"] = group_contents(per_run, manifest)
+            out[label]["contents"] = group_contents(per_run, manifest, content)
     return out

@@ -64,6 +64,30 @@ def test_distillation_trains_logs_resumes_and_exports(corpus, teacher, tmp_path)
     assert report.max_abs_diff < 1e-4  # the exported student is the plain network, no adapter
 
 
+def test_unlabelled_frames_from_another_manifest_leave_out_held_out_contents(corpus, teacher, tmp_path):  # noqa: F811
+    from gameqa.data.manifest import read_manifest, write_manifest
+    from gameqa.train.distill import DistillTrainer
+
+    rows = read_manifest(corpus / "manifests" / "corpus.csv")
+    more = ["distill.unlabelled_clips=50", 'distill.unlabelled_sample="uniform:2"', "distill.unlabelled_per_batch=2",
+            f'distill.unlabelled_manifest="{corpus / "manifests" / "corpus.csv"}"']
+    trainer = DistillTrainer(student(corpus, tmp_path / "u", teacher, "train.max_steps=1", *more), log=quiet)
+    trainer.fit()
+    train_ids = {r["clip_id"] for r in rows if r["split"] == "train"}
+    assert set(trainer.unlabelled_ids) == train_ids  # every clip of a train content, none of val or test
+    held = [r for r in rows if r["split"] != "train"]
+    write_manifest(held, tmp_path / "held" / "manifests" / "held.csv")
+    (tmp_path / "held" / "clips").symlink_to(corpus / "clips")
+    with pytest.raises(ConfigError, match="every clip is of a val or test content"):
+        DistillTrainer(student(corpus, tmp_path / "h", teacher, *more[:3],
+                               f'distill.unlabelled_manifest="{tmp_path / "held" / "manifests" / "held.csv"}"'),
+                       log=quiet)
+    with pytest.raises(ConfigError, match="manifest not found"):
+        DistillTrainer(student(corpus, tmp_path / "n", teacher, *more[:3],
+                               f'distill.unlabelled_manifest="{tmp_path / "nope.csv"}"'), log=quiet)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "n").exists()  # refused before any folder
+
+
 def test_all_distillation_terms_off_is_the_plain_trainer(corpus, teacher, tmp_path):  # noqa: F811
     from gameqa.train.distill import DistillTrainer
     from gameqa.train.trainer import Trainer

@@ -151,7 +151,9 @@ class DistillConfig(_Section):
     scores to the teacher's (soft targets) plus ``feature_weight`` x the normalised squared distance between
     the teacher's last feature map and the student's, mapped through a 1x1-conv adapter. Unlabelled crops
     (more frames of ``unlabelled_clips`` train clips, sampled with ``unlabelled_sample``) feed the two
-    distillation terms only. A weight of 0 switches its term off.
+    distillation terms only; with ``unlabelled_manifest`` they come from that manifest's clips instead (e.g. other
+    games' gameplay; its labels are ignored, and clips of a content or source in the val or test split are left
+    out). A weight of 0 switches its term off.
     """
 
     teacher: str = ""                         # teacher checkpoint (.pt)
@@ -161,6 +163,7 @@ class DistillConfig(_Section):
     unlabelled_clips: int = Field(0, ge=0)    # train clips that give extra, unlabelled frames; 0 = none
     unlabelled_sample: str = "uniform:12"     # frames taken from each of them (other times than data.sample)
     unlabelled_per_batch: int = Field(4, ge=0)  # unlabelled crops added to each batch
+    unlabelled_manifest: str = ""             # draw the unlabelled clips from this manifest; "" = the train split
     init_from_teacher: bool = False           # start from the teacher's weights where names and shapes match
 
     @field_validator("unlabelled_sample")
@@ -173,6 +176,10 @@ class DistillConfig(_Section):
     def teacher_path(self) -> Optional[Path]:
         """The teacher file; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
         return _cache_path(self.teacher)
+
+    def unlabelled_manifest_path(self) -> Optional[Path]:
+        """The ``unlabelled_manifest`` file (``${GAMEQA_CACHE}`` as for the teacher); None for the train split."""
+        return _cache_path(self.unlabelled_manifest)
 
 
 class EraqueConfig(_Section):

@@ -10,7 +10,9 @@ the student's loss is
 
 where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
 student, dropped at export). Unlabelled crops -- more frames of the train clips than the labelled cache holds,
-sampled at other times -- feed the two distillation terms only. Everything else (splits, caching, schedule,
+sampled at other times, or frames of the clips of another manifest (``distill.unlabelled_manifest``: more
+gameplay, other games; contents and sources of the val and test splits left out) -- feed the two distillation
+terms only. Everything else (splits, caching, schedule,
 validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
 """
 from __future__ import annotations
@@ -41,6 +43,21 @@ def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l
     return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
 
 
+def unlabelled_rows(manifest: Path, held_out: list[dict]) -> list[dict]:
+    """The rows of ``manifest`` (clip paths resolved, files checked) whose content and source are in none of
+    ``held_out`` (the val and test rows), so that no held-out scene reaches training even unlabelled."""
+    from gameqa.data.manifest import read_manifest
+
+    root = manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
+    contents = {r["content"] for r in held_out} - {""}  # a row without a content is checked by its source
+    sources = {r["source_id"] for r in held_out}
+    rows = [r for r in read_manifest(manifest, root=root, check_files=True)
+            if r["content"] not in contents and r["source_id"] not in sources]
+    if not rows:
+        raise ConfigError(manifest, "every clip is of a val or test content: no unlabelled clips left")
+    return rows
+
+
 class DistillTrainer(Trainer):
     """The ERAQUE trainer with a frozen teacher, an adapter, and unlabelled crops."""
 
@@ -52,6 +69,9 @@ class DistillTrainer(Trainer):
             raise ConfigError(path, "teacher checkpoint not found (distill.teacher)")
         if cfg.model.reference == "full" and cfg.distill.unlabelled_clips:
             raise ConfigError(path, "unlabelled frames are for no-reference students (set distill.unlabelled_clips = 0)")
+        extra = cfg.distill.unlabelled_manifest_path()
+        if extra is not None and not extra.is_file():
+            raise ConfigError(extra, "manifest not found (distill.unlabelled_manifest)")
         super().__init__(cfg, resume=resume, log=log)
         self.teacher, teacher_cfg = model_from_checkpoint(load_checkpoint(path))
         if teacher_cfg.model.reference != cfg.model.reference:
@@ -62,7 +82,9 @@ class DistillTrainer(Trainer):
         self.teacher_path = path
         self.adapter: nn.Module | None = None
         self._adapter_run: nn.Module | None = None
-        self.unlabelled = []
+        self.unlabelled, self.unlabelled_ids = [], []
+        self.unlabelled_pool = (self.splits["train"] if extra is None else
+                                unlabelled_rows(extra, self.splits.get("val", []) + self.splits.get("test", [])))
         self.extra_log = {"distill_output": 0.0, "distill_feature": 0.0}
 
     # -- setup --------------------------------------------------------------------------------------------------
@@ -72,13 +94,16 @@ class DistillTrainer(Trainer):
         n = cfg.distill.unlabelled_clips
         if not n or not cfg.distill.unlabelled_per_batch or cfg.distill.output_weight + cfg.distill.feature_weight == 0:
             return
-        train = self.splits["train"]
-        rows = [train[i] for i in spread(len(train), n)]
+        extra = cfg.distill.unlabelled_manifest_path()
+        what = "train clips" if extra is None else f"clips of {extra.name} (no val or test content)"
+        pool = self.unlabelled_pool
+        rows = [pool[i] for i in spread(len(pool), n)]
         cache = FrameCache(cfg.frames_dir(), cfg.distill.unlabelled_sample)
         if d.main:
-            self.log(f"caching unlabelled frames ({cfg.distill.unlabelled_sample}) of {len(rows)} train clips")
+            self.log(f"caching unlabelled frames ({cfg.distill.unlabelled_sample}) of {len(rows)} {what}")
         entries = self.cache_shared(cache, rows, "caching unlabelled")
         self.unlabelled = [entries[r["clip_id"]][0] for r in rows]
+        self.unlabelled_ids = [r["clip_id"] for r in rows]
 
     def _build(self):
         model, optimizer = super()._build()

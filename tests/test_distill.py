@@ -124,6 +124,8 @@ def test_distillation_errors_before_training(corpus, teacher, tmp_path):  # noqa
 def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_path):  # noqa: F811
     import json
 
+    import numpy as np
+
     from typer.testing import CliRunner
 
     from gameqa.cli import app
@@ -152,7 +154,24 @@ def test_bench_runs_compares_groups_and_keeps_predictions(corpus, teacher, tmp_p
     for r in rows:
         assert r["offset"] == pytest.approx(r["prediction"] - r["mos"]) and r["content"] in done.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for extra, message in ((["--plot", str(tmp_path / "p.png")], "add --by-content"),
+    # the pristine sources: the same scores as evaluating the sources themselves as clips
+    from gameqa.data.manifest import read_manifest, write_manifest
+    from gameqa.train.evaluation import evaluate_split
+
+    done = CliRunner().invoke(app, args[:6] + ["--manifest", str(manifest), "--by-content", "--pristine",
+                                               "--json", str(tmp_path / "p.json")])
+    assert done.exit_code == 0, done.output
+    assert "pristine source" in done.output and (run / "pristine-test.json").is_file()
+    rows = json.loads((tmp_path / "p.json").read_text())["teacher"]["contents"]
+    tests = [r for r in read_manifest(manifest) if r["split"] == "test"]
+    as_clips = {(r["source_id"], k): {**r, "clip_id": f"{r['source_id']}-{k}", "path": r["source_path"]}
+                for r in tests for k in "ab"}  # each twice: a correlation needs two clips
+    write_manifest(as_clips.values(), tmp_path / "sources-as-clips.csv")
+    direct = evaluate_split(str(teacher), tmp_path / "sources-as-clips.csv", "test", root=str(corpus), bootstrap=0)
+    assert len(direct.predictions) >= 1 and len(rows) == 1  # the tiny corpus names no contents: one row
+    assert rows[0]["pristine"] == pytest.approx(float(np.mean(direct.predictions)), abs=1e-9)
+    for extra, message in ((["--pristine"], "add --by-content"),
+                           (["--plot", str(tmp_path / "p.png")], "add --by-content"),
                            (["--by-content", "--plot", str(tmp_path / "p.jpg")], "name it .png"),
                            (["--by-content", "--plot", str(tmp_path / "no" / "p.png")], "does not exist")):
         bad = CliRunner().invoke(app, args[:6] + ["--manifest", str(manifest)] + extra)

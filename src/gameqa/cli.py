@@ -327,6 +327,8 @@ def bench_runs_cmd(
                                     "mean prediction, their offset, SROCC inside it."),
     plot: Optional[str] = typer.Option(None, "--plot", help="With --by-content: mean prediction against mean MOS "
                                        "per content, drawn in this PNG."),
+    pristine: bool = typer.Option(False, "--pristine", help="With --by-content: also score each content's pristine "
+                                  "sources (how the model rates the content itself, before any encode)."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
     source's encodes and between sources, mean +- sd."""
@@ -335,6 +337,8 @@ def bench_runs_cmd(
 
     if plot and not by_content:
         _fail("--plot draws the per-content table: add --by-content")
+    if pristine and not by_content:
+        _fail("--pristine adds a column to the per-content table: add --by-content")
     if plot and not plot.lower().endswith(".png"):
         _fail(f"{plot}: the plot is a PNG file (name it .png)")
     if plot and not Path(plot).parent.is_dir():
@@ -342,7 +346,8 @@ def bench_runs_cmd(
     try:
         groups = dict(expand_group(g) for g in group)
         result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
-                                progress=lambda m: err.print(f"scoring {m}", highlight=False), contents=by_content)
+                                progress=lambda m: err.print(f"scoring {m}", highlight=False), contents=by_content,
+                                pristine=pristine)
     except GameQAError as exc:
         _fail(str(exc))
     table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")
@@ -363,12 +368,14 @@ def bench_runs_cmd(
         runs = len(res["runs"])
         averaged = f" (each clip's prediction averaged over {runs} runs)" if runs > 1 else ""
         per = Table(title=f"{label}: per content{averaged}")
-        for name in ("content", "clips", "mean MOS", "mean prediction", "offset", "SROCC inside"):
+        for name in ("content", "clips", "mean MOS", "mean prediction", "offset", "SROCC inside") + (
+                ("pristine source",) if pristine else ()):
             per.add_column(name, justify="left" if name == "content" else "right")
         for row in res["contents"]:
             inside = row["srocc"]
             per.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
-                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}")
+                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}",
+                        *([f"{row['pristine']:.2f}"] if pristine else []))
         out.print(per)
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)

@@ -8,7 +8,7 @@ tied, that the model orders correctly); where the manifest names each clip's sou
 the encodes of one source (``within-source``: mean SROCC over sources with at least 3 clips) and the sources
 against each other (``between-source``: SROCC of the per-source mean prediction against the per-source mean MOS);
 per group: mean and sample standard deviation over the runs, and on request a table per content (its level
-offset and the order inside it) with a plot.
+offset and the order inside it, and the runs' score of its pristine sources) with a plot.
 """
 from __future__ import annotations
 
@@ -94,9 +94,12 @@ def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequenc
 
 
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
-                   content: Optional[dict[str, str]] = None) -> list[dict]:
+                   content: Optional[dict[str, str]] = None,
+                   pristine: Optional[Sequence[dict[str, float]]] = None) -> list[dict]:
     """``content_table`` of a group: each clip's prediction averaged over the group's runs (``content``:
-    clip_id -> content, read from ``manifest`` when not given)."""
+    clip_id -> content, read from ``manifest`` when not given). With ``pristine`` (per run, source_id -> its score
+    of the pristine source, ``run_pristine``) each row also gets ``pristine``: the mean over runs and the
+    content's sources."""
     content = _clip_field(manifest, "content") if content is None else content
     first = per_run[0]
     for run in per_run[1:]:
@@ -106,7 +109,15 @@ def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
     if missing:
         raise ConfigError(manifest, f"has no clip {missing[0]!r} (scored by {first.run_dir})")
     pred = np.mean([r.predictions for r in per_run], axis=0)
-    return content_table(pred, first.mos, [content[c] for c in first.clip_ids])
+    rows = content_table(pred, first.mos, [content[c] for c in first.clip_ids])
+    if pristine is not None:
+        clip_source = _clip_field(manifest, "source_id")
+        by_content: dict[str, set[str]] = {}
+        for c in first.clip_ids:
+            by_content.setdefault(content[c], set()).add(clip_source[c])
+        for row in rows:
+            row["pristine"] = float(np.mean([run[s] for run in pristine for s in sorted(by_content[row["content"]])]))
+    return rows
 
 
 def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
@@ -159,6 +170,41 @@ def _with_sources(scores: RunScores, sources: dict[str, str]) -> RunScores:
     return scores
 
 
+@dataclass
+class _RunCache:
+    """Where a run keeps one kind of scores for one split, and what it holds when still valid."""
+
+    run: Path
+    checkpoint: Path
+    path: Path
+    stamp: dict  # checkpoint digest, manifest, split tag: written with the scores, checked on reading
+    saved: Optional[dict]
+
+    def write(self, **scores) -> None:
+        write_atomic(json.dumps({**self.stamp, **scores}), str(self.path))
+
+
+def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: str, split: str,
+               logo_game: Optional[str], crops: Optional[int], crop_mode: Optional[str]) -> _RunCache:
+    """The run's ``<kind>-<tag>.json`` cache; ``saved`` is its content when made by this checkpoint and manifest."""
+    from gameqa.data.corpus import file_digest
+
+    run = Path(run_dir)
+    ckpt = run / "best.pt"
+    if not ckpt.is_file():
+        raise ConfigError(run, "no best.pt in this run folder")
+    tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
+           + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
+    stamp = {"checkpoint": file_digest(ckpt), "manifest": str(Path(manifest).resolve()), "split": tag}
+    path = run / f"{kind}-{tag}.json"
+    saved = None
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("checkpoint") != stamp["checkpoint"] or saved.get("manifest") != stamp["manifest"]:
+            saved = None
+    return _RunCache(run, ckpt, path, stamp, saved)
+
+
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
                crops: Optional[int] = None, crop_mode: Optional[str] = None,
@@ -168,30 +214,35 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     ``crops`` overrides the checkpoint's crops per frame at inference, ``crop_mode`` their placement
     ("grid", the default, or "texture"); ``sources`` (clip_id -> source_id) saves reading the manifest again.
     """
-    from gameqa.data.corpus import file_digest
-
-    run = Path(run_dir)
-    ckpt = run / "best.pt"
-    if not ckpt.is_file():
-        raise ConfigError(run, "no best.pt in this run folder")
-    digest = file_digest(ckpt)
-    tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
-           + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
-    cache = run / f"predictions-{tag}.json"
+    cache = _run_cache(run_dir, manifest, "predictions", split, logo_game, crops, crop_mode)
     sources = _clip_field(manifest, "source_id") if sources is None else sources
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("checkpoint") == digest and saved.get("manifest") == str(Path(manifest).resolve()):
-            return _with_sources(RunScores(run, saved["clip_ids"], saved["predictions"], saved["mos"],
-                                           split_metrics(saved["predictions"], saved["mos"])), sources)
+    if cache.saved is not None:
+        saved = cache.saved
+        return _with_sources(RunScores(cache.run, saved["clip_ids"], saved["predictions"], saved["mos"],
+                                       split_metrics(saved["predictions"], saved["mos"])), sources)
     from gameqa.train.evaluation import evaluate_split
 
-    ev = evaluate_split(str(ckpt), manifest, split, logo_game=logo_game, frames_cache=frames_cache, bootstrap=0,
-                        crops=crops, crop_mode=crop_mode)
-    write_atomic(json.dumps({"checkpoint": digest, "manifest": str(Path(manifest).resolve()), "split": tag,
-                             "clip_ids": ev.clip_ids, "predictions": ev.predictions, "mos": ev.mos}), str(cache))
-    return _with_sources(RunScores(run, ev.clip_ids, list(ev.predictions), list(ev.mos),
+    ev = evaluate_split(str(cache.checkpoint), manifest, split, logo_game=logo_game, frames_cache=frames_cache,
+                        bootstrap=0, crops=crops, crop_mode=crop_mode)
+    cache.write(clip_ids=ev.clip_ids, predictions=ev.predictions, mos=ev.mos)
+    return _with_sources(RunScores(cache.run, ev.clip_ids, list(ev.predictions), list(ev.mos),
                                    split_metrics(ev.predictions, ev.mos)), sources)
+
+
+def run_pristine(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
+                 logo_game: Optional[str] = None, crops: Optional[int] = None,
+                 crop_mode: Optional[str] = None) -> dict[str, float]:
+    """A run's scores of the pristine sources of ``split`` (``gameqa.train.evaluation.score_sources``), kept beside
+    the checkpoint in ``pristine-<split>.json`` like its predictions."""
+    cache = _run_cache(run_dir, manifest, "pristine", split, logo_game, crops, crop_mode)
+    if cache.saved is not None:
+        return cache.saved["sources"]
+    from gameqa.train.evaluation import score_sources
+
+    scores = score_sources(str(cache.checkpoint), manifest, split, logo_game=logo_game, crops=crops,
+                           crop_mode=crop_mode)
+    cache.write(sources=scores)
+    return scores
 
 
 def expand_group(spec: str) -> tuple[str, list[Path]]:
@@ -207,9 +258,12 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
                    logo_game: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
-                   progress: Optional[Callable[[str], None]] = None, contents: bool = False) -> dict[str, dict]:
+                   progress: Optional[Callable[[str], None]] = None, contents: bool = False,
+                   pristine: bool = False) -> dict[str, dict]:
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs; with ``contents`` also
-    its ``group_contents`` table (key ``contents``)."""
+    its ``group_contents`` table (key ``contents``), with ``pristine`` too each content's pristine score."""
+    if pristine and not contents:
+        raise ConfigError(None, "the pristine scores go in the per-content table: ask for contents too")
     out = {}
     sources, content = _clip_fields(manifest, "source_id", "content")
     for label, runs in groups.items():
@@ -228,5 +282,9 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             "clips": len(per_run[0].clip_ids),
         }
         if contents:
-            out[label]["contents"] = group_contents(per_run, manifest, content)
+            scored = None
+            if pristine:
+                scored = [run_pristine(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode)
+                          for run in runs]
+            out[label]["contents"] = group_contents(per_run, manifest, content, scored)
     return out

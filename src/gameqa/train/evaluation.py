@@ -50,6 +50,46 @@ def _registry_scorer(name: str):
     return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
 
 
+def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", *, logo_game: Optional[str] = None,
+                  frames_cache: Optional[str] = None, crops: Optional[int] = None,
+                  crop_mode: Optional[str] = None) -> dict[str, float]:
+    """source_id -> a no-reference checkpoint's score of the pristine source itself, for every source of ``split``:
+    its frames at the times of its first clip's sampled frames, cropped and pooled as ``evaluate_split`` does.
+
+    A pristine source is the best its content can look; a model that rates one far below the top has learnt the
+    content's look (flat art, soft sky) as a loss of quality, which no encode then corrects.
+    """
+    from gameqa.models.onnx_engine import check_crop_mode
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(None, f"split must be train, val or test, not {split!r}")
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
+    if not str(model).endswith(".pt"):
+        raise ConfigError(model, "pristine sources are scored with a trainer checkpoint (.pt)")
+    manifest = Path(manifest)
+    corpus_root = manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
+    rows = read_manifest(manifest, root=corpus_root, check_files=True)
+    chosen = (logo_split(rows, logo_game) if logo_game else split_rows(rows)).get(split, [])
+    score, full_ref, pooling, sample = _checkpoint_scorer(str(model), crops, crop_mode)
+    if full_ref:
+        raise ConfigError(model, "a full-reference model has no score for the reference itself")
+    cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or "uniform:8")
+    first: dict[str, dict] = {}
+    for row in chosen:
+        first.setdefault(row["source_id"], row)
+    out = {}
+    for source, row in first.items():
+        if not os.path.isfile(row["abs_source_path"]):
+            raise ConfigError(manifest, f"reference file {row['abs_source_path']} is missing")
+        w, h = row["display_width"], row["display_height"]
+        clip = cache.clip_frames(row["abs_path"], w, h)
+        ref = cache.reference_frames(row["abs_source_path"], clip.timestamps, w, h)
+        frames = [ref.load(i) for i in range(len(ref))]
+        out[source] = pool_scores(np.asarray(score(frames, None), dtype=np.float64), pooling)
+    return out
+
+
 def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test", *, root: Optional[str] = None,
                    logo_game: Optional[str] = None, sample: Optional[str] = None, frames_cache: Optional[str] = None,
                    pooling: Optional[str] = None, bootstrap: int = 1000, crops: Optional[int] = None,

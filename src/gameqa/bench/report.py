@@ -819,11 +819,10 @@ def _section_published(doc: Doc) -> list[dict]:
 
 def _load_rows(opts: ReportOptions) -> tuple[Path, list[dict]]:
     """Read and check the manifest (every clip file present); the corpus folder it resolves against."""
-    from gameqa.data.manifest import read_manifest, split_rows
+    from gameqa.data.manifest import manifest_root, read_manifest, split_rows
 
     manifest = Path(opts.manifest)
-    root = Path(opts.root) if opts.root else (manifest.parent.parent if manifest.parent.name == "manifests"
-                                              else manifest.parent)
+    root = manifest_root(manifest, opts.root)
     rows = read_manifest(manifest, root=root, check_files=True)
     if len(split_rows(rows).get(SPLIT, [])) < 2:
         raise ConfigError(manifest, f"the {SPLIT} split has fewer than 2 clips")

@@ -109,6 +109,15 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
     return rows
 
 
+def manifest_root(manifest: str | Path, root: str | Path | None = None) -> Path:
+    """The folder a manifest's relative clip paths resolve against: ``root`` when given, else the corpus folder
+    (the manifest's own folder, or the one above it when the manifest sits in ``manifests/``)."""
+    if root:
+        return Path(root)
+    manifest = Path(manifest)
+    return manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
+
+
 def split_rows(rows: list[dict]) -> dict[str, list[dict]]:
     out = defaultdict(list)
     for r in rows:

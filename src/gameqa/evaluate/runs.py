@@ -95,11 +95,12 @@ def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequenc
 
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
                    content: Optional[dict[str, str]] = None,
-                   pristine: Optional[Sequence[dict[str, float]]] = None) -> list[dict]:
+                   pristine: Optional[Sequence[dict[str, float]]] = None,
+                   sources: Optional[dict[str, str]] = None) -> list[dict]:
     """``content_table`` of a group: each clip's prediction averaged over the group's runs (``content``:
     clip_id -> content, read from ``manifest`` when not given). With ``pristine`` (per run, source_id -> its score
     of the pristine source, ``run_pristine``) each row also gets ``pristine``: the mean over runs and the
-    content's sources."""
+    content's sources (``sources``: clip_id -> source_id, read from ``manifest`` when not given)."""
     content = _clip_field(manifest, "content") if content is None else content
     first = per_run[0]
     for run in per_run[1:]:
@@ -111,7 +112,7 @@ def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
     pred = np.mean([r.predictions for r in per_run], axis=0)
     rows = content_table(pred, first.mos, [content[c] for c in first.clip_ids])
     if pristine is not None:
-        clip_source = _clip_field(manifest, "source_id")
+        clip_source = _clip_field(manifest, "source_id") if sources is None else sources
         by_content: dict[str, set[str]] = {}
         for c in first.clip_ids:
             by_content.setdefault(content[c], set()).add(clip_source[c])
@@ -286,5 +287,5 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             if pristine:
                 scored = [run_pristine(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode)
                           for run in runs]
-            out[label]["contents"] = group_contents(per_run, manifest, content, scored)
+            out[label]["contents"] = group_contents(per_run, manifest, content, scored, sources)
     return out

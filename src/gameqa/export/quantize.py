@@ -66,16 +66,14 @@ def manifest_frames(manifest: str | os.PathLike, split: str = "train", *, clips:
                     ) -> list[tuple[np.ndarray, Optional[np.ndarray]]]:
     """(frame, reference or None) pairs: display-size cached frames of ``clips`` clips of ``split``, spread
     evenly over the split (so every game is in), ``frames_per_clip`` frames each, spread over the clip."""
-    from gameqa.data.manifest import read_manifest, split_rows
+    from gameqa.data.manifest import manifest_root, read_manifest, split_rows
     from gameqa.paths import cache_dir
     from gameqa.train.frames import FrameCache
 
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ConfigError(manifest, "calibration manifest not found")
-    corpus_root = Path(root) if root else (manifest.parent.parent if manifest.parent.name == "manifests"
-                                           else manifest.parent)
-    rows = split_rows(read_manifest(manifest, root=corpus_root, check_files=False)).get(split, [])
+    rows = split_rows(read_manifest(manifest, root=manifest_root(manifest, root), check_files=False)).get(split, [])
     if not rows:
         raise ConfigError(manifest, f"no {split}-split clips to take frames from")
     chosen = [rows[i] for i in _spread(len(rows), max(1, int(clips)))]

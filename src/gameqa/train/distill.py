@@ -46,12 +46,11 @@ def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l
 def unlabelled_rows(manifest: Path, held_out: list[dict]) -> list[dict]:
     """The rows of ``manifest`` (clip paths resolved, files checked) whose content and source are in none of
     ``held_out`` (the val and test rows), so that no held-out scene reaches training even unlabelled."""
-    from gameqa.data.manifest import read_manifest
+    from gameqa.data.manifest import manifest_root, read_manifest
 
-    root = manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
     contents = {r["content"] for r in held_out} - {""}  # a row without a content is checked by its source
     sources = {r["source_id"] for r in held_out}
-    rows = [r for r in read_manifest(manifest, root=root, check_files=True)
+    rows = [r for r in read_manifest(manifest, root=manifest_root(manifest), check_files=True)
             if r["content"] not in contents and r["source_id"] not in sources]
     if not rows:
         raise ConfigError(manifest, "every clip is of a val or test content: no unlabelled clips left")

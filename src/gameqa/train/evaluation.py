@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from gameqa.data.manifest import logo_split, read_manifest, split_rows
+from gameqa.data.manifest import logo_split, manifest_root, read_manifest, split_rows
 from gameqa.errors import ConfigError
 from gameqa.evaluate import correlation_table
 from gameqa.models.pooling import pool_scores
@@ -50,6 +50,22 @@ def _registry_scorer(name: str):
     return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
 
 
+def _check_split(split: str, crop_mode: Optional[str]) -> None:
+    """A ConfigError (bad user input) unless ``split`` names a split and ``crop_mode`` a crop placement."""
+    from gameqa.models.onnx_engine import check_crop_mode
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(None, f"split must be train, val or test, not {split!r}")
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
+
+
+def _split_of(manifest: Path, split: str, logo_game: Optional[str], root: Optional[str] = None) -> list[dict]:
+    """The rows of ``split`` (every clip file checked), of the leave-one-game-out split when ``logo_game``."""
+    rows = read_manifest(manifest, root=manifest_root(manifest, root), check_files=True)
+    return (logo_split(rows, logo_game) if logo_game else split_rows(rows)).get(split, [])
+
+
 def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", *, logo_game: Optional[str] = None,
                   frames_cache: Optional[str] = None, crops: Optional[int] = None,
                   crop_mode: Optional[str] = None) -> dict[str, float]:
@@ -59,18 +75,11 @@ def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", 
     A pristine source is the best its content can look; a model that rates one far below the top has learnt the
     content's look (flat art, soft sky) as a loss of quality, which no encode then corrects.
     """
-    from gameqa.models.onnx_engine import check_crop_mode
-
-    if split not in ("train", "val", "test"):
-        raise ConfigError(None, f"split must be train, val or test, not {split!r}")
-    if crop_mode is not None:
-        check_crop_mode(crop_mode)
+    _check_split(split, crop_mode)
     if not str(model).endswith(".pt"):
         raise ConfigError(model, "pristine sources are scored with a trainer checkpoint (.pt)")
     manifest = Path(manifest)
-    corpus_root = manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
-    rows = read_manifest(manifest, root=corpus_root, check_files=True)
-    chosen = (logo_split(rows, logo_game) if logo_game else split_rows(rows)).get(split, [])
+    chosen = _split_of(manifest, split, logo_game)
     score, full_ref, pooling, sample = _checkpoint_scorer(str(model), crops, crop_mode)
     if full_ref:
         raise ConfigError(model, "a full-reference model has no score for the reference itself")
@@ -103,21 +112,13 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     training size; the networks are fully convolutional). All three apply to checkpoints; an exported model
     takes its own from its ``model.json``.
     """
-    from gameqa.models.onnx_engine import check_crop_mode
-
-    if split not in ("train", "val", "test"):
-        raise ConfigError(None, f"split must be train, val or test, not {split!r}")
-    if crop_mode is not None:
-        check_crop_mode(crop_mode)
+    _check_split(split, crop_mode)
     if crops is not None and crops < 1:
         raise ConfigError(None, f"crops per frame must be at least 1, not {crops}")
     if crop_size is not None and (crop_size < 32 or crop_size % 32):
         raise ConfigError(None, f"crop size must be a multiple of 32 pixels, not {crop_size}")
     manifest = Path(manifest)
-    corpus_root = Path(root) if root else manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
-    rows = read_manifest(manifest, root=corpus_root, check_files=True)
-    parts = logo_split(rows, logo_game) if logo_game else split_rows(rows)
-    chosen = parts.get(split, [])
+    chosen = _split_of(manifest, split, logo_game, root)
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
     if model.endswith(".pt"):

@@ -88,6 +88,53 @@ def test_unlabelled_frames_from_another_manifest_leave_out_held_out_contents(cor
     assert not (tmp_path / "h").exists() and not (tmp_path / "n").exists()  # refused before any folder
 
 
+def test_whole_frame_teacher_targets_are_the_teachers_own_reading_and_are_kept(corpus, teacher, tmp_path):  # noqa: F811
+    import json
+
+    from gameqa.models.eraque import normalise_crops
+    from gameqa.train.distill import DistillTrainer
+    from gameqa.models.onnx_engine import choose_boxes
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
+
+    more = ["distill.output_target=frame", "distill.unlabelled_clips=2", 'distill.unlabelled_sample="uniform:2"',
+            "distill.unlabelled_per_batch=2", "train.max_steps=2"]
+    work = tmp_path / "w"
+    trainer = DistillTrainer(student(corpus, work / "a", teacher, *more), log=quiet)
+    result = trainer.fit()
+    entries = [c.frames for c in trainer.clips["train"]] + list(trainer.unlabelled)
+    assert {e.key for e in entries} == set(trainer.frame_targets)
+    net, tcfg = model_from_checkpoint(load_checkpoint(teacher))
+    net.eval()
+    t = tcfg.input
+    for entry in (entries[0], entries[-1]):  # a labelled clip and an unlabelled one, by hand: mean over its crops
+        for i in range(len(entry)):
+            frame = entry.load(i)
+            crops = [frame[y:y + t.crop_size, x:x + t.crop_size]
+                     for y, x in choose_boxes(frame, t.crop_size, t.crops_per_frame, t.crop_mode)]
+            with torch.no_grad():
+                want = float(net(normalise_crops(crops)).mean())
+            assert trainer.frame_targets[entry.key][i] == pytest.approx(min(5.0, max(1.0, want)), abs=1e-5)
+
+    plan = trainer.epoch_plan(0)
+    x, y = trainer.load_batch(plan, 0, 0)
+    assert x.shape[0] == 6 and y.shape == (6, 2) and int(torch.isnan(y[:, 0]).sum()) == 2
+    train = trainer.clips["train"]
+    assert y[:4, 1].tolist() == pytest.approx([trainer.frame_targets[train[ci].frames.key][fi] for ci, fi in plan[:4]])
+    assert not torch.isnan(y[:, 1]).any()
+    rows = list(csv.DictReader(io.StringIO((result.run_dir / "metrics.csv").read_text())))
+    assert all(float(r["distill_output"]) > 0 for r in rows if r["train_loss"])
+
+    stores = list((work / "frames" / "teacher-scores").glob("*.json"))  # kept beside the frame cache
+    assert len(stores) == 1
+    kept = json.loads(stores[0].read_text())
+    key = entries[0].key
+    kept[key][0] = 4.25  # a second run reads the scores kept, it does not score the frames again
+    stores[0].write_text(json.dumps(kept))
+    again = DistillTrainer(student(corpus, work / "b", teacher, *more), log=quiet)
+    again.fit()
+    assert again.frame_targets[key][0] == 4.25
+
+
 def test_all_distillation_terms_off_is_the_plain_trainer(corpus, teacher, tmp_path):  # noqa: F811
     from gameqa.train.distill import DistillTrainer
     from gameqa.train.trainer import Trainer

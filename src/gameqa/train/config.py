@@ -153,12 +153,16 @@ class DistillConfig(_Section):
     (more frames of ``unlabelled_clips`` train clips, sampled with ``unlabelled_sample``) feed the two
     distillation terms only; with ``unlabelled_manifest`` they come from that manifest's clips instead (e.g. other
     games' gameplay; its labels are ignored, and clips of a content or source in the val or test split are left
-    out). A weight of 0 switches its term off.
+    out). A weight of 0 switches its term off. ``output_target = "frame"`` takes as soft target of every crop the
+    teacher's score of the whole frame, read the teacher's own way (its crops per frame, size and placement),
+    computed once per cached frame and kept beside the frames (``teacher-scores/`` in the frame cache), instead
+    of its reading of the student's crop.
     """
 
     teacher: str = ""                         # teacher checkpoint (.pt)
     output_weight: float = Field(1.0, ge=0.0)
     output_loss: Literal["l1", "l2"] = "l1"
+    output_target: Literal["crop", "frame"] = "crop"  # the teacher's score of the same crop, or of the whole frame
     feature_weight: float = Field(1.0, ge=0.0)
     unlabelled_clips: int = Field(0, ge=0)    # train clips that give extra, unlabelled frames; 0 = none
     unlabelled_sample: str = "uniform:12"     # frames taken from each of them (other times than data.sample)

@@ -8,7 +8,8 @@ the student's loss is
     + output_weight  x |student score - teacher score|    (soft targets; L1 or L2)
     + feature_weight x ||adapter(student map) - teacher map||^2 / ||teacher map||^2
 
-where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
+(with ``distill.output_target = "frame"`` the soft target of a crop is the teacher's score of its whole frame,
+read the teacher's own way, ``teacher_frame_scores``), where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
 student, dropped at export). Unlabelled crops -- more frames of the train clips than the labelled cache holds,
 sampled at other times, or frames of the clips of another manifest (``distill.unlabelled_manifest``: more
 gameplay, other games; contents and sources of the val and test splits left out) -- feed the two distillation
@@ -17,6 +18,10 @@ validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,8 +32,10 @@ from torch import nn
 from gameqa.errors import ConfigError
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
-from gameqa.train.frames import FrameCache
-from gameqa.train.trainer import Trainer, copy_weights, load_checkpoint, model_from_checkpoint, random_crop, spread
+from gameqa.data.corpus import file_digest
+from gameqa.train.frames import CachedFrames, FrameCache
+from gameqa.train.trainer import (Trainer, _barrier, copy_weights, load_checkpoint, model_from_checkpoint,
+                                  random_crop, spread, torch_frame_scores)
 
 
 def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -41,6 +48,38 @@ def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> to
 def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Distance of the student's scores to the teacher's (soft targets)."""
     return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
+
+
+def teacher_frame_scores(teacher: nn.Module, teacher_file: Path, size: int, count: int, mode: str,
+                         entries: list[CachedFrames], store: Path, device: str = "cpu",
+                         progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
+    """The teacher's score of every frame of ``entries`` (cache key -> one score per frame), read its own way:
+    ``count`` crops of ``size`` px placed by ``mode``, averaged, as its exported model scores a frame.
+
+    Kept in ``store/<tag>.json`` (the tag hashes the teacher file and the crop setting; entries are keyed by
+    the frame cache's content keys), written every few dozen entries, so that reruns and resumed runs only
+    score what is new."""
+    tag = hashlib.sha1(f"{file_digest(teacher_file)}|{size}|{count}|{mode}".encode()).hexdigest()[:16]
+    path = store / f"{tag}.json"
+    known: dict[str, list[float]] = json.loads(path.read_text()) if path.is_file() else {}
+    todo = list({e.key: e for e in entries if e.key not in known}.values())
+
+    def save() -> None:
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+
+    teacher.eval()
+    for i, entry in enumerate(todo):
+        frames = [entry.load(j) for j in range(len(entry))]
+        known[entry.key] = [round(float(v), 6) for v in
+                            torch_frame_scores(teacher, frames, None, size, count, device, mode=mode)]
+        if (i + 1) % 50 == 0 or i + 1 == len(todo):
+            save()
+        if progress:
+            progress(i + 1, len(todo))
+    return {e.key: known[e.key] for e in entries}
 
 
 def unlabelled_rows(manifest: Path, held_out: list[dict]) -> list[dict]:
@@ -79,6 +118,8 @@ class DistillTrainer(Trainer):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher_path = path
+        self.teacher_cfg = teacher_cfg
+        self.frame_targets: dict[str, list[float]] = {}
         self.adapter: nn.Module | None = None
         self._adapter_run: nn.Module | None = None
         self.unlabelled, self.unlabelled_ids = [], []
@@ -104,9 +145,24 @@ class DistillTrainer(Trainer):
         self.unlabelled = [entries[r["clip_id"]][0] for r in rows]
         self.unlabelled_ids = [r["clip_id"] for r in rows]
 
+    def _frame_targets(self) -> None:
+        """The teacher's whole-frame scores of every train and unlabelled frame (``output_target = "frame"``)."""
+        cfg, d, t = self.cfg, self.dist, self.teacher_cfg.input
+        entries = [c.frames for c in self.clips["train"]] + list(self.unlabelled)
+        store = cfg.frames_dir() / "teacher-scores"
+        args = (self.teacher, self.teacher_path, t.crop_size, t.crops_per_frame, t.crop_mode, entries, store)
+        if d.main:
+            self.log(f"teacher scores of whole frames ({t.crops_per_frame} {t.crop_mode} crops of {t.crop_size} px) "
+                     f"of {len(entries)} cached clips under {store}")
+            teacher_frame_scores(*args, device=self.device, progress=self._progress_cb("teacher frame scores"))
+        _barrier(d)
+        self.frame_targets = teacher_frame_scores(*args, device=self.device)
+
     def _build(self):
         model, optimizer = super()._build()
         self.teacher.to(self.device).eval()
+        if self.cfg.distill.output_target == "frame" and self.cfg.distill.output_weight > 0:
+            self._frame_targets()
         if self.cfg.distill.init_from_teacher:
             copied = copy_weights(model, self.teacher)
             if self.dist.main:
@@ -136,30 +192,46 @@ class DistillTrainer(Trainer):
 
     # -- data and loss ------------------------------------------------------------------------------------------
     def load_batch(self, plan, epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The labelled batch, then ``unlabelled_per_batch`` unlabelled crops (target NaN)."""
+        """The labelled batch, then ``unlabelled_per_batch`` unlabelled crops (target NaN). With whole-frame
+        teacher targets the targets are two columns: the label, and the teacher's score of the crop's frame."""
         x, y = super().load_batch(plan, epoch, batch)
+        frame_target = bool(self.frame_targets)
+        if frame_target:
+            size = self.cfg.train.batch_size
+            start = (batch * self.dist.world + self.dist.rank) * size
+            train = self.clips["train"]
+            teacher = [self.frame_targets[train[ci].frames.key][fi] for ci, fi in plan[start:start + size]]
         k = self.cfg.distill.unlabelled_per_batch if self.unlabelled else 0
-        if not k:
-            return x, y
-        rng = np.random.default_rng([self.cfg.seed, epoch, 3, batch, self.dist.rank])
         patches = []
-        for _ in range(k):
-            frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
-            frame = frames.load(int(rng.integers(len(frames))))
-            patches.append(random_crop(frame, None, self.cfg.input.crop_size, rng, self.cfg.input.hflip,
-                                       self.cfg.input.train_crops))
-        return torch.cat([x, normalise_crops(patches)]), torch.cat([y, torch.full((k,), float("nan"))])
+        if k:
+            rng = np.random.default_rng([self.cfg.seed, epoch, 3, batch, self.dist.rank])
+            for _ in range(k):
+                frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
+                fi = int(rng.integers(len(frames)))
+                patches.append(random_crop(frames.load(fi), None, self.cfg.input.crop_size, rng, self.cfg.input.hflip,
+                                           self.cfg.input.train_crops))
+                if frame_target:
+                    teacher.append(self.frame_targets[frames.key][fi])
+            x = torch.cat([x, normalise_crops(patches)])
+            y = torch.cat([y, torch.full((k,), float("nan"))])
+        if frame_target:
+            y = torch.stack([y, torch.tensor(teacher, dtype=torch.float32)], dim=1)
+        return x, y
 
     def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         dcfg = self.cfg.distill
+        y, frame_target = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
         labelled = ~torch.isnan(y)
         pred, fmap = model(x, features=True)
         pred = pred.reshape(-1)
         parts = self.ground_truth_loss(pred[labelled], y[labelled])
-        with torch.no_grad():
-            t_pred, t_map = self.teacher(x, features=True)
+        t_map = None
+        if frame_target is None or self._adapter_run is not None:
+            with torch.no_grad():
+                t_pred, t_map = self.teacher(x, features=True)
         total = parts.total
-        out_term = output_distance(pred, t_pred.reshape(-1), dcfg.output_loss)
+        target = t_pred.reshape(-1) if frame_target is None else frame_target
+        out_term = output_distance(pred, target, dcfg.output_loss)
         if dcfg.output_weight > 0:
             total = total + dcfg.output_weight * out_term
         feat_term = torch.zeros(())

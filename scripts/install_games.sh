@@ -6,5 +6,10 @@ games=(wesnoth-1.16 openttd openttd-opengfx pingus supertux)
 if [ "${1:-}" = "--candidates" ]; then
     games+=(chromium-bsu warmux teeworlds teeworlds-server hedgewars)
 fi
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xdotool "${games[@]}"
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: apt-get needs root: run this script as root or install sudo" >&2; exit 1; }
+    as_root=(sudo)
+fi
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xdotool "${games[@]}"

@@ -8,12 +8,12 @@ the student's loss is
     + output_weight  x |student score - teacher score|    (soft targets; L1 or L2)
     + feature_weight x ||adapter(student map) - teacher map||^2 / ||teacher map||^2
 
-(with ``distill.output_target = "frame"`` the soft target of a crop is the teacher's score of its whole frame,
-read the teacher's own way, ``teacher_frame_scores``), where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
-student, dropped at export). Unlabelled crops -- more frames of the train clips than the labelled cache holds,
-sampled at other times, or frames of the clips of another manifest (``distill.unlabelled_manifest``: more
-gameplay, other games; contents and sources of the val and test splits left out) -- feed the two distillation
-terms only. Everything else (splits, caching, schedule,
+where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
+student, dropped at export); with ``distill.output_target = "frame"`` the soft target of a crop is the teacher's
+score of its whole frame, read the teacher's own way (``teacher_frame_scores``). Unlabelled crops -- more frames
+of the train clips than the labelled cache holds, sampled at other times, or frames of the clips of another
+manifest (``distill.unlabelled_manifest``: more gameplay, other games; contents and sources of the val and test
+splits left out) -- feed the two distillation terms only. Everything else (splits, caching, schedule,
 validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gameqa.data.corpus import file_digest
 from gameqa.errors import ConfigError
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
-from gameqa.data.corpus import file_digest
 from gameqa.train.frames import CachedFrames, FrameCache
 from gameqa.train.trainer import (Trainer, _barrier, copy_weights, load_checkpoint, model_from_checkpoint,
                                   random_crop, spread, torch_frame_scores)

@@ -151,12 +151,14 @@ class DistillTrainer(Trainer):
         entries = [c.frames for c in self.clips["train"]] + list(self.unlabelled)
         store = cfg.frames_dir() / "teacher-scores"
         args = (self.teacher, self.teacher_path, t.crop_size, t.crops_per_frame, t.crop_mode, entries, store)
-        if d.main:
+        if d.main:  # the main process scores and keeps them; the others read what it kept
             self.log(f"teacher scores of whole frames ({t.crops_per_frame} {t.crop_mode} crops of {t.crop_size} px) "
                      f"of {len(entries)} cached clips under {store}")
-            teacher_frame_scores(*args, device=self.device, progress=self._progress_cb("teacher frame scores"))
+            self.frame_targets = teacher_frame_scores(*args, device=self.device,
+                                                      progress=self._progress_cb("teacher frame scores"))
         _barrier(d)
-        self.frame_targets = teacher_frame_scores(*args, device=self.device)
+        if not d.main:
+            self.frame_targets = teacher_frame_scores(*args, device=self.device)
 
     def _build(self):
         model, optimizer = super()._build()
@@ -197,10 +199,9 @@ class DistillTrainer(Trainer):
         x, y = super().load_batch(plan, epoch, batch)
         frame_target = bool(self.frame_targets)
         if frame_target:
-            size = self.cfg.train.batch_size
-            start = (batch * self.dist.world + self.dist.rank) * size
             train = self.clips["train"]
-            teacher = [self.frame_targets[train[ci].frames.key][fi] for ci, fi in plan[start:start + size]]
+            teacher = [self.frame_targets[train[plan[pos][0]].frames.key][plan[pos][1]]
+                       for pos in self.batch_positions(batch)]
         k = self.cfg.distill.unlabelled_per_batch if self.unlabelled else 0
         patches = []
         if k:

@@ -430,13 +430,17 @@ class Trainer:
         order = rng.permutation(len(samples))
         return [samples[i] for i in order]
 
+    def batch_positions(self, batch: int) -> range:
+        """The positions in an epoch plan of this process's share of global batch ``batch``."""
+        size, d = self.cfg.train.batch_size, self.dist
+        start = (batch * d.world + d.rank) * size
+        return range(start, start + size)
+
     def load_batch(self, plan: list[tuple[int, int]], epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's share of global batch ``batch`` of ``epoch``: normalised crops and their MOS."""
-        cfg, d = self.cfg, self.dist
-        size = cfg.train.batch_size
-        start = (batch * d.world + d.rank) * size
+        cfg = self.cfg
         patches, targets = [], []
-        for pos in range(start, start + size):
+        for pos in self.batch_positions(batch):
             ci, fi = plan[pos]
             clip = self.clips["train"][ci]
             rng = np.random.default_rng([cfg.seed, epoch, 2, pos])

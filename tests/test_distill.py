@@ -135,6 +135,35 @@ def test_whole_frame_teacher_targets_are_the_teachers_own_reading_and_are_kept(c
     assert again.frame_targets[key][0] == 4.25
 
 
+def test_an_exported_teacher_gives_the_whole_frame_targets_its_engine_reads(corpus, teacher, tmp_path):  # noqa: F811
+    from gameqa.export.onnx import export_onnx
+    from gameqa.models.registry import create_model
+    from gameqa.train.distill import DistillTrainer
+
+    folder = tmp_path / "teacher-onnx"
+    export_onnx(teacher, folder, name="teacher-onnx-test")
+    frame = ["distill.output_target=frame", "distill.feature_weight=0", "distill.unlabelled_clips=2",
+             'distill.unlabelled_sample="uniform:2"', "distill.unlabelled_per_batch=2", "train.max_steps=2"]
+    trainer = DistillTrainer(student(corpus, tmp_path / "w", folder, *frame), log=quiet)
+    trainer.fit()
+    assert trainer.teacher is None  # no torch teacher in memory: every target came from the ONNX file
+    engine = create_model(str(folder))
+    entries = [c.frames for c in trainer.clips["train"]] + list(trainer.unlabelled)
+    for entry in (entries[0], entries[-1]):  # exactly what `gameqa score` reads in those frames
+        want = engine.score_frames([entry.load(i) for i in range(len(entry))])
+        assert trainer.frame_targets[entry.key] == pytest.approx(list(want), abs=1e-5)
+    net_targets = DistillTrainer(student(corpus, tmp_path / "t", teacher, *frame), log=quiet)
+    net_targets.fit()  # the same teacher as a checkpoint reads the same frames alike (export matches torch)
+    assert net_targets.frame_targets[entries[0].key] == pytest.approx(trainer.frame_targets[entries[0].key], abs=1e-3)
+
+    for wrong in (["distill.feature_weight=1"], ['distill.output_target="crop"'], ["distill.output_weight=0"]):
+        with pytest.raises(ConfigError, match="an exported teacher gives whole-frame scores only"):
+            DistillTrainer(student(corpus, tmp_path / "x", folder, *frame, *wrong), log=quiet)
+    with pytest.raises(ConfigError, match="teacher not found"):
+        DistillTrainer(student(corpus, tmp_path / "x", tmp_path / "no-such-model", *frame), log=quiet)
+    assert not (tmp_path / "x").exists()
+
+
 def test_all_distillation_terms_off_is_the_plain_trainer(corpus, teacher, tmp_path):  # noqa: F811
     from gameqa.train.distill import DistillTrainer
     from gameqa.train.trainer import Trainer

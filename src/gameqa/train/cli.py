@@ -61,7 +61,7 @@ def train_cmd(config: str = typer.Argument(..., help="TOML or YAML config (may `
 
 
 @app.command("distill")
-def distill_cmd(config: str = typer.Argument(..., help="Student config whose distill section names the teacher (.pt)."),
+def distill_cmd(config: str = typer.Argument(..., help="Student config whose distill section names the teacher (.pt, or an exported model)."),
                 overrides: Optional[List[str]] = OVERRIDES, no_resume: bool = RESUME) -> None:
     """Train a student from a teacher: ground truth + soft targets + feature matching (gameqa.train.distill)."""
     _fit(config, overrides, no_resume, distill=True)

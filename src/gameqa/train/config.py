@@ -156,10 +156,12 @@ class DistillConfig(_Section):
     out). A weight of 0 switches its term off. ``output_target = "frame"`` takes as soft target of every crop the
     teacher's score of the whole frame, read the teacher's own way (its crops per frame, size and placement),
     computed once per cached frame and kept beside the frames (``teacher-scores/`` in the frame cache), instead
-    of its reading of the student's crop.
+    of its reading of the student's crop. The teacher may also be an exported model (a registered name such as
+    the bundled ``"eraque"``, or a model folder): it then gives those whole-frame targets only, read as
+    ``gameqa score`` reads frames, so ``output_target = "frame"`` and ``feature_weight = 0`` go with it.
     """
 
-    teacher: str = ""                         # teacher checkpoint (.pt)
+    teacher: str = ""                         # teacher checkpoint (.pt), or an exported model (whole-frame targets only)
     output_weight: float = Field(1.0, ge=0.0)
     output_loss: Literal["l1", "l2"] = "l1"
     output_target: Literal["crop", "frame"] = "crop"  # the teacher's score of the same crop, or of the whole frame

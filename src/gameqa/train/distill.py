@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gameqa.data.corpus import file_digest
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, ModelError
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import CachedFrames, FrameCache
@@ -50,16 +50,14 @@ def output_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l
     return F.l1_loss(student, teacher) if kind == "l1" else F.mse_loss(student, teacher)
 
 
-def teacher_frame_scores(teacher: nn.Module, teacher_file: Path, size: int, count: int, mode: str,
-                         entries: list[CachedFrames], store: Path, device: str = "cpu",
-                         progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
-    """The teacher's score of every frame of ``entries`` (cache key -> one score per frame), read its own way:
-    ``count`` crops of ``size`` px placed by ``mode``, averaged, as its exported model scores a frame.
+def teacher_frame_scores(score: Callable[[list[np.ndarray]], np.ndarray], tag: str, entries: list[CachedFrames],
+                         store: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
+    """The teacher's score of every frame of ``entries`` (cache key -> one score per frame), read its own way by
+    ``score`` (frames -> one score each, e.g. the mean over its crops, as its exported model scores a frame).
 
-    Kept in ``store/<tag>.json`` (the tag hashes the teacher file and the crop setting; entries are keyed by
-    the frame cache's content keys), written every few dozen entries, so that reruns and resumed runs only
-    score what is new."""
-    tag = hashlib.sha1(f"{file_digest(teacher_file)}|{size}|{count}|{mode}".encode()).hexdigest()[:16]
+    Kept in ``store/<tag>.json`` (``tag`` names the teacher file and its reading; entries are keyed by the frame
+    cache's content keys), written every few dozen entries, so that reruns and resumed runs only score what is
+    new."""
     path = store / f"{tag}.json"
     known: dict[str, list[float]] = json.loads(path.read_text()) if path.is_file() else {}
     todo = list({e.key: e for e in entries if e.key not in known}.values())
@@ -70,16 +68,17 @@ def teacher_frame_scores(teacher: nn.Module, teacher_file: Path, size: int, coun
         tmp.write_text(json.dumps(known))
         os.replace(tmp, path)
 
-    teacher.eval()
     for i, entry in enumerate(todo):
-        frames = [entry.load(j) for j in range(len(entry))]
-        known[entry.key] = [round(float(v), 6) for v in
-                            torch_frame_scores(teacher, frames, None, size, count, device, mode=mode)]
+        known[entry.key] = [round(float(v), 6) for v in score([entry.load(j) for j in range(len(entry))])]
         if (i + 1) % 50 == 0 or i + 1 == len(todo):
             save()
         if progress:
             progress(i + 1, len(todo))
     return {e.key: known[e.key] for e in entries}
+
+
+def _tag(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def unlabelled_rows(manifest: Path, held_out: list[dict]) -> list[dict]:
@@ -100,25 +99,50 @@ class DistillTrainer(Trainer):
     """The ERAQUE trainer with a frozen teacher, an adapter, and unlabelled crops."""
 
     def __init__(self, cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] = print):
-        path = cfg.distill.teacher_path()
+        dcfg = cfg.distill
+        path = dcfg.teacher_path()
         if path is None:
-            raise ConfigError(None, "distill.teacher is empty: name the teacher checkpoint (.pt) to distil from")
-        if not path.is_file():
+            raise ConfigError(None, "distill.teacher is empty: name the teacher to distil from (a checkpoint .pt, "
+                                    "or an exported model)")
+        exported = path.suffix != ".pt"  # a registered model name or an exported model folder (ONNX)
+        if exported:
+            from gameqa.models.registry import create_model, get_card
+
+            try:
+                card = get_card(dcfg.teacher)
+            except ModelError:
+                raise ConfigError(path, "teacher not found (distill.teacher: a checkpoint .pt, or a registered "
+                                        "or exported model)") from None
+            if dcfg.output_target != "frame" or dcfg.output_weight <= 0 or dcfg.feature_weight > 0 \
+                    or dcfg.init_from_teacher:
+                raise ConfigError(path, "an exported teacher gives whole-frame scores only: set distill.output_target "
+                                        "= \"frame\", output_weight > 0, feature_weight = 0, init_from_teacher = false")
+            if card.full_reference != (cfg.model.reference == "full"):
+                raise ConfigError(path, f"the teacher {card.name!r} and the student (reference="
+                                        f"{cfg.model.reference!r}) must see the same input")
+        elif not path.is_file():
             raise ConfigError(path, "teacher checkpoint not found (distill.teacher)")
-        if cfg.model.reference == "full" and cfg.distill.unlabelled_clips:
-            raise ConfigError(path, "unlabelled frames are for no-reference students (set distill.unlabelled_clips = 0)")
-        extra = cfg.distill.unlabelled_manifest_path()
+        if cfg.model.reference == "full" and dcfg.unlabelled_clips:
+            raise ConfigError(path, "unlabelled frames are for no-reference students "
+                                    "(set distill.unlabelled_clips = 0)")
+        extra = dcfg.unlabelled_manifest_path()
         if extra is not None and not extra.is_file():
             raise ConfigError(extra, "manifest not found (distill.unlabelled_manifest)")
         super().__init__(cfg, resume=resume, log=log)
-        self.teacher, teacher_cfg = model_from_checkpoint(load_checkpoint(path))
-        if teacher_cfg.model.reference != cfg.model.reference:
-            raise ConfigError(path, f"the teacher is reference={teacher_cfg.model.reference!r}, the student "
-                                    f"reference={cfg.model.reference!r}: they must see the same input")
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher_path = path
-        self.teacher_cfg = teacher_cfg
+        self.teacher: nn.Module | None = None
+        self.teacher_cfg: EraqueConfig | None = None
+        self.teacher_engine = None
+        if exported:
+            self.teacher_engine = create_model(dcfg.teacher, threads=max(1, torch.get_num_threads()))
+            self.teacher_path = Path(self.teacher_engine.card.weights)
+        else:
+            self.teacher, self.teacher_cfg = model_from_checkpoint(load_checkpoint(path))
+            if self.teacher_cfg.model.reference != cfg.model.reference:
+                raise ConfigError(path, f"the teacher is reference={self.teacher_cfg.model.reference!r}, the student "
+                                        f"reference={cfg.model.reference!r}: they must see the same input")
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+            self.teacher_path = path
         self.frame_targets: dict[str, list[float]] = {}
         self.adapter: nn.Module | None = None
         self._adapter_run: nn.Module | None = None
@@ -145,24 +169,41 @@ class DistillTrainer(Trainer):
         self.unlabelled = [entries[r["clip_id"]][0] for r in rows]
         self.unlabelled_ids = [r["clip_id"] for r in rows]
 
+    def _frame_reader(self) -> tuple[Callable[[list[np.ndarray]], np.ndarray], str, str]:
+        """How the teacher reads a whole frame: (frames -> scores, the tag of its kept scores, a description)."""
+        digest = file_digest(self.teacher_path)
+        if self.teacher_engine is not None:  # an exported teacher reads frames as `gameqa score` does
+            engine = self.teacher_engine
+            return engine.score_frames, _tag(f"{digest}|onnx"), f"exported model {engine.card.name!r}"
+        t = self.teacher_cfg.input
+        teacher, device = self.teacher, self.device
+
+        def score(frames: list[np.ndarray]) -> np.ndarray:
+            with torch.no_grad():
+                return torch_frame_scores(teacher, frames, None, t.crop_size, t.crops_per_frame, device,
+                                          mode=t.crop_mode)
+
+        return score, _tag(f"{digest}|{t.crop_size}|{t.crops_per_frame}|{t.crop_mode}"), \
+            f"{t.crops_per_frame} {t.crop_mode} crops of {t.crop_size} px"
+
     def _frame_targets(self) -> None:
         """The teacher's whole-frame scores of every train and unlabelled frame (``output_target = "frame"``)."""
-        cfg, d, t = self.cfg, self.dist, self.teacher_cfg.input
+        cfg, d = self.cfg, self.dist
         entries = [c.frames for c in self.clips["train"]] + list(self.unlabelled)
         store = cfg.frames_dir() / "teacher-scores"
-        args = (self.teacher, self.teacher_path, t.crop_size, t.crops_per_frame, t.crop_mode, entries, store)
+        score, tag, how = self._frame_reader()
         if d.main:  # the main process scores and keeps them; the others read what it kept
-            self.log(f"teacher scores of whole frames ({t.crops_per_frame} {t.crop_mode} crops of {t.crop_size} px) "
-                     f"of {len(entries)} cached clips under {store}")
-            self.frame_targets = teacher_frame_scores(*args, device=self.device,
+            self.log(f"teacher scores of whole frames ({how}) of {len(entries)} cached clips under {store}")
+            self.frame_targets = teacher_frame_scores(score, tag, entries, store,
                                                       progress=self._progress_cb("teacher frame scores"))
         _barrier(d)
         if not d.main:
-            self.frame_targets = teacher_frame_scores(*args, device=self.device)
+            self.frame_targets = teacher_frame_scores(score, tag, entries, store)
 
     def _build(self):
         model, optimizer = super()._build()
-        self.teacher.to(self.device).eval()
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
         if self.cfg.distill.output_target == "frame" and self.cfg.distill.output_weight > 0:
             self._frame_targets()
         if self.cfg.distill.init_from_teacher:

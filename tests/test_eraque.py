@@ -341,6 +341,28 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
         runs[len(extra)] = json.loads(done.stdout[done.stdout.index("{"):])
     assert runs[0]["clips"] == runs[4]["clips"] == runs[2]["clips"] == 3
     assert runs[0]["table"] != runs[4]["table"] and runs[0]["predictions"] != runs[2]["predictions"]  # 96 px, not 64
+    from gameqa.data.manifest import read_manifest
+    from gameqa.evaluate.runs import content_table, offset_free_srocc
+
+    done = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
+                                    "--json", "--by-content"])
+    assert done.exit_code == 0, done.output
+    got = json.loads(done.stdout[done.stdout.index("{"):])
+    rows = {r["clip_id"]: r for r in read_manifest(manifest)}
+    ids = list(got["predictions"])
+    names = [rows[c]["content"] or rows[c]["source_id"] for c in ids]  # a row without a content: its source
+    mos = [float(rows[c]["mos"]) for c in ids]
+    pred = [got["predictions"][c] for c in ids]
+    assert got["predictions"] == runs[0]["predictions"]  # the same scores, with the per-content view added
+    want = content_table(pred, mos, names)
+    assert [r["content"] for r in got["contents"]] == [r["content"] for r in want]
+    for a, b in zip(got["contents"], want):
+        assert {k: a[k] for k in a if k != "content"} == pytest.approx({k: b[k] for k in b if k != "content"},
+                                                                       nan_ok=True)
+    assert got["offset_free_srocc"] == pytest.approx(offset_free_srocc(pred, mos, names))
+    shown = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
+                                     "--by-content"])
+    assert shown.exit_code == 0 and "per content" in shown.stdout and "offset taken out" in shown.stdout
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-size", "100"])

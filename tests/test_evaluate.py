@@ -283,3 +283,20 @@ def test_content_table_gives_each_contents_level_offset_and_inside_order():
     assert b["mos"] == pytest.approx(3.0) and b["prediction"] == pytest.approx(2.0)
     assert b["offset"] == pytest.approx(-1.0) and b["srocc"] == pytest.approx(1.0)
     assert c["offset"] == pytest.approx(1.25) and np.isnan(c["srocc"])  # two clips, one label: no order inside
+
+
+def test_offset_free_srocc_takes_each_contents_level_out():
+    """Hand-made case: contents ordered right inside but placed at swapped levels; once their offsets are out
+    the order is the labels' order."""
+    from gameqa.evaluate import srocc
+    from gameqa.evaluate.runs import offset_free_srocc
+
+    mos = [1.0, 2.0, 3.0, 3.5, 4.0, 5.0]
+    pred = [4.0, 4.5, 5.0, 1.0, 1.5, 2.5]  # a: 3 too high, b: 2.5 too low; each ordered right inside
+    contents = ["a", "a", "a", "b", "b", "b"]
+    assert srocc(pred, mos) < 0
+    assert offset_free_srocc(pred, mos, contents) == pytest.approx(1.0)
+    # inside order wrong in b: the offsets go, b's own disorder stays
+    swapped = [4.0, 4.5, 5.0, 1.5, 1.0, 2.5]
+    want = srocc([1.5, 2.0, 2.5, 4.0, 3.5, 5.0], mos)  # a shifted by -2.5, b by +2.5
+    assert offset_free_srocc(swapped, mos, contents) == pytest.approx(want)

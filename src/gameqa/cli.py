@@ -261,6 +261,9 @@ def evaluate(
                                             "detailed windows; default: its input.crop_mode)."),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels "
                                             "(default: its input.crop_size)."),
+    by_content: bool = typer.Option(False, "--by-content", help="With --model: also per content (game session): "
+                                    "mean MOS, mean prediction, offset, SROCC inside; and the SROCC with each "
+                                    "content's offset taken out (a diagnostic: it reads the labels)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
@@ -276,8 +279,10 @@ def evaluate(
 
         eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,
                  pooling=pooling, bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size,
-                 as_json=as_json)
+                 by_content=by_content, as_json=as_json)
         return
+    if by_content:
+        _fail("--by-content needs a model on a manifest split: add --model and --manifest", 2)
     if not (pred and labels):
         _fail("give PRED and LABELS files, or --model and --manifest", 2)
     try:

@@ -93,6 +93,17 @@ def content_table(pred: Sequence[float], mos: Sequence[float], contents: Sequenc
     return sorted(rows, key=lambda r: (r["mos"], r["content"]))
 
 
+def offset_free_srocc(pred: Sequence[float], mos: Sequence[float], contents: Sequence[str]) -> float:
+    """SROCC once each content's mean offset (``content_table``) is taken out of its clips' predictions: how
+    well the clips would be ordered if the model put every content at its true level. A diagnostic that reads
+    the labels, not a score of the model: next to the plain SROCC it tells how much of the error is contents
+    placed at the wrong level (few contents per split make that part large and noisy)."""
+    pred_arr, mos_arr = np.asarray(pred, np.float64).copy(), np.asarray(mos, np.float64)
+    for idx in _index_groups(contents).values():
+        pred_arr[idx] -= pred_arr[idx].mean() - mos_arr[idx].mean()
+    return float(srocc(pred_arr, mos_arr))
+
+
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
                    content: Optional[dict[str, str]] = None,
                    pristine: Optional[Sequence[dict[str, float]]] = None,

@@ -61,7 +61,8 @@ def train_cmd(config: str = typer.Argument(..., help="TOML or YAML config (may `
 
 
 @app.command("distill")
-def distill_cmd(config: str = typer.Argument(..., help="Student config whose distill section names the teacher (.pt, or an exported model)."),
+def distill_cmd(config: str = typer.Argument(..., help="Student config whose distill section names the teacher "
+                                             "(.pt, or an exported model)."),
                 overrides: Optional[List[str]] = OVERRIDES, no_resume: bool = RESUME) -> None:
     """Train a student from a teacher: ground truth + soft targets + feature matching (gameqa.train.distill)."""
     _fit(config, overrides, no_resume, distill=True)
@@ -84,6 +85,9 @@ def eval_cmd(
                                             "uses its own."),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels, a "
                                             "multiple of 32 (default: its input.crop_size, the training size)."),
+    by_content: bool = typer.Option(False, "--by-content", help="Also per content (game session): mean MOS, mean "
+                                    "prediction, offset, SROCC inside; and the SROCC with each content's offset "
+                                    "taken out (a diagnostic: it reads the labels)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
@@ -93,13 +97,39 @@ def eval_cmd(
     try:
         ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
                             bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size)
+        contents = _eval_contents(ev, manifest) if by_content else None
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps({"clips": len(ev.clip_ids), "table": ev.table,
-                                   "predictions": dict(zip(ev.clip_ids, ev.predictions))}, default=float))
-    else:
-        print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
+        doc = {"clips": len(ev.clip_ids), "table": ev.table, "predictions": dict(zip(ev.clip_ids, ev.predictions))}
+        out.print_json(json.dumps({**doc, **(contents or {})}, default=float))
+        return
+    print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
+    if contents:
+        from rich.table import Table
+
+        per = Table(title=f"{model} on {split}: per content")
+        per.add_column("content", overflow="fold")  # long level names wrap instead of being cut
+        for name in ("clips", "mean MOS", "mean prediction", "offset", "SROCC inside"):
+            per.add_column(name, justify="right")
+        for row in contents["contents"]:
+            inside = row["srocc"]
+            per.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
+                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}")
+        out.print(per)
+        out.print(f"SROCC with each content's offset taken out: {contents['offset_free_srocc']:.4f} "
+                  f"(diagnostic: it reads the labels)")
+
+
+def _eval_contents(ev, manifest: str) -> dict:
+    """The per-content table of an evaluation and its offset-free SROCC (``gameqa eval --by-content``)."""
+    from gameqa.data.manifest import read_manifest
+    from gameqa.evaluate.runs import content_table, offset_free_srocc
+
+    content = {r["clip_id"]: r["content"] or r["source_id"] for r in read_manifest(manifest, check_files=False)}
+    names = [content[c] for c in ev.clip_ids]
+    return {"contents": content_table(ev.predictions, ev.mos, names),
+            "offset_free_srocc": offset_free_srocc(ev.predictions, ev.mos, names)}
 
 
 @app.command("export")

@@ -363,6 +363,8 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     shown = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
                                      "--by-content"])
     assert shown.exit_code == 0 and "per content" in shown.stdout and "offset taken out" in shown.stdout
+    files = CliRunner().invoke(app, ["eval", str(tmp_path / "p.json"), manifest, "--by-content"])
+    assert files.exit_code == 2 and "--by-content needs a model on a manifest split" in files.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-size", "100"])

@@ -161,7 +161,7 @@ class DistillConfig(_Section):
     ``gameqa score`` reads frames, so ``output_target = "frame"`` and ``feature_weight = 0`` go with it.
     """
 
-    teacher: str = ""                         # teacher checkpoint (.pt), or an exported model (whole-frame targets only)
+    teacher: str = ""                         # checkpoint (.pt), or an exported model (whole-frame targets only)
     output_weight: float = Field(1.0, ge=0.0)
     output_loss: Literal["l1", "l2"] = "l1"
     output_target: Literal["crop", "frame"] = "crop"  # the teacher's score of the same crop, or of the whole frame

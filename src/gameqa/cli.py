@@ -338,6 +338,7 @@ def bench_runs_cmd(
     """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
     source's encodes and between sources, mean +- sd."""
     from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group, plot_contents
+    from gameqa.evaluate.table import content_rich_table
     from gameqa.sinks import write_atomic
 
     if plot and not by_content:
@@ -372,16 +373,7 @@ def bench_runs_cmd(
     for label, res in result.items() if by_content else ():
         runs = len(res["runs"])
         averaged = f" (each clip's prediction averaged over {runs} runs)" if runs > 1 else ""
-        per = Table(title=f"{label}: per content{averaged}")
-        for name in ("content", "clips", "mean MOS", "mean prediction", "offset", "SROCC inside") + (
-                ("pristine source",) if pristine else ()):
-            per.add_column(name, justify="left" if name == "content" else "right")
-        for row in res["contents"]:
-            inside = row["srocc"]
-            per.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
-                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}",
-                        *([f"{row['pristine']:.2f}"] if pristine else []))
-        out.print(per)
+        out.print(content_rich_table(res["contents"], title=f"{label}: per content{averaged}", pristine=pristine))
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)
     if plot:

@@ -104,6 +104,15 @@ def offset_free_srocc(pred: Sequence[float], mos: Sequence[float], contents: Seq
     return float(srocc(pred_arr, mos_arr))
 
 
+def split_contents(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence[float],
+                   manifest: str | os.PathLike) -> dict:
+    """One model's per-content view of a scored split (``gameqa eval --by-content``): its ``content_table``
+    (key ``contents``; a clip without a content stands for its own source) and ``offset_free_srocc``."""
+    content, source = _clip_fields(manifest, "content", "source_id")
+    names = [content[c] or source[c] for c in clip_ids]
+    return {"contents": content_table(pred, mos, names), "offset_free_srocc": offset_free_srocc(pred, mos, names)}
+
+
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
                    content: Optional[dict[str, str]] = None,
                    pristine: Optional[Sequence[dict[str, float]]] = None,

@@ -128,3 +128,20 @@ def print_table(rows: list[dict], *, title: str | None = None, console=None) -> 
             cells.append(cell(by_key.get((name, True))))
         table.add_row(*cells)
     (console or Console()).print(table)
+
+
+def content_rich_table(rows: list[dict], *, title: str, pristine: bool = False):
+    """A rich table of ``gameqa.evaluate.runs.content_table`` rows (with ``pristine``: their pristine column)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("content", overflow="fold")  # long level names wrap instead of being cut
+    for name in ("clips", "mean MOS", "mean prediction", "offset", "SROCC inside") + (
+            ("pristine source",) if pristine else ()):
+        table.add_column(name, justify="right")
+    for row in rows:
+        inside = row["srocc"]
+        table.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
+                      f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}",
+                      *([f"{row['pristine']:.2f}"] if pristine else []))
+    return table

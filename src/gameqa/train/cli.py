@@ -92,12 +92,14 @@ def eval_cmd(
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
     from gameqa.evaluate import print_table
+    from gameqa.evaluate.runs import split_contents
+    from gameqa.evaluate.table import content_rich_table
     from gameqa.train.evaluation import evaluate_split
 
     try:
         ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
                             bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size)
-        contents = _eval_contents(ev, manifest) if by_content else None
+        contents = split_contents(ev.clip_ids, ev.predictions, ev.mos, manifest) if by_content else None
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
@@ -106,30 +108,9 @@ def eval_cmd(
         return
     print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
     if contents:
-        from rich.table import Table
-
-        per = Table(title=f"{model} on {split}: per content")
-        per.add_column("content", overflow="fold")  # long level names wrap instead of being cut
-        for name in ("clips", "mean MOS", "mean prediction", "offset", "SROCC inside"):
-            per.add_column(name, justify="right")
-        for row in contents["contents"]:
-            inside = row["srocc"]
-            per.add_row(row["content"], str(row["clips"]), f"{row['mos']:.2f}", f"{row['prediction']:.2f}",
-                        f"{row['offset']:+.2f}", "-" if inside != inside else f"{inside:.3f}")
-        out.print(per)
+        out.print(content_rich_table(contents["contents"], title=f"{model} on {split}: per content"))
         out.print(f"SROCC with each content's offset taken out: {contents['offset_free_srocc']:.4f} "
                   f"(diagnostic: it reads the labels)")
-
-
-def _eval_contents(ev, manifest: str) -> dict:
-    """The per-content table of an evaluation and its offset-free SROCC (``gameqa eval --by-content``)."""
-    from gameqa.data.manifest import read_manifest
-    from gameqa.evaluate.runs import content_table, offset_free_srocc
-
-    content = {r["clip_id"]: r["content"] or r["source_id"] for r in read_manifest(manifest, check_files=False)}
-    names = [content[c] for c in ev.clip_ids]
-    return {"contents": content_table(ev.predictions, ev.mos, names),
-            "offset_free_srocc": offset_free_srocc(ev.predictions, ev.mos, names)}
 
 
 @app.command("export")

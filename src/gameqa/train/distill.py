@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -176,13 +177,8 @@ class DistillTrainer(Trainer):
             engine = self.teacher_engine
             return engine.score_frames, _tag(f"{digest}|onnx"), f"exported model {engine.card.name!r}"
         t = self.teacher_cfg.input
-        teacher, device = self.teacher, self.device
-
-        def score(frames: list[np.ndarray]) -> np.ndarray:
-            with torch.no_grad():
-                return torch_frame_scores(teacher, frames, None, t.crop_size, t.crops_per_frame, device,
-                                          mode=t.crop_mode)
-
+        score = partial(torch_frame_scores, self.teacher, refs=None, size=t.crop_size, count=t.crops_per_frame,
+                        device=self.device, mode=t.crop_mode)
         return score, _tag(f"{digest}|{t.crop_size}|{t.crops_per_frame}|{t.crop_mode}"), \
             f"{t.crops_per_frame} {t.crop_mode} crops of {t.crop_size} px"
 

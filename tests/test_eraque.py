@@ -226,6 +226,38 @@ def test_bad_inputs_fail_before_training(corpus, tmp_path):
     assert not any((tmp_path / w).exists() for w in ("w1", "w3", "w4"))  # nothing was started
 
 
+def test_pristine_anchors_add_each_train_source_labelled_top(corpus, tmp_path):
+    """``data.pristine_anchors``: one row per train source, its lossless capture (decoded into the frame cache like
+    any clip) labelled ``pristine_mos``; val and test are unchanged; a missing capture fails before training."""
+    from gameqa.train.trainer import Trainer
+
+    plain = Trainer(tiny_config(corpus, tmp_path / "p"), log=quiet)
+    anchored = Trainer(tiny_config(corpus, tmp_path / "a", ["data.pristine_anchors=true", "data.pristine_mos=4.9",
+                                                            "train.max_steps=2"]), log=quiet)
+    extra = anchored.splits["train"][len(plain.splits["train"]):]
+    assert sorted(r["clip_id"] for r in extra) == [f"src{k}-pristine" for k in range(4)]
+    assert all(r["mos"] == 4.9 and r["abs_path"].endswith(f"src{r['source_id'][3:]}.mkv") for r in extra)
+    assert anchored.splits["val"] == plain.splits["val"] and anchored.splits["test"] == plain.splits["test"]
+    result = anchored.fit()
+    assert result.steps == 2
+    pristine = [c for c in anchored.clips["train"] if c.row["clip_id"].endswith("-pristine")]
+    assert len(pristine) == 4 and all(len(c.frames) == 3 for c in pristine)
+    assert pristine[0].frames.load(0).shape == (96, 128, 3)
+    # a pristine frame is the lossless capture itself, not one of its encodes
+    encode = next(c for c in anchored.clips["train"] if c.row["clip_id"] == "src0-lq")
+    assert not np.array_equal(pristine[0].frames.load(0), encode.frames.load(0))
+
+    gone = tmp_path / "gone"
+    (gone / "manifests").mkdir(parents=True)
+    text = (corpus / "manifests" / "corpus.csv").read_text().replace("sources/game_a/src0.mkv", "sources/missing.mkv")
+    (gone / "manifests" / "corpus.csv").write_text(text)
+    for sub in ("clips", "sources"):
+        (gone / sub).symlink_to(corpus / sub)
+    with pytest.raises(ConfigError, match="pristine_anchors: source file .*missing.mkv is missing"):
+        Trainer(tiny_config(gone, tmp_path / "w", ["data.pristine_anchors=true"]), log=quiet)
+    assert not (tmp_path / "w").exists()
+
+
 def test_torchrun_two_processes_agree(corpus, tmp_path):
     """The unchanged trainer under torchrun with 2 CPU processes (gloo): both ranks end with the same weights."""
     config = tmp_path / "ddp.toml"

@@ -122,6 +122,8 @@ def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
     splits = {name: list(splits.get(name, [])) for name in ("train", "val", "test")}
     if cfg.data.limit_clips:
         splits = {name: part[: cfg.data.limit_clips] for name, part in splits.items()}
+    if cfg.data.pristine_anchors:
+        splits["train"] = splits["train"] + pristine_rows(splits["train"], cfg.data.pristine_mos, manifest)
     for name in ("train", "val"):
         if len(splits[name]) < 2:
             raise ConfigError(manifest, f"the {name} split has {len(splits[name])} clips; training needs at least 2")
@@ -136,6 +138,26 @@ def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
                 raise ConfigError(manifest, f"clip {row['clip_id']} is shown at {row['display_width']}x"
                                             f"{row['display_height']}, smaller than input.crop_size {size}")
     return splits
+
+
+def pristine_rows(rows: list[dict], mos: float, manifest: Path) -> list[dict]:
+    """One training row per source of ``rows``: its lossless capture, labelled ``mos`` (``data.pristine_anchors``).
+
+    A no-reference model meets each content only through its encodes; the capture they were made from shows it
+    what the content itself looks like undamaged, whatever its art, so that a flat or dark level is not taken for
+    damage. The row is the source's first clip with the capture as its file (and as its own reference)."""
+    out, seen = [], set()
+    for row in rows:
+        if row["source_id"] in seen:
+            continue
+        seen.add(row["source_id"])
+        if not os.path.isfile(row["abs_source_path"]):
+            raise ConfigError(manifest, f"data.pristine_anchors: source file {row['abs_source_path']} is missing")
+        out.append({**row, "clip_id": f"{row['source_id']}-pristine", "path": row["source_path"],
+                    "abs_path": row["abs_source_path"], "codec": "none", "encoder": "", "encoder_args": "",
+                    "height": row["display_height"], "width": row["display_width"], "kbps": 0,
+                    "actual_kbps": 0.0, "vmaf": 100.0, "mos": float(mos)})
+    return out
 
 
 @dataclass
@@ -353,7 +375,9 @@ class Trainer:
         rows = self.splits["train"] + self.splits["val"]
         fr = cfg.model.reference == "full"
         if d.main:
-            self.log(f"caching frames of {len(rows)} clips under {cfg.frames_dir()}")
+            anchors = sum(r["codec"] == "none" for r in self.splits["train"]) if cfg.data.pristine_anchors else 0
+            also = f" (with {anchors} pristine captures of the train sources)" if anchors else ""
+            self.log(f"caching frames of {len(rows)} clips{also} under {cfg.frames_dir()}")
         entries = self.cache_shared(cache, rows, "caching", reference=fr)
         for split in ("train", "val"):
             self.clips[split] = [ClipFrames(r, *entries[r["clip_id"]]) for r in self.splits[split]]

@@ -246,3 +246,48 @@ def test_export_with_texture_crops_writes_the_mode_and_matches_torch(tiny_run, t
     bad = _export([str(tiny_run["ckpt"]), "--out", str(tmp_path / "bad"), "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode" in bad.output and not (tmp_path / "bad").exists()
     assert "exporting" not in bad.output  # refused before any export work
+
+
+def test_context_model_trains_exports_and_the_engine_feeds_it_the_frame_strip(corpus, tiny_run, tmp_path):  # noqa: F811
+    """model.context_rows: each crop goes in with the whole frame squeezed under it. The strip really is the
+    frame (a frame changed outside the crop changes the score, the crop alone does not), and every exported
+    format gets the same input from the engine as torch does."""
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.models.onnx_engine import context_strip, crop_patches
+    from gameqa.train.trainer import Trainer, copy_weights, load_checkpoint, model_from_checkpoint
+
+    with pytest.raises(Exception, match="multiple of the backbone's stride"):
+        EraqueNet("tiny", pretrained=False, context_rows=12)
+    cfg = tiny_config(corpus, tmp_path / "w", ["train.max_steps=3", "name=tiny-context", "model.context_rows=16",
+                                               f"model.init={tiny_run['ckpt']}"])
+    result = Trainer(cfg, log=quiet).fit()
+    model, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))
+    assert model.context_rows == 16 and model.context is not None
+    # a context model started from a crop-only one reads the crop alone like it at first: the strip's map is zero
+    start = EraqueNet("tiny", pretrained=False, context_rows=16).eval()
+    source, _ = model_from_checkpoint(load_checkpoint(tiny_run["ckpt"]))
+    copy_weights(start, source)
+    assert float(start.context.weight.detach().abs().sum()) == 0.0
+    # and after training the strip matters: same crop, different frame around it -> different score
+    frame = np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    other = frame.copy()
+    other[:, 96:] = 255 - other[:, 96:]  # right of the centred crop (columns 48-79)
+    (a,), (b,) = crop_patches(frame, None, 32, 1, "grid", 16), crop_patches(other, None, 32, 1, "grid", 16)
+    assert a.shape == (48, 32, 3) and np.array_equal(a[:32], frame[20:52, 48:80]) and np.array_equal(a[:32], b[:32])
+    assert np.array_equal(a[32:], context_strip(frame, 16, 32)) and not np.array_equal(a[32:], b[32:])
+    from gameqa.models.eraque import normalise_crops
+
+    with torch.no_grad():
+        sa, sb = model(normalise_crops([a, b])).reshape(-1).tolist()
+    assert sa != sb
+    out = tmp_path / "ctx"
+    done = _export([str(result.run_dir / "best.pt"), "--out", str(out), "--int8", "static", "--fixed-batch", "2",
+                    "--torchscript", "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "2",
+                    "--calibration-frames", "1", "--check-clips", "2", "--frames-cache", str(tmp_path / "w" / "frames"),
+                    "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "model.json").read_text())["input"]["crops"]["context"] == 16
+    checks = {c["file"]: c for c in json.loads(done.stdout[done.stdout.index("{"):])["checks"]}
+    for name in ("model.onnx", "model.b2.onnx", "model.torchscript.pt"):
+        assert checks[name]["max_abs_diff"] < 1e-4, name
+    assert checks["int8/model.onnx"]["max_abs_diff"] < 0.5

@@ -90,7 +90,7 @@ def _crops_per_frame(card, frame: np.ndarray) -> tuple[int, Optional[tuple[int, 
         size, count = int(pre["crops"]["size"]), int(pre["crops"].get("count", 1))
         if h <= size and w <= size:
             return 1, (h, w)
-        return len(crop_boxes(h, w, size, count)), (size, size)
+        return len(crop_boxes(h, w, size, count)), (size + int(pre["crops"].get("context", 0)), size)
     return 1, (h, w)
 
 

@@ -123,3 +123,17 @@ def split_rows(rows: list[dict]) -> dict[str, list[dict]]:
     for r in rows:
         out[r["split"]].append(r)
     return dict(out)
+
+
+def source_rows(rows: list[dict], manifest: str | Path, what: str) -> list[dict]:
+    """The first row of each source in ``rows`` (in order), once its lossless capture is known to exist; a
+    missing capture is a ConfigError on ``manifest`` that says what needed it (``what``)."""
+    out, seen = [], set()
+    for row in rows:
+        if row["source_id"] in seen:
+            continue
+        seen.add(row["source_id"])
+        if not os.path.isfile(row["abs_source_path"]):
+            raise ConfigError(manifest, f"{what}: source file {row['abs_source_path']} is missing")
+        out.append(row)
+    return out

@@ -110,7 +110,8 @@ def _crop_frame_scores(run: Callable[[np.ndarray], np.ndarray], pairs: Sequence[
     scores = []
     for frame, ref in pairs:
         x = normalise(engine_patches(frame, ref, int(crops["size"]), int(crops["count"]),
-                                   preprocess.get("display_height"), crops.get("mode", "grid")), preprocess)
+                                   preprocess.get("display_height"), crops.get("mode", "grid"),
+                                   int(crops.get("context", 0))), preprocess)
         if batch:
             pad = (-len(x)) % batch
             xp = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
@@ -254,13 +255,14 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
 
         engine_check(tmp, "onnx-fp32", tolerance)
 
-        example = torch.zeros(1, model.in_channels, size, size)
+        rows = model.input_height(size)
+        example = torch.zeros(1, model.in_channels, rows, size)
         if fixed_batch:
             path = tmp / f"model.b{fixed_batch}.onnx"
-            log(f"exporting fp32 ONNX with fixed input {fixed_batch}x{model.in_channels}x{size}x{size}")
+            log(f"exporting fp32 ONNX with fixed input {fixed_batch}x{model.in_channels}x{rows}x{size}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(model, (torch.zeros(fixed_batch, model.in_channels, size, size),), str(path),
+                torch.onnx.export(model, (torch.zeros(fixed_batch, model.in_channels, rows, size),), str(path),
                                   dynamo=False, opset_version=OPSET, input_names=["crops"], output_names=["score"])
             got = _crop_frame_scores(_ort_runner(path), pairs, pre, batch=fixed_batch)
             record(FileCheck(path.name, "onnx-fp32-fixed-batch", None, path.stat().st_size, *_diffs(got, torch_scores),
@@ -289,7 +291,9 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
             variant_name = f"{base_name}-{INT8_FOLDERS[kind]}"
             if kind == "static":
                 log(f"quantizing: static int8 QDQ, {calibration_method} calibration on {len(calib_pairs)} frames")
-                batches = [normalise(engine_patches(f, r, size, count, display, crop_mode), pre) for f, r in calib_pairs]
+                context = int(pre["crops"].get("context", 0))
+                batches = [normalise(engine_patches(f, r, size, count, display, crop_mode, context), pre)
+                           for f, r in calib_pairs]
                 quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method,
                                      fp32_stride=int8_fp32_stride,
                                      fp32_unless="/backbone" if int8_fp32_head else None)

@@ -80,7 +80,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = cfg.input.crop_size
-    example = torch.zeros(1, model.in_channels, size, size)
+    example = torch.zeros(1, model.in_channels, model.input_height(size), size)
     onnx_path = out / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
@@ -105,7 +105,8 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
         "input": {
             "layout": "NCHW", "scale": PIXEL_SCALE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "crops": {"size": size, "count": cfg.input.crops_per_frame,
-                      **({"mode": crop_mode} if crop_mode != "grid" else {})},
+                      **({"mode": crop_mode} if crop_mode != "grid" else {}),
+                      **({"context": model.context_rows} if model.context_rows else {})},
             "display_height": int(ckpt.get("display_height") or 0) or None,
         },
     }
@@ -125,7 +126,7 @@ def _verify(model, folder: Path, frames: list[np.ndarray], size: int, count: int
     dists = [_degrade(f) for f in frames] if full_ref else frames
     refs = frames if full_ref else None
     patches = [p for i, d in enumerate(dists)
-               for p in grid_patches(d, None if refs is None else refs[i], size, count, crop_mode)]
+               for p in grid_patches(d, None if refs is None else refs[i], size, count, crop_mode, model.context_rows)]
     x = normalise_crops(patches)
     with torch.no_grad():
         expected = model(x).reshape(-1).numpy()

@@ -36,12 +36,12 @@ CALIBRATION_METHODS = ("minmax",)
 
 
 def engine_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
-                   display_height: Optional[int], mode: str = "grid") -> list[np.ndarray]:
+                   display_height: Optional[int], mode: str = "grid", context: int = 0) -> list[np.ndarray]:
     """The engine's crops of one frame: scale up to the display height, then ``crop_patches``."""
     frame = upscale_to_display(frame, display_height)
     if ref is not None:
         ref = upscale_to_display(ref, display_height)
-    return crop_patches(frame, ref, size, count, mode)
+    return crop_patches(frame, ref, size, count, mode, context)
 
 
 def normalise(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:

@@ -6,6 +6,13 @@ is the temporal pooling of its frame scores (``gameqa.models.pooling``: ``mean``
 of the worst P% of frames, since viewers remember the bad moments). Crops, not resized frames: downscaling a
 frame hides exactly the blocking, ringing and blur the model must see.
 
+Optionally (``context_rows`` > 0) a crop comes with **context**: the whole frame squeezed into a strip of
+``context_rows`` x crop-width pixels, stacked under the crop in one input image (``onnx_engine.with_context``).
+The backbone runs once over both; the feature rows of the crop and of the strip are pooled apart, and the
+strip's pooled features enter the head's hidden layer through their own linear map (zero at start, so a
+context model starts as its crop-only twin). The strip tells the model what the rest of the frame looks like
+(the kind of content, how busy it is), which one full-resolution window cannot.
+
 Two variants share the code:
 
 * no-reference (``reference="none"``): 3 input channels, the distorted crop;
@@ -126,7 +133,7 @@ class EraqueNet(nn.Module):
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", reference: str = "none", pretrained: bool = True,
-                 head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0):
+                 head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0, context_rows: int = 0):
         super().__init__()
         try:
             check_backbone(backbone)
@@ -151,6 +158,17 @@ class EraqueNet(nn.Module):
         )
         with torch.no_grad():  # start every prediction near the middle of the scale
             self.head[-1].bias.fill_(float(init_score))
+        self.context_rows = int(context_rows)
+        self.context = None
+        if self.context_rows:
+            stride = self.feature_stride()
+            if self.context_rows < 0 or self.context_rows % stride:
+                raise ModelError(None, f"context_rows must be a positive multiple of the backbone's stride "
+                                       f"({stride}), not {context_rows}")
+            self.context_feature_rows = self.context_rows // stride
+            self.context = nn.Linear(features, head_hidden, bias=False)
+            with torch.no_grad():
+                self.context.weight.zero_()
 
     @property
     def in_channels(self) -> int:
@@ -160,10 +178,32 @@ class EraqueNet(nn.Module):
     def feature_channels(self) -> int:
         return self.head[2].in_features
 
+    def feature_stride(self) -> int:
+        """How many input pixels one feature-map row spans (32 for the full backbones)."""
+        with torch.no_grad():
+            was = self.backbone.training
+            self.backbone.eval()
+            rows = self.backbone(torch.zeros(1, self.in_channels, 64, 64)).shape[2]
+            self.backbone.train(was)
+        return 64 // rows
+
+    def input_height(self, crop_size: int) -> int:
+        """Rows of one input image: the crop, plus the context strip under it."""
+        return int(crop_size) + self.context_rows
+
     def forward(self, x: torch.Tensor, features: bool = False):
-        """Scores (N x 1); with ``features=True`` also the backbone's last feature map (for distillation)."""
+        """Scores (N x 1); with ``features=True`` also the backbone's last feature map of the crop (distillation).
+
+        With context the input is the crop with the frame's strip under it (``input_height`` rows)."""
         fmap = self.backbone(x)
-        score = self.head(self.pool(fmap))
+        if self.context is None:
+            score = self.head(self.pool(fmap))
+            return (score, fmap) if features else score
+        k = self.context_feature_rows
+        fmap, strip = fmap[:, :, :-k], fmap[:, :, -k:]
+        hidden = self.head[2](self.head[1](self.head[0](self.pool(fmap))))
+        hidden = hidden + self.context(self.head[1](self.head[0](self.pool(strip))))
+        score = self.head[4](self.head[3](hidden))
         return (score, fmap) if features else score
 
     def freeze_batchnorm(self) -> None:

@@ -64,6 +64,7 @@ class ModelConfig(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     freeze_bn: bool = True
     init: str = ""   # a trained checkpoint (.pt) whose weights start the network where they fit (see init_path)
+    context_rows: int = Field(0, ge=0)  # > 0: the whole frame as a strip of this many rows under each crop
 
     def init_path(self) -> Optional[Path]:
         """The ``init`` checkpoint; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""

@@ -247,7 +247,7 @@ class DistillTrainer(Trainer):
                 frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
                 fi = int(rng.integers(len(frames)))
                 patches.append(random_crop(frames.load(fi), None, self.cfg.input.crop_size, rng, self.cfg.input.hflip,
-                                           self.cfg.input.train_crops))
+                                           self.cfg.input.train_crops, self.cfg.model.context_rows))
                 if frame_target:
                     teacher.append(self.frame_targets[frames.key][fi])
             x = torch.cat([x, normalise_crops(patches)])
@@ -265,8 +265,8 @@ class DistillTrainer(Trainer):
         parts = self.ground_truth_loss(pred[labelled], y[labelled])
         t_map = None
         if frame_target is None or self._adapter_run is not None:
-            with torch.no_grad():
-                t_pred, t_map = self.teacher(x, features=True)
+            with torch.no_grad():  # the teacher reads the crop (without the student's context strip)
+                t_pred, t_map = self.teacher(x[:, :, :x.shape[3]], features=True)
         total = parts.total
         target = t_pred.reshape(-1) if frame_target is None else frame_target
         out_term = output_distance(pred, target, dcfg.output_loss)

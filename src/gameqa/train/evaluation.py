@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from gameqa.data.manifest import logo_split, manifest_root, read_manifest, split_rows
+from gameqa.data.manifest import logo_split, manifest_root, read_manifest, source_rows, split_rows
 from gameqa.errors import ConfigError
 from gameqa.evaluate import correlation_table
 from gameqa.models.pooling import pool_scores
@@ -84,13 +84,9 @@ def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", 
     if full_ref:
         raise ConfigError(model, "a full-reference model has no score for the reference itself")
     cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or "uniform:8")
-    first: dict[str, dict] = {}
-    for row in chosen:
-        first.setdefault(row["source_id"], row)
     out = {}
-    for source, row in first.items():
-        if not os.path.isfile(row["abs_source_path"]):
-            raise ConfigError(manifest, f"reference file {row['abs_source_path']} is missing")
+    for row in source_rows(chosen, manifest, "pristine scores"):
+        source = row["source_id"]
         w, h = row["display_width"], row["display_height"]
         clip = cache.clip_frames(row["abs_path"], w, h)
         ref = cache.reference_frames(row["abs_source_path"], clip.timestamps, w, h)

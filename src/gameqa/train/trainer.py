@@ -36,12 +36,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from gameqa.data.manifest import logo_split, read_manifest, split_rows
-from gameqa.errors import ConfigError
+from gameqa.data.manifest import logo_split, read_manifest, source_rows, split_rows
+from gameqa.errors import ConfigError, ModelError
 from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
-from gameqa.models.onnx_engine import choose_boxes
+from gameqa.models.onnx_engine import context_strip, crop_patches, with_context
 from gameqa.models.pooling import pool_scores
 from gameqa.sinks import save_figure
 from gameqa.train.config import EraqueConfig, build_config, config_changes
@@ -146,18 +146,11 @@ def pristine_rows(rows: list[dict], mos: float, manifest: Path) -> list[dict]:
     A no-reference model meets each content only through its encodes; the capture they were made from shows it
     what the content itself looks like undamaged, whatever its art, so that a flat or dark level is not taken for
     damage. The row is the source's first clip with the capture as its file (and as its own reference)."""
-    out, seen = [], set()
-    for row in rows:
-        if row["source_id"] in seen:
-            continue
-        seen.add(row["source_id"])
-        if not os.path.isfile(row["abs_source_path"]):
-            raise ConfigError(manifest, f"data.pristine_anchors: source file {row['abs_source_path']} is missing")
-        out.append({**row, "clip_id": f"{row['source_id']}-pristine", "path": row["source_path"],
-                    "abs_path": row["abs_source_path"], "codec": "none", "encoder": "", "encoder_args": "",
-                    "height": row["display_height"], "width": row["display_width"], "kbps": 0,
-                    "actual_kbps": 0.0, "vmaf": 100.0, "mos": float(mos)})
-    return out
+    return [{**row, "clip_id": f"{row['source_id']}-pristine", "path": row["source_path"],
+             "abs_path": row["abs_source_path"], "codec": "none", "encoder": "", "encoder_args": "",
+             "height": row["display_height"], "width": row["display_width"], "kbps": 0,
+             "actual_kbps": 0.0, "vmaf": 100.0, "mos": float(mos)}
+            for row in source_rows(rows, manifest, "data.pristine_anchors")]
 
 
 @dataclass
@@ -177,8 +170,9 @@ TEXTURE_POOL = 4  # training crops of ``train_crops = "texture"`` start near one
 
 
 def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np.random.Generator,
-                hflip: bool, placement: str = "random") -> np.ndarray:
-    """One size x size crop (the same place in the reference), maybe mirrored left-right.
+                hflip: bool, placement: str = "random", context: int = 0) -> np.ndarray:
+    """One size x size crop (the same place in the reference), maybe mirrored left-right; with ``context`` rows
+    the frame's context strip under it (``onnx_engine.with_context``), mirrored with it.
 
     ``placement`` "random": anywhere; "texture": one of the ``TEXTURE_POOL`` most detailed windows
     (``texture_boxes``), moved by up to 1/8 of the crop, so that training sees what texture inference picks;
@@ -201,19 +195,16 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     patch = frame[y:y + size, x:x + size]
     if ref is not None:
         patch = full_reference_patch(patch, ref[y:y + size, x:x + size])
+    if context:
+        patch = with_context(patch, context_strip(frame, context, size))
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
 def grid_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
-                 mode: str = "grid") -> list[np.ndarray]:
-    """The engine's deterministic crops of one frame (``mode`` grid or texture; with FR channels if ``ref``)."""
-    out = []
-    for y, x in choose_boxes(frame, size, count, mode):
-        patch = frame[y:y + size, x:x + size]
-        if ref is not None:
-            patch = full_reference_patch(patch, ref[y:y + size, x:x + size])
-        out.append(patch)
-    return out
+                 mode: str = "grid", context: int = 0) -> list[np.ndarray]:
+    """The engine's deterministic crops of one frame (``mode`` grid or texture; with FR channels if ``ref``;
+    with the context strip under each if ``context``): ``onnx_engine.crop_patches`` itself."""
+    return crop_patches(frame, ref, size, count, mode, context)
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -227,10 +218,12 @@ def spread(n: int, k: int) -> list[int]:
 @torch.no_grad()
 def torch_frame_scores(model: torch.nn.Module, frames: list[np.ndarray], refs: Optional[list[np.ndarray]],
                        size: int, count: int, device: str = "cpu", batch: int = 16, mode: str = "grid") -> np.ndarray:
-    """One score per frame: mean over its grid crops, as ``OnnxFrameModel.score_frames`` computes it."""
+    """One score per frame: mean over its grid crops, as ``OnnxFrameModel.score_frames`` computes it (with the
+    context strip under each crop for a context model)."""
     owners, patches = [], []
+    context = getattr(model, "context_rows", 0)
     for i, frame in enumerate(frames):
-        for p in grid_patches(frame, None if refs is None else refs[i], size, count, mode):
+        for p in grid_patches(frame, None if refs is None else refs[i], size, count, mode, context):
             owners.append(i)
             patches.append(p)
     scores = []
@@ -302,7 +295,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
     """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode."""
     cfg = build_config(ckpt["config"])
     model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, head_hidden=cfg.model.head_hidden,
-                      dropout=cfg.model.dropout)
+                      dropout=cfg.model.dropout, context_rows=cfg.model.context_rows)
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg
 
@@ -340,6 +333,11 @@ class Trainer:
         init = cfg.model.init_path()
         if init is not None and not init.is_file():
             raise ConfigError(init, "checkpoint not found (model.init)")
+        if cfg.model.context_rows:  # the strip must span whole feature rows of the backbone
+            try:
+                EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, context_rows=cfg.model.context_rows)
+            except ModelError as exc:
+                raise ConfigError(None, f"model.context_rows: {exc.problem}") from None
         self.splits = load_splits(cfg)
         self.resume_from = self._check_resume(resume)
         self.dist = Dist()
@@ -406,7 +404,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
                           head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout,
-                          init_score=float(np.mean([c.mos for c in self.clips["train"]])))
+                          init_score=float(np.mean([c.mos for c in self.clips["train"]])),
+                          context_rows=cfg.model.context_rows)
         init = cfg.model.init_path()
         if init is not None:
             source, _ = model_from_checkpoint(load_checkpoint(init))
@@ -415,7 +414,7 @@ class Trainer:
                 self.log(f"initialised {copied} of {len(model.state_dict())} tensors from {init}")
         model.to(self.device)
         backbone = list(model.backbone.parameters())
-        head = list(model.head.parameters())
+        head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]  # head (and context map)
         groups = [{"params": head, "lr": cfg.train.lr, "base_lr": cfg.train.lr}]
         if cfg.train.backbone_lr_scale > 0:
             lr = cfg.train.lr * cfg.train.backbone_lr_scale
@@ -470,7 +469,8 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, epoch, 2, pos])
             frame = clip.frames.load(fi)
             ref = clip.refs.load(fi) if clip.refs is not None else None
-            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip, cfg.input.train_crops))
+            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip, cfg.input.train_crops,
+                                       cfg.model.context_rows))
             targets.append(clip.mos)
         return normalise_crops(patches), torch.tensor(targets, dtype=torch.float32)
 

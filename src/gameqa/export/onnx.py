@@ -24,7 +24,8 @@ import torch
 
 from gameqa.errors import ModelError
 from gameqa.models.eraque import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, normalise_crops
-from gameqa.train.trainer import grid_patches, load_checkpoint, model_from_checkpoint, torch_frame_scores
+from gameqa.models.onnx_engine import crop_patches
+from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
 OPSET = 17
 
@@ -126,7 +127,7 @@ def _verify(model, folder: Path, frames: list[np.ndarray], size: int, count: int
     dists = [_degrade(f) for f in frames] if full_ref else frames
     refs = frames if full_ref else None
     patches = [p for i, d in enumerate(dists)
-               for p in grid_patches(d, None if refs is None else refs[i], size, count, crop_mode, model.context_rows)]
+               for p in crop_patches(d, None if refs is None else refs[i], size, count, crop_mode, model.context_rows)]
     x = normalise_crops(patches)
     with torch.no_grad():
         expected = model(x).reshape(-1).numpy()

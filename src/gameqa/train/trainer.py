@@ -200,13 +200,6 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
-def grid_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
-                 mode: str = "grid", context: int = 0) -> list[np.ndarray]:
-    """The engine's deterministic crops of one frame (``mode`` grid or texture; with FR channels if ``ref``;
-    with the context strip under each if ``context``): ``onnx_engine.crop_patches`` itself."""
-    return crop_patches(frame, ref, size, count, mode, context)
-
-
 def spread(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n)."""
     if k >= n:
@@ -223,7 +216,7 @@ def torch_frame_scores(model: torch.nn.Module, frames: list[np.ndarray], refs: O
     owners, patches = [], []
     context = getattr(model, "context_rows", 0)
     for i, frame in enumerate(frames):
-        for p in grid_patches(frame, None if refs is None else refs[i], size, count, mode, context):
+        for p in crop_patches(frame, None if refs is None else refs[i], size, count, mode, context):
             owners.append(i)
             patches.append(p)
     scores = []

@@ -423,6 +423,44 @@ def test_model_init_starts_a_full_reference_run_from_a_no_reference_checkpoint(t
         Trainer(tiny_config(corpus, tmp_path / "x", [f'model.init="{tmp_path / "none.pt"}"']), log=quiet)
 
 
+def test_weight_average_follows_the_hand_computed_moving_average():
+    from gameqa.train.trainer import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    average = WeightAverage(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[3.0, 2.0]]))
+    average.update(net, step=1)  # d = min(0.5, 2 / 11): the average moves 9/11 of the way
+    assert torch.allclose(average.model.weight, torch.tensor([[1.0 + 2.0 * 9 / 11, -2.0 + 4.0 * 9 / 11]]))
+    average.update(net, step=100)  # d = 0.5 once the warm-up is over
+    expected = torch.tensor([[1.0 + 2.0 * 9 / 11, -2.0 + 4.0 * 9 / 11]]) * 0.5 + torch.tensor([[3.0, 2.0]]) * 0.5
+    assert torch.allclose(average.model.weight, expected)
+    assert not average.model.weight.requires_grad and net.weight.requires_grad
+
+
+def test_weight_average_is_judged_kept_and_resumed(corpus, tmp_path):
+    """train.ema_decay: best.pt's model is the average (not the trained weights), and stop + resume is bit-identical."""
+    from gameqa.train.trainer import Trainer, load_checkpoint, model_from_checkpoint, state_digest
+
+    ema = ["train.ema_decay=0.9"]
+    straight = Trainer(tiny_config(corpus, tmp_path / "a", ema + ["train.max_steps=4"]), log=quiet).fit()
+    Trainer(tiny_config(corpus, tmp_path / "b", ema + ["train.max_steps=2"]), log=quiet).fit()
+    resumed = Trainer(tiny_config(corpus, tmp_path / "b", ema + ["train.max_steps=4"]), log=quiet).fit()
+    assert resumed.digest == straight.digest
+    last = load_checkpoint(straight.run_dir / "last.pt")
+    assert set(last["model"]) == set(last["trained_model"])
+    assert any(not torch.equal(last["model"][k], last["trained_model"][k]) for k in last["model"])
+    judged, _ = model_from_checkpoint(last)
+    assert state_digest(judged) == straight.digest  # the result and every reader of "model" see the average
+    plain = Trainer(tiny_config(corpus, tmp_path / "c", ["train.max_steps=4"]), log=quiet).fit()
+    assert "trained_model" not in load_checkpoint(plain.run_dir / "last.pt")
+    trained_weights = {k: v for k, v in last["trained_model"].items()}
+    plain_weights = load_checkpoint(plain.run_dir / "last.pt")["model"]
+    assert all(torch.equal(trained_weights[k], plain_weights[k]) for k in plain_weights)  # averaging does not steer training
+
+
 def test_shipped_training_configs_load():
     """Every ERAQUE and distillation config in the repository parses and validates (keys, types, backbones)."""
     root = Path(__file__).resolve().parents[1] / "configs"

@@ -33,8 +33,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from gameqa.errors import ConfigError, ModelError
-from gameqa.export.quantize import (CALIBRATION_METHODS, engine_patches, manifest_frames, normalise,
-                                    quantize_dynamic_onnx, quantize_static_onnx)
+from gameqa.export.quantize import CALIBRATION_METHODS, manifest_frames, quantize_dynamic_onnx, quantize_static_onnx
+from gameqa.models.onnx_engine import display_crops, normalise_input
 
 INT8_KINDS = ("static", "dynamic")
 INT8_FOLDERS = {"static": "int8", "dynamic": "int8-dynamic"}
@@ -109,7 +109,7 @@ def _crop_frame_scores(run: Callable[[np.ndarray], np.ndarray], pairs: Sequence[
     crops = preprocess["crops"]
     scores = []
     for frame, ref in pairs:
-        x = normalise(engine_patches(frame, ref, int(crops["size"]), int(crops["count"]),
+        x = normalise_input(display_crops(frame, ref, int(crops["size"]), int(crops["count"]),
                                    preprocess.get("display_height"), crops.get("mode", "grid"),
                                    int(crops.get("context", 0))), preprocess)
         if batch:
@@ -292,7 +292,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
             if kind == "static":
                 log(f"quantizing: static int8 QDQ, {calibration_method} calibration on {len(calib_pairs)} frames")
                 context = int(pre["crops"].get("context", 0))
-                batches = [normalise(engine_patches(f, r, size, count, display, crop_mode, context), pre)
+                batches = [normalise_input(display_crops(f, r, size, count, display, crop_mode, context), pre)
                            for f, r in calib_pairs]
                 quantize_static_onnx(tmp / "model.onnx", folder / "model.onnx", batches, method=calibration_method,
                                      fp32_stride=int8_fp32_stride,

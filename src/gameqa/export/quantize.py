@@ -27,31 +27,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from gameqa.errors import ConfigError, GameQAError, ModelError
-from gameqa.models.onnx_engine import crop_patches, upscale_to_display
 
 # Min/max only: ONNX Runtime's entropy and percentile calibrators keep every activation of every calibration
 # batch in memory (tens of GB for the teacher on a few dozen frames), and its moving-average min/max gave a
 # larger error than plain min/max on the teacher.
 CALIBRATION_METHODS = ("minmax",)
-
-
-def engine_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
-                   display_height: Optional[int], mode: str = "grid", context: int = 0) -> list[np.ndarray]:
-    """The engine's crops of one frame: scale up to the display height, then ``crop_patches``."""
-    frame = upscale_to_display(frame, display_height)
-    if ref is not None:
-        ref = upscale_to_display(ref, display_height)
-    return crop_patches(frame, ref, size, count, mode, context)
-
-
-def normalise(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:
-    """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels)."""
-    x = np.stack(patches).astype(np.float32) / float(preprocess.get("scale", 255.0))
-    x = x.transpose(0, 3, 1, 2)
-    reps = x.shape[1] // 3
-    mean = np.asarray(list(preprocess.get("mean", [0.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(list(preprocess.get("std", [1.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((x - mean) / std)
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -151,12 +151,36 @@ def crop_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count:
     """The crops of one (display-size) frame, placed by ``mode`` on the distorted frame; with ``ref`` each crop
     carries its difference to the reference crop at the same place (``with_difference``); with ``context`` rows
     the frame's context strip goes under each crop (``with_context``)."""
-    boxes = choose_boxes(frame, size, count, mode)
+    return cut_patches(frame, ref, size, choose_boxes(frame, size, count, mode), context)
+
+
+def cut_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, boxes: Sequence[tuple[int, int]],
+                context: int = 0) -> list[np.ndarray]:
+    """The ``size`` x ``size`` crops at the top-left corners ``boxes`` (see ``crop_patches``)."""
     strip = context_strip(frame, context, size) if context else None
     if ref is None:
         return [with_context(frame[y:y + size, x:x + size], strip) for y, x in boxes]
     return [with_context(with_difference(frame[y:y + size, x:x + size], ref[y:y + size, x:x + size]), strip)
             for y, x in boxes]
+
+
+def display_crops(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
+                  display_height: Optional[int], mode: str = "grid", context: int = 0) -> list[np.ndarray]:
+    """The engine's crops of one decoded frame: scale up to the display height, then ``crop_patches``."""
+    frame = upscale_to_display(frame, display_height)
+    if ref is not None:
+        ref = upscale_to_display(ref, display_height)
+    return crop_patches(frame, ref, size, count, mode, context)
+
+
+def normalise_input(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:
+    """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels)."""
+    x = np.stack(patches).astype(np.float32) / float(preprocess.get("scale", 255.0))
+    x = x.transpose(0, 3, 1, 2)
+    reps = x.shape[1] // 3
+    mean = np.asarray(list(preprocess.get("mean", [0.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(list(preprocess.get("std", [1.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - mean) / std)
 
 
 def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.ndarray:
@@ -199,9 +223,6 @@ class OnnxFrameModel:
         batch_dim = inp.shape[0] if inp.shape else None
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
         pre = card.preprocess
-        self.scale = float(pre.get("scale", 255.0))
-        self.mean = np.asarray(pre.get("mean", [0.0, 0.0, 0.0]), np.float32).reshape(1, -1, 1, 1)
-        self.std = np.asarray(pre.get("std", [1.0, 1.0, 1.0]), np.float32).reshape(1, -1, 1, 1)
         self.crops = pre.get("crops")
         self.crop_mode = str((self.crops or {}).get("mode", "grid"))
         self.context = int((self.crops or {}).get("context", 0))
@@ -218,15 +239,15 @@ class OnnxFrameModel:
     def _patches(self, frame: np.ndarray, ref: Optional[np.ndarray] = None) -> list[np.ndarray]:
         """The model inputs of one frame (display scaling, then resize or crops); with ``ref``, the distorted
         crops with their difference to the reference's crops at the same places as 6 channels."""
+        if self.crops and not self.resize:
+            return display_crops(frame, ref, int(self.crops["size"]), int(self.crops.get("count", 1)),
+                                 self.display_height, self.crop_mode, self.context)
         frame = upscale_to_display(frame, self.display_height)
         if ref is not None:
             ref = upscale_to_display(ref, self.display_height)
         if self.resize:
             frame = _resize(frame, self.resize)
             ref = None if ref is None else _resize(ref, self.resize)
-        elif self.crops:
-            return crop_patches(frame, ref, int(self.crops["size"]), int(self.crops.get("count", 1)), self.crop_mode,
-                                self.context)
         return [frame if ref is None else with_difference(frame, ref)]
 
     def crop_scores(self, frame: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], int, np.ndarray]:
@@ -239,17 +260,10 @@ class OnnxFrameModel:
         shown = upscale_to_display(frame, self.display_height)
         size = int(self.crops["size"])
         boxes = choose_boxes(shown, size, int(self.crops.get("count", 1)), self.crop_mode)
-        strip = context_strip(shown, self.context, size) if self.context else None
-        inputs = [with_context(shown[y:y + size, x:x + size], strip) for y, x in boxes]
-        return shown, boxes, size, self._run(self._to_input(inputs))
+        return shown, boxes, size, self._run(self._to_input(cut_patches(shown, None, size, boxes, self.context)))
 
     def _to_input(self, patches: list[np.ndarray]) -> np.ndarray:
-        x = np.stack(patches).astype(np.float32) / self.scale
-        x = x.transpose(0, 3, 1, 2)
-        channels = x.shape[1]
-        mean = np.tile(self.mean, (1, channels // self.mean.shape[1], 1, 1))
-        std = np.tile(self.std, (1, channels // self.std.shape[1], 1, 1))
-        return np.ascontiguousarray((x - mean) / std)
+        return normalise_input(patches, self.card.preprocess)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.fixed_batch:

@@ -121,6 +121,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(50, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = Field(5.0, ge=0.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # judge and keep a moving average of the weights; 0 = off
     validate_every: int = Field(1, ge=1)        # epochs
     checkpoint_every: int = Field(100, ge=1)    # steps
     log_every: int = Field(10, ge=1)            # steps

@@ -20,6 +20,7 @@ Files in the run folder: ``last.pt``, ``best.pt``, ``metrics.csv``, ``learning_c
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -314,6 +315,29 @@ class TrainResult:
     seconds: float = 0.0
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (``train.ema_decay``, Polyak averaging).
+
+    After every optimiser step each parameter moves ``1 - d`` of the way to the trained one, with
+    ``d = min(decay, (1 + step) / (10 + step))`` so that early steps are not frozen into the average; buffers are
+    copied. The average is what validation judges, what best.pt keeps as ``model`` (so eval, export and
+    distillation read it) and the trained weights are kept beside it as ``trained_model`` for resuming."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for avg, p in zip(self.model.parameters(), model.parameters()):
+                avg.lerp_(p.detach(), 1.0 - d)
+            for avg, b in zip(self.model.buffers(), model.buffers()):
+                avg.copy_(b)
+
+
 class Trainer:
     """``Trainer(cfg).fit()``; construction validates everything and fails before any training work."""
 
@@ -336,6 +360,7 @@ class Trainer:
         self.dist = Dist()
         self.log = log
         self.clips: dict[str, list[ClipFrames]] = {}
+        self.average: Optional[WeightAverage] = None
 
     # -- setup --------------------------------------------------------------------------------------------------
     def _check_resume(self, resume: bool) -> Optional[Path]:
@@ -530,9 +555,12 @@ class Trainer:
         rng_states = _gather(self.dist, torch.get_rng_state())
         if not self.dist.main:
             return
+        weights = {"model": _unwrap(model).state_dict()}
+        if self.average is not None:  # the average is the model; the trained weights are kept to resume
+            weights = {"model": self.average.model.state_dict(), "trained_model": weights["model"]}
         _save_atomic({
             "format": CHECKPOINT_FORMAT, "config": self.cfg.model_dump(mode="json"),
-            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            **weights, "optimizer": optimizer.state_dict(),
             "step": step, "epoch": epoch, "batch": batch, "best": best, "world": self.dist.world,
             "rng": rng_states, "display_height": self.display_height(), **self.extra_state(),
         }, self.run_dir / name)
@@ -561,11 +589,15 @@ class Trainer:
         total = cfg.train.epochs * spe
         stop = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
         model, optimizer = self._build()
+        self.average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        judged = self.average.model if self.average is not None else model  # what validation and best.pt hold
         step, epoch0, batch0 = 0, 0, 0
         best = {"srocc": -float("inf"), "step": -1}
         if self.resume_from is not None:
             ckpt = torch.load(self.resume_from, map_location="cpu", weights_only=False)
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt.get("trained_model", ckpt["model"]))
+            if self.average is not None:
+                self.average.model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             step, epoch0, batch0, best = ckpt["step"], ckpt["epoch"], ckpt["batch"], ckpt["best"]
             self.load_extra_state(ckpt)
@@ -618,6 +650,8 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                     optimizer.step()
                     step += 1
+                    if self.average is not None:
+                        self.average.update(model, step)
                     logged = {"train_loss": float(parts.total.detach()), "regression": parts.regression,
                               "ranking": parts.ranking, "hard_pairs": parts.hard_pairs, **self.extra_log}
                     window.append(list(logged.values()))
@@ -633,7 +667,7 @@ class Trainer:
                             t_log = now
                     end_of_epoch = batch + 1 == spe
                     if (end_of_epoch and (epoch + 1) % cfg.train.validate_every == 0) or step == stop:
-                        last_val = self.validate(model)  # unwrapped: DDP's forward would sync buffers across ranks
+                        last_val = self.validate(judged)  # unwrapped: DDP's forward would sync buffers across ranks
                         validated_at = step
                         best = self._after_validation(model, optimizer, step, epoch, batch + 1, best, last_val)
                     if step % cfg.train.checkpoint_every == 0 or end_of_epoch or step == stop:
@@ -641,14 +675,14 @@ class Trainer:
                         self._checkpoint(model, optimizer, step, *nxt, best)
                 batch0 = 0
             if validated_at != step:  # resumed at the very end: make sure the last state is judged
-                last_val = self.validate(model)  # unwrapped: DDP's forward would sync buffers across ranks
+                last_val = self.validate(judged)  # unwrapped: DDP's forward would sync buffers across ranks
                 best = self._after_validation(model, optimizer, step, cfg.train.epochs, 0, best, last_val)
         finally:
             prefetch.shutdown(wait=True, cancel_futures=True)
             if progress:
                 progress[0].stop()
         _barrier(d)
-        result = TrainResult(self.run_dir, step, best["srocc"], best["step"], last_val, state_digest(model),
+        result = TrainResult(self.run_dir, step, best["srocc"], best["step"], last_val, state_digest(judged),
                              time.monotonic() - t_start)
         if d.main:
             self.log(f"done: {step} steps, best val SROCC {best['srocc']:.4f} at step {best['step']}; "

@@ -109,9 +109,9 @@ def _crop_frame_scores(run: Callable[[np.ndarray], np.ndarray], pairs: Sequence[
     crops = preprocess["crops"]
     scores = []
     for frame, ref in pairs:
-        x = normalise_input(display_crops(frame, ref, int(crops["size"]), int(crops["count"]),
-                                   preprocess.get("display_height"), crops.get("mode", "grid"),
-                                   int(crops.get("context", 0))), preprocess)
+        patches = display_crops(frame, ref, int(crops["size"]), int(crops["count"]), preprocess.get("display_height"),
+                                crops.get("mode", "grid"), int(crops.get("context", 0)))
+        x = normalise_input(patches, preprocess)
         if batch:
             pad = (-len(x)) % batch
             xp = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x

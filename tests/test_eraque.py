@@ -193,6 +193,21 @@ def test_onnx_evaluation_path_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+@pytest.mark.parametrize("backbone", ["tiny", "mobilenetv2-0.5", "efficientnet-lite0", "efficientnet-lite0-b1",
+                                      "efficientnet-lite0-b4", "efficientnet-lite0-b11", "efficientnet-lite0-b12"])
+def test_backbone_stride_table_matches_the_networks(backbone):
+    """The torch-free stride table (which validates model.context_rows) is what each backbone really does."""
+    import torch
+
+    from gameqa.models.backbones import backbone_stride
+    from gameqa.models.eraque import EraqueNet
+
+    net = EraqueNet(backbone, pretrained=False).eval()
+    with torch.no_grad():
+        rows = net.backbone(torch.zeros(1, 3, 64, 64)).shape[2]
+    assert backbone_stride(backbone) == 64 // rows
+
+
 def test_bad_inputs_fail_before_training(corpus, tmp_path):
     from gameqa.train.trainer import Trainer
 
@@ -205,6 +220,10 @@ def test_bad_inputs_fail_before_training(corpus, tmp_path):
         load_config(tmp_path / "type.yaml")
     cfg = load_config(tmp_path / "type.yaml", ["train.batch_size=8", "model.backbone=tiny"])
     assert cfg.name == "x" and cfg.train.epochs == 2 and cfg.train.batch_size == 8
+    # the context strip must span whole feature rows: told with the file, before any network is built
+    with pytest.raises(ConfigError, match=r"type.yaml: .*context_rows must be a multiple of the backbone's stride "
+                                          r"\(32 for efficientnet-lite0\) \(got 48\)"):
+        load_config(tmp_path / "type.yaml", ["train.batch_size=8", "model.context_rows=48"])
 
     manifest = (corpus / "manifests" / "corpus.csv").read_text()
     bad = tmp_path / "bad"
@@ -401,6 +420,9 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-size", "100"])
     assert bad.exit_code != 0 and "crop size must be a multiple of 32 pixels, not 100" in bad.output
+    stray = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--json", "out.json"])
+    assert stray.exit_code == 2 and "unexpected argument(s) 'out.json'" in stray.output
+    assert not (Path.cwd() / "out.json").exists()
 
 
 def test_model_init_starts_a_full_reference_run_from_a_no_reference_checkpoint(trained, corpus, tmp_path):

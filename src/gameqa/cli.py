@@ -273,8 +273,12 @@ def evaluate(
     from gameqa.evaluate import evaluate_files, print_table
 
     if model or manifest:
-        if not (model and manifest) or pred or labels:
-            _fail("give either PRED LABELS, or --model and --manifest (not both)", 2)
+        if pred or labels:
+            stray = " ".join(a for a in (pred, labels) if a)
+            _fail(f"unexpected argument(s) {stray!r}: --model and --manifest take no PRED or LABELS files "
+                  "(--json is a flag: the JSON goes to stdout)", 2)
+        if not (model and manifest):
+            _fail("give both --model and --manifest (or PRED LABELS instead)", 2)
         from gameqa.train.cli import eval_cmd
 
         eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,

@@ -9,6 +9,10 @@ BACKBONES = FIXED + ("mobilenetv2-<width>", "efficientnet-lite0-b<blocks>")
 LITE0_BLOCKS = 16
 # Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
 LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
+# Input pixels per output pixel after the stem (stride 2) and each of Lite0's 16 blocks.
+LITE0_BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
+TINY_STRIDE = 8          # three stride-2 convolutions
+MOBILENET_STRIDE = 32    # MobileNetV2 at any width
 
 
 def mobilenet_width(backbone: str) -> Optional[float]:
@@ -40,3 +44,13 @@ def check_backbone(backbone: str) -> str:
         raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5, "
                          f"blocks 1-{LITE0_BLOCKS})")
     return backbone
+
+
+def backbone_stride(backbone: str) -> int:
+    """How many input pixels one row of the backbone's last feature map spans (ValueError for unknown names)."""
+    check_backbone(backbone)
+    if backbone == "tiny":
+        return TINY_STRIDE
+    if mobilenet_width(backbone) is not None:
+        return MOBILENET_STRIDE
+    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]

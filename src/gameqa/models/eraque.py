@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from gameqa.errors import ModelError
-from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
-                                     lite0_blocks, mobilenet_width)
+from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, backbone_stride,
+                                     check_backbone, lite0_blocks, mobilenet_width)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -180,12 +180,7 @@ class EraqueNet(nn.Module):
 
     def feature_stride(self) -> int:
         """How many input pixels one feature-map row spans (32 for the full backbones)."""
-        with torch.no_grad():
-            was = self.backbone.training
-            self.backbone.eval()
-            rows = self.backbone(torch.zeros(1, self.in_channels, 64, 64)).shape[2]
-            self.backbone.train(was)
-        return 64 // rows
+        return backbone_stride(self.backbone_name)
 
     def input_height(self, crop_size: int) -> int:
         """Rows of one input image: the crop, plus the context strip under it."""
@@ -201,10 +196,23 @@ class EraqueNet(nn.Module):
             return (score, fmap) if features else score
         k = self.context_feature_rows
         fmap, strip = fmap[:, :, :-k], fmap[:, :, -k:]
-        hidden = self.head[2](self.head[1](self.head[0](self.pool(fmap))))
-        hidden = hidden + self.context(self.head[1](self.head[0](self.pool(strip))))
-        score = self.head[4](self.head[3](hidden))
+        hidden = self.head_hidden(self.pool(fmap)) + self.context(self.head_input(self.pool(strip)))
+        score = self.head_score(hidden)
         return (score, fmap) if features else score
+
+    # The head is one Sequential (Flatten, Dropout, Linear, ReLU, Linear), kept so for the checkpoints' keys; its
+    # halves are named here, where the context path joins the hidden layer.
+    def head_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features -> the head's input (flattened, dropout)."""
+        return self.head[1](self.head[0](pooled))
+
+    def head_hidden(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features -> the head's hidden layer, before its activation."""
+        return self.head[2](self.head_input(pooled))
+
+    def head_score(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The hidden layer (before activation) -> one score per crop."""
+        return self.head[4](self.head[3](hidden))
 
     def freeze_batchnorm(self) -> None:
         """Keep every BatchNorm on its running (ImageNet) statistics: small CPU batches make batch statistics noisy."""

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from gameqa.errors import ConfigError
 from gameqa.paths import cache_dir, corpus_dir
@@ -76,6 +76,18 @@ class ModelConfig(_Section):
         from gameqa.models.backbones import check_backbone
 
         return check_backbone(value)
+
+    @field_validator("context_rows")
+    @classmethod
+    def _context_fits_backbone(cls, value: int, info: ValidationInfo) -> int:
+        """The context strip must span whole feature rows of the backbone (declared, so validated, before it)."""
+        from gameqa.models.backbones import backbone_stride
+
+        backbone = info.data.get("backbone")
+        stride = backbone_stride(backbone) if backbone else 1
+        if value % stride:
+            raise ValueError(f"context_rows must be a multiple of the backbone's stride ({stride} for {backbone})")
+        return value
 
 
 class InputConfig(_Section):

@@ -350,11 +350,6 @@ class Trainer:
         init = cfg.model.init_path()
         if init is not None and not init.is_file():
             raise ConfigError(init, "checkpoint not found (model.init)")
-        if cfg.model.context_rows:  # the strip must span whole feature rows of the backbone
-            try:
-                EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, context_rows=cfg.model.context_rows)
-            except ModelError as exc:
-                raise ConfigError(None, f"model.context_rows: {exc.problem}") from None
         self.splits = load_splits(cfg)
         self.resume_from = self._check_resume(resume)
         self.dist = Dist()

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from gameqa.data.manifest import logo_split, read_manifest, source_rows, split_rows
-from gameqa.errors import ConfigError, ModelError
+from gameqa.errors import ConfigError
 from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops

@@ -54,3 +54,13 @@ def backbone_stride(backbone: str) -> int:
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE
     return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]
+
+
+def context_feature_rows(backbone: str, rows: int) -> int:
+    """Feature-map rows of a context strip ``rows`` pixels high (ValueError unless whole rows of the backbone)."""
+    if rows < 0:
+        raise ValueError("context_rows must be 0 or more")
+    stride = backbone_stride(backbone)
+    if rows % stride:
+        raise ValueError(f"context_rows must be a multiple of the backbone's stride ({stride} for {backbone})")
+    return rows // stride

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from gameqa.errors import ModelError
-from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, backbone_stride,
-                                     check_backbone, lite0_blocks, mobilenet_width)
+from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
+                                     context_feature_rows, lite0_blocks, mobilenet_width)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,11 +161,10 @@ class EraqueNet(nn.Module):
         self.context_rows = int(context_rows)
         self.context = None
         if self.context_rows:
-            stride = self.feature_stride()
-            if self.context_rows < 0 or self.context_rows % stride:
-                raise ModelError(None, f"context_rows must be a positive multiple of the backbone's stride "
-                                       f"({stride}), not {context_rows}")
-            self.context_feature_rows = self.context_rows // stride
+            try:
+                self.context_feature_rows = context_feature_rows(backbone, self.context_rows)
+            except ValueError as exc:
+                raise ModelError(None, f"{exc}, not {context_rows}") from None
             self.context = nn.Linear(features, head_hidden, bias=False)
             with torch.no_grad():
                 self.context.weight.zero_()
@@ -177,10 +176,6 @@ class EraqueNet(nn.Module):
     @property
     def feature_channels(self) -> int:
         return self.head[2].in_features
-
-    def feature_stride(self) -> int:
-        """How many input pixels one feature-map row spans (32 for the full backbones)."""
-        return backbone_stride(self.backbone_name)
 
     def input_height(self, crop_size: int) -> int:
         """Rows of one input image: the crop, plus the context strip under it."""

@@ -81,12 +81,11 @@ class ModelConfig(_Section):
     @classmethod
     def _context_fits_backbone(cls, value: int, info: ValidationInfo) -> int:
         """The context strip must span whole feature rows of the backbone (declared, so validated, before it)."""
-        from gameqa.models.backbones import backbone_stride
+        from gameqa.models.backbones import context_feature_rows
 
         backbone = info.data.get("backbone")
-        stride = backbone_stride(backbone) if backbone else 1
-        if value % stride:
-            raise ValueError(f"context_rows must be a multiple of the backbone's stride ({stride} for {backbone})")
+        if backbone:  # an unknown backbone is reported by its own check
+            context_feature_rows(backbone, value)
         return value
 
 

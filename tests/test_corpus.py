@@ -262,3 +262,55 @@ def test_a_source_keeps_its_codecs_when_sources_are_added(tiny_corpus, tmp_path)
     rebuilt, failures = build_corpus(copy, spec, natural=False, warn=lambda m: None, previous=previous)
     assert failures == [] and {(r["source_id"], r["codec"]) for r in rebuilt if r["game"] != "aaa"} == \
         {(r["source_id"], r["codec"]) for r in previous}
+
+
+def test_soften_makes_soft_train_sources_labelled_against_themselves(tiny_corpus, tmp_path):
+    """Each train content gets a soft source (blur, then half resolution, in turn) that goes through the ladder
+    like any source: its clips are labelled against the soft source and all sit in the train split."""
+    import av
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.data.soften import soften_corpus
+
+    root, rows, _, _ = tiny_corpus
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    for name in ("clips", "sources"):
+        (corpus / name).symlink_to(root / name)
+    # one game, two train contents: they take the two softenings in turn
+    write_manifest([dict(r, game="alpha", content=f"alpha--{r['game']}", split="train") for r in rows],
+                   corpus / "manifests" / "corpus.csv")
+    soft = tmp_path / "soft"
+    manifest, soft_rows, failures = soften_corpus(corpus, soft, load_ladder(root / "ladder.toml"), log=lambda m: None)
+    assert failures == [] and len(soft_rows) == 2 * 2 * 3
+    assert {r["content"] for r in soft_rows} == {"alpha--alpha-softblur", "alpha--beta-softhalf"}
+    assert {(r["split"], r["group"]) for r in read_manifest(manifest)} == {("train", "soft")}
+    for r in soft_rows:
+        assert r["source_path"].startswith("sources/") and "-soft" in r["source_path"] and 1.0 <= r["mos"] <= 5.0
+    # held out, a game's soft clips are in no split; another game's train on
+    originals = read_manifest(corpus / "manifests" / "corpus.csv")
+    both = originals + [dict(r, game="beta") if "softhalf" in r["content"] else r for r in read_manifest(manifest)]
+    held = logo_split(both, "alpha")
+    assert {r["content"] for r in held["test"]} == {"alpha--alpha", "alpha--beta"} and held["val"] == []
+    assert {r["content"] for r in held["train"]} == {"alpha--beta-softhalf"}
+
+    def detail(path):  # mean absolute horizontal luma step of the first frame
+        with av.open(str(path)) as c:
+            y = next(c.decode(video=0)).to_ndarray(format="gray").astype(float)
+        return float(np.abs(np.diff(y, axis=1)).mean())
+
+    for game, kind in (("alpha", "blur"), ("beta", "half")):
+        original = detail(root / "sources" / game / "s1.mkv")
+        softened = detail(soft / "sources" / f"alpha--{game}-soft{kind}--00.mkv")
+        assert softened < 0.8 * original, (game, softened, original)
+
+    # a held-out game is left out; errors name the manifest and change nothing
+    with pytest.raises(ConfigError, match="no game 'gamma' to leave out"):
+        soften_corpus(corpus, tmp_path / "x", load_ladder(root / "ladder.toml"), exclude_games=["gamma"])
+    with pytest.raises(ConfigError, match="no train contents to soften"):
+        soften_corpus(corpus, tmp_path / "x", load_ladder(root / "ladder.toml"), exclude_games=["alpha"])
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(app, ["corpus", "soften", "--from", str(tmp_path / "nothing"), "--out",
+                                      str(tmp_path / "y")])
+    assert result.exit_code == 1 and "no manifest here" in result.output and not (tmp_path / "y").exists()

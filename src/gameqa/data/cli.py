@@ -26,6 +26,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _clip_progress(title: str):
+    """A progress bar for clips built (``rich``), counting as a build reports ``(done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err)
+
+
+def _exit_on_failures(failures: list[str]) -> None:
+    """Each failed clip on a line of its own, then exit 1 (the other clips are built and in the manifest)."""
+    for f in failures:
+        err.print(f"  {f}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
 @corpus_app.command("capture")
 def capture(
     games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
@@ -55,8 +71,6 @@ def build(
     max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
 ) -> None:
     """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from gameqa.data.corpus import build_corpus
     from gameqa.data.ladder import load_ladder
     from gameqa.data.manifest import read_manifest, write_manifest
@@ -69,8 +83,7 @@ def build(
         previous = next((read_manifest(m) for m in (manifest, inside) if m.is_file()), None)
     except GameQAError as exc:
         _fail(str(exc))
-    with Progress(TextColumn("[bold]building clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err) as progress:
+    with _clip_progress("building clips") as progress:
         task = progress.add_task("", total=None)
 
         def step(done: int, total: int) -> None:
@@ -81,6 +94,8 @@ def build(
                                           warn=lambda m: progress.console.print(f"[yellow]{m}[/]", highlight=False),
                                           progress=step, max_sources=max_sources, previous=previous)
         except GameQAError as exc:
+            progress.live.transient = True  # the error alone, not a bar left at 0
+            progress.stop()
             _fail(str(exc))
     if rows:
         write_manifest(rows, manifest)
@@ -89,10 +104,7 @@ def build(
             write_manifest(rows, inside)
     out.print(f"{len(rows)} clips labelled, manifest written to {manifest} (and {root / 'manifests'}); "
               f"{len(failures)} failed")
-    for f in failures:
-        err.print(f"  {f}", highlight=False, soft_wrap=True)
-    if failures:
-        raise typer.Exit(1)
+    _exit_on_failures(failures)
 
 
 @corpus_app.command("stats")
@@ -136,6 +148,40 @@ def merge(
     except GameQAError as exc:
         _fail(str(exc))
     out.print(f"{n} clips from {len(roots)} folders, manifest written to {manifest}")
+
+
+@corpus_app.command("soften")
+def soften(
+    from_root: Optional[Path] = typer.Option(None, "--from", help="Corpus whose train contents are softened "
+                                                                 "(default $GAMEQA_CACHE/corpus)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder of the soft corpus (sources, clips, manifest)."),
+    exclude_game: Optional[list[str]] = typer.Option(None, "--exclude-game", help="A held-out game: none of its "
+                                                                                   "contents (repeatable)."),
+    per_content: int = typer.Option(1, "--per-content", min=1, help="Sources softened per train content."),
+    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
+    workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
+) -> None:
+    """Train contents re-rendered soft (blur, or half resolution scaled up), encoded and labelled against their
+    soft sources, all in the train split (resumable); join them with `gameqa corpus merge`."""
+    from gameqa.data.ladder import load_ladder
+    from gameqa.data.soften import soften_corpus
+
+    from_root = from_root or corpus_dir()
+    with _clip_progress("soft clips") as progress:
+        task = progress.add_task("", total=None)
+        try:
+            manifest, rows, failures = soften_corpus(
+                from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
+                workers=workers, log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except GameQAError as exc:
+            progress.live.transient = True  # the error alone, not a bar left at 0
+            progress.stop()
+            _fail(str(exc))
+    sources = len({r["source_id"] for r in rows})
+    out.print(f"{len(rows)} soft clips of {sources} sources (train split), manifest written to {manifest}; "
+              f"{len(failures)} failed. Join them: gameqa corpus merge {from_root} {out_dir} --out MERGED")
+    _exit_on_failures(failures)
 
 
 @corpus_app.command("rebuild")

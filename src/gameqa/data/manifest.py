@@ -26,6 +26,7 @@ NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": 
            "actual_kbps": float, "fps": float, "seconds": float, "vmaf": float,
            "vmaf_p5": float, "psnr_y": float, "ssim": float, "mos": float, "frames": int}
 SPLITS = ("train", "val", "test")
+SOFT_GROUP = "soft"  # clips of train contents re-rendered soft (gameqa.data.soften): always train, never a test
 
 
 def _rank(content_id: str) -> str:
@@ -46,11 +47,15 @@ def assign_splits(contents_by_game: dict[str, list[str]], val: float = 0.15, tes
 
 
 def logo_split(rows: list[dict], game: str) -> dict[str, list[dict]]:
-    """Leave-one-game-out: ``game``'s clips are test; the others keep their train/val assignment (test -> train)."""
+    """Leave-one-game-out: ``game``'s clips are test; the others keep their train/val assignment (test -> train).
+
+    Clips made from the held-out game's own sources (group ``soft``: ``gameqa corpus soften``) are in no split."""
     if not any(r["game"] == game for r in rows):
         raise ConfigError(None, f"no clips of game {game!r} in the manifest")
     out = {"train": [], "val": [], "test": []}
     for r in rows:
+        if r["game"] == game and r["group"] == SOFT_GROUP:
+            continue
         if r["game"] == game:
             out["test"].append(r)
         else:

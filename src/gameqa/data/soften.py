@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
 from gameqa.data.manifest import SOFT_GROUP, read_manifest, write_manifest
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, GameQAError
 from gameqa.ffmpeg import run_ffmpeg
 from gameqa.media import probe_video
 
@@ -87,10 +87,14 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
                 continue
             info = probe_video(row["abs_source_path"])
             tmp = dest.with_name(f".tmp-{dest.name}")
-            run_ffmpeg(["-y", "-i", row["abs_source_path"], "-t", f"{seconds + 1:g}", "-an",
-                        "-vf", soft_filter(kind, info.display_width, info.display_height),
-                        "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp)],
-                       path=row["abs_source_path"])
+            try:
+                run_ffmpeg(["-y", "-i", row["abs_source_path"], "-t", f"{seconds + 1:g}", "-an",
+                            "-vf", soft_filter(kind, info.display_width, info.display_height),
+                            "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp)],
+                           path=row["abs_source_path"])
+            except GameQAError:
+                tmp.unlink(missing_ok=True)  # no half-written source left behind
+                raise
             os.replace(tmp, dest)
             log(f"{dest.name} <- {Path(row['source_path']).name} ({kind})")
     return written

@@ -21,7 +21,10 @@ DEFAULT_GAMES = REPO_ROOT / "configs" / "corpus" / "games.toml"
 DEFAULT_MANIFEST = REPO_ROOT / "manifests" / "corpus.csv"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, progress=None) -> None:
+    if progress is not None:  # the error alone, not a bar left at 0
+        progress.live.transient = True
+        progress.stop()
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
@@ -94,9 +97,7 @@ def build(
                                           warn=lambda m: progress.console.print(f"[yellow]{m}[/]", highlight=False),
                                           progress=step, max_sources=max_sources, previous=previous)
         except GameQAError as exc:
-            progress.live.transient = True  # the error alone, not a bar left at 0
-            progress.stop()
-            _fail(str(exc))
+            _fail(str(exc), progress)
     if rows:
         write_manifest(rows, manifest)
         # a copy inside the corpus folder, where the trainers look for it (data.manifest is relative to the corpus)
@@ -175,9 +176,7 @@ def soften(
                 workers=workers, log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
-            progress.live.transient = True  # the error alone, not a bar left at 0
-            progress.stop()
-            _fail(str(exc))
+            _fail(str(exc), progress)
     sources = len({r["source_id"] for r in rows})
     out.print(f"{len(rows)} soft clips of {sources} sources (train split), manifest written to {manifest}; "
               f"{len(failures)} failed. Join them: gameqa corpus merge {from_root} {out_dir} --out MERGED")

@@ -114,6 +114,14 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
     return rows
 
 
+def corpus_manifest(root: str | Path) -> Path:
+    """``root/manifests/corpus.csv``, the manifest of a corpus folder (ConfigError if it has none yet)."""
+    manifest = Path(root) / "manifests" / "corpus.csv"
+    if not manifest.is_file():
+        raise ConfigError(manifest, "no manifest here: build the corpus first (gameqa corpus build --root ...)")
+    return manifest
+
+
 def manifest_root(manifest: str | Path, root: str | Path | None = None) -> Path:
     """The folder a manifest's relative clip paths resolve against: ``root`` when given, else the corpus folder
     (the manifest's own folder, or the one above it when the manifest sits in ``manifests/``)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gameqa.errors import ConfigError
-from gameqa.data.manifest import read_manifest, write_manifest
+from gameqa.data.manifest import corpus_manifest, read_manifest, write_manifest
 
 __all__ = ["merge_corpora"]
 
@@ -35,9 +35,7 @@ def merge_corpora(roots: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         raise ConfigError(None, "name at least two corpus folders to merge")
     rows, owner, links = [], {}, {}
     for root in map(Path, roots):
-        manifest = root / "manifests" / "corpus.csv"
-        if not manifest.is_file():
-            raise ConfigError(manifest, "no manifest here: build the corpus first (gameqa corpus build --root ...)")
+        manifest = corpus_manifest(root)
         if root.resolve() == out.resolve():
             raise ConfigError(root, "the merged folder cannot be one of its inputs")
         for row in read_manifest(manifest, root=root, check_files=True):

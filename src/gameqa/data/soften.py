@@ -23,10 +23,9 @@ from typing import Callable, Optional, Sequence
 
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
-from gameqa.data.manifest import SOFT_GROUP, read_manifest, write_manifest
+from gameqa.data.manifest import SOFT_GROUP, corpus_manifest, read_manifest, write_manifest
 from gameqa.errors import ConfigError, GameQAError
 from gameqa.ffmpeg import run_ffmpeg
-from gameqa.media import probe_video
 
 __all__ = ["SOFTENINGS", "soft_filter", "soften_sources", "soften_corpus"]
 
@@ -55,16 +54,14 @@ def _picked_sources(rows: list[dict], exclude_games: Sequence[str], per_content:
 
 def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, seconds: float, *,
                    exclude_games: Sequence[str] = (), per_content: int = 1,
-                   log: Callable[[str], None] = print) -> list[Path]:
+                   log: Callable[[str], None] = print) -> None:
     """Write the soft sources of ``from_root``'s train contents into ``out_root/sources`` (kept if already there).
 
     The contents of each game take the softenings in turn (sorted by name, so leaving a game out changes no
     other game's soft sources); a soft source is named after its content
     (``<content>-soft<kind>--NN.mkv``), lossless H.264 of the first ``seconds`` (+1) seconds."""
     from_root, out_root = Path(from_root), Path(out_root)
-    manifest = from_root / "manifests" / "corpus.csv"
-    if not manifest.is_file():
-        raise ConfigError(manifest, "no manifest here: build the corpus first (gameqa corpus build --root ...)")
+    manifest = corpus_manifest(from_root)
     rows = read_manifest(manifest, root=from_root)
     games = {r["game"] for r in rows}
     unknown = sorted(set(exclude_games) - games)
@@ -75,21 +72,19 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
         raise ConfigError(manifest, "no train contents to soften (every game left out, or no train split)")
     out_dir = out_root / "sources"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, turn = [], {}
+    turn: dict[str, int] = {}
     for content, sources in picked:
         game = sources[0]["game"]
         turn[game] = turn.get(game, -1) + 1
         kind = SOFTENINGS[turn[game] % len(SOFTENINGS)]
         for k, row in enumerate(sources):
             dest = out_dir / f"{content}-soft{kind}--{k:02d}.mkv"
-            written.append(dest)
             if dest.is_file():
                 continue
-            info = probe_video(row["abs_source_path"])
             tmp = dest.with_name(f".tmp-{dest.name}")
             try:
                 run_ffmpeg(["-y", "-i", row["abs_source_path"], "-t", f"{seconds + 1:g}", "-an",
-                            "-vf", soft_filter(kind, info.display_width, info.display_height),
+                            "-vf", soft_filter(kind, row["display_width"], row["display_height"]),
                             "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp)],
                            path=row["abs_source_path"])
             except GameQAError:
@@ -97,7 +92,6 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
                 raise
             os.replace(tmp, dest)
             log(f"{dest.name} <- {Path(row['source_path']).name} ({kind})")
-    return written
 
 
 def soften_corpus(from_root: str | os.PathLike, out_root: str | os.PathLike, ladder: Ladder, *,

@@ -267,6 +267,28 @@ def test_simulated_panel_end_to_end(simulated_config):
         train_mod.train_final(cfg, simulated_config.parent / "out")
 
 
+def test_train_panel_redraws_training_labels_only(simulated_config, tmp_path):
+    cfg = train_mod.load_config(simulated_config, ["data.train_panel=6"])
+    ratings = train_mod.load_ratings(cfg)
+    train_idx, test_idx = train_mod.split(ratings, 0, cfg.train.test_fraction)
+    labels = train_mod.training_labels(cfg, ratings.subset(train_idx), 0)
+    assert labels.ids == ratings.subset(train_idx).ids and set(labels.n.tolist()) == {6}
+    assert not np.allclose(labels.mean, ratings.mean[train_idx])
+    plain = train_mod.load_config(simulated_config)
+    own = ratings.subset(train_idx)
+    assert train_mod.training_labels(plain, own, 0) is own
+    report = train_mod.evaluate_split(cfg, *train_mod.cached_features(cfg, ratings), ratings, 0)
+    own_report = train_mod.evaluate_split(plain, *train_mod.cached_features(plain, ratings), ratings, 0)
+    assert report["mean_rmse"] != own_report["mean_rmse"]          # learnt from other labels,
+    assert report["sure_pairs"] == own_report["sure_pairs"]        # judged on the full panel's intervals
+    with pytest.raises(ConfigError, match="train_panel"):
+        train_mod.load_config(simulated_config, ["data.train_panel=1"])
+    with pytest.raises(ConfigError, match="train_panel"):
+        train_mod.train_final(train_mod.load_config(simulated_config, ["data.train_panel=6", 'purpose="quality"']),
+                              tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_final_exports_a_scorable_model(simulated_config, tmp_path):
     cfg = train_mod.load_config(simulated_config, ['purpose="quality"', 'name="sim-quality"'])
     messages = []

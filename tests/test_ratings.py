@@ -4,7 +4,7 @@ import pytest
 from scipy.io import savemat
 
 from gameqa.data.ratings import (RatingSet, read_ava, read_clive, read_mos_table, read_rater_table, read_ratings,
-                                 read_votes_export, simulate_panel, summarise_histogram)
+                                 read_votes_export, simulate_panel, smaller_panel, summarise_histogram)
 from gameqa.errors import ConfigError
 
 
@@ -135,3 +135,22 @@ def test_simulated_panel_has_the_asked_mean_and_spread():
     assert std == pytest.approx(np.sqrt(true_spread ** 2 + 1 / 12), abs=0.1)
     small = simulate_panel(true_mean, true_spread, np.array([80, 80, 80]), rng)
     assert small.sum(axis=1).tolist() == [80, 80, 80]
+
+
+def test_smaller_panel_has_the_noise_of_few_raters():
+    # 3000 images of mean 50 and std 20 on 0-100, re-rated by 16 raters each: the means scatter by 20 / sqrt(16) = 5
+    full = RatingSet("full", [f"i{k}" for k in range(3000)], np.full(3000, 50.0), np.full(3000, 20.0),
+                     np.full(3000, 175), (0.0, 100.0))
+    small = smaller_panel(full, 16, np.random.default_rng(0))
+    assert small.ids == full.ids and small.n.tolist() == [16] * 3000 and small.histogram is None
+    assert np.std(small.mean - 50.0) == pytest.approx(5.0, rel=0.05)
+    assert np.mean(small.std) == pytest.approx(20.0, rel=0.03)
+    assert np.mean(small.half_width()) > 3 * np.mean(full.half_width())   # the intervals of a small study are wide
+    # scores stay on the scale: an image at the top of it can only be re-rated lower
+    edge = smaller_panel(RatingSet("edge", ["a", "b"], [99.0, 1.0], [30.0, 30.0], [175, 175], (0.0, 100.0)), 8,
+                         np.random.default_rng(1))
+    assert 0.0 < edge.mean[1] < edge.mean[0] < 100.0 and np.all(edge.std <= 50.0 * np.sqrt(8 / 7))
+    again = smaller_panel(full, 16, np.random.default_rng(0))
+    assert np.array_equal(again.mean, small.mean)
+    with pytest.raises(ConfigError, match="at least 2 raters"):
+        smaller_panel(full, 1, np.random.default_rng(0))

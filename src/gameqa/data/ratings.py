@@ -344,3 +344,19 @@ def simulate_panel(true_mean, true_spread, raters, rng: np.random.Generator, sca
         votes = np.clip(np.round(true_mean[i] + bias[who] + rng.normal(0.0, own_sd[i], who.size)), low, high)
         counts[i] = np.bincount((votes - low).astype(int), minlength=high - low + 1)
     return counts
+
+
+def smaller_panel(ratings: RatingSet, raters: int, rng: np.random.Generator) -> RatingSet:
+    """The same images as if each had been rated by only ``raters`` people: every image's scores drawn again from
+    a normal of its mean and std, clipped to the scale, and summarised (mean, std ddof=1, n = ``raters``).
+
+    The labels of a small study (ITU-T P.910 asks for 15 or more viewers, where CLIVE had about 175 per image): the
+    means carry the noise of a few raters and their intervals are wide. Vote histograms are dropped.
+    """
+    if raters < 2:
+        raise ConfigError(ratings.name or None, f"a panel needs at least 2 raters, not {raters}")
+    low, high = ratings.scale
+    scores = np.clip(ratings.mean[:, None] + ratings.std[:, None] * rng.standard_normal((len(ratings), raters)),
+                     low, high)
+    return replace(ratings, mean=scores.mean(axis=1), std=scores.std(axis=1, ddof=1),
+                   n=np.full(len(ratings), raters), histogram=None, bins=())

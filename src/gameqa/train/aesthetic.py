@@ -9,7 +9,7 @@ Config (TOML; see ``configs/aesthetic/*.toml``)::
 
     name = "clive-quality-spread"     # the model's name (a quality model here: CLIVE rates technical quality)
     purpose = "quality"               # "quality" or "aesthetic"; an aesthetic model needs real aesthetic ratings
-    [data]   format, path, images, scale, raters, threshold, simulated = {...}
+    [data]   format, path, images, scale, raters, threshold, train_panel, simulated = {...}
     [features] backbone, max_side, pooling
     [model]  attention, attention_design, hidden, reduction, dropout
     [loss]   mean, std, std_weight, rank ("ci" | "ci-fidelity" | "plain" | "none"), rank_weight, overlap_weight,
@@ -31,7 +31,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gameqa.data.ratings import AVA_SCALE, RatingSet, read_ratings, simulate_panel
+from gameqa.data.ratings import AVA_SCALE, RatingSet, read_ratings, simulate_panel, smaller_panel
 from gameqa.errors import ConfigError, GameQAError
 from gameqa.paths import cache_dir
 
@@ -59,6 +59,8 @@ class DataSection(_Section):
     images: str = ""                     # image folder the ids are relative to ("" = the reader's default)
     scale: Optional[tuple[float, float]] = None
     raters: Optional[int] = None         # n where the source has no per-image count
+    train_panel: int = Field(0, ge=0)    # > 1: training labels re-drawn as from this many raters per image (a
+                                         # small study; test labels keep the full panel); 0 = the set's own labels
     threshold: Optional[float] = None    # binary-accuracy threshold ("" = the scale's midpoint)
     simulated: SimulatedConfig = SimulatedConfig()
 
@@ -152,6 +154,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(path, f"{where}: {first['msg']}") from None
+    if cfg.data.train_panel == 1:
+        raise ConfigError(path, "data.train_panel: a panel needs at least 2 raters (0 = the set's own labels)")
     if cfg.purpose == "aesthetic" and cfg.data.format == "simulated":
         cfg = cfg.model_copy(update={"description": cfg.description or "simulated panel: proof of the training path"})
     return cfg
@@ -273,6 +277,13 @@ def load_ratings(cfg: AestheticConfig, log: Log = print) -> RatingSet:
 def threshold_of(cfg: AestheticConfig, ratings: RatingSet) -> float:
     """The binary-accuracy threshold: the config's, else the middle of the scale (AVA: 5.5 -> use 5 in configs)."""
     return cfg.data.threshold if cfg.data.threshold is not None else sum(ratings.scale) / 2.0
+
+
+def training_labels(cfg: AestheticConfig, train_set: RatingSet, seed: int) -> RatingSet:
+    """The labels a model learns from: the set's own, or with ``data.train_panel = k`` those of a k-rater panel
+    (``smaller_panel``, drawn with seed ``2000 + seed``); what it is judged against never changes."""
+    k = cfg.data.train_panel
+    return train_set if k == 0 else smaller_panel(train_set, k, np.random.default_rng(2000 + seed))
 
 
 # --- feature cache -----------------------------------------------------------------------------------------
@@ -457,7 +468,7 @@ def evaluate_split(cfg: AestheticConfig, features, channels, ratings: RatingSet,
     train_idx, test_idx = split(ratings, seed, cfg.train.test_fraction)
     if validation:
         train_idx, test_idx = validation_split(train_idx, seed, cfg.train.test_fraction)
-    train_set, test_set = ratings.subset(train_idx), ratings.subset(test_idx)
+    train_set, test_set = training_labels(cfg, ratings.subset(train_idx), seed), ratings.subset(test_idx)
     heads = train_heads(cfg, features[train_idx], channels, train_set, seed)
     pm, ps = predict_heads(heads, features[test_idx])
     report = mean_spread_report(pm, ps, test_set.mean, test_set.std, test_set.n, train_mean=train_set.mean,
@@ -604,7 +615,7 @@ def run_finetune_protocol(cfg, ratings, seeds, log):
     for seed in range(seeds if seeds is not None else cfg.train.seeds):
         start = time.perf_counter()
         train_idx, test_idx = split(ratings, seed, cfg.train.test_fraction)
-        train_set, test_set = ratings.subset(train_idx), ratings.subset(test_idx)
+        train_set, test_set = training_labels(cfg, ratings.subset(train_idx), seed), ratings.subset(test_idx)
         net = finetune(cfg, train_set, [images[i] for i in train_idx], seed, log)
         pm, ps = predict_images(net, [images[i] for i in test_idx])
         report = mean_spread_report(pm, ps, test_set.mean, test_set.std, test_set.n, train_mean=train_set.mean,
@@ -634,6 +645,9 @@ def train_final(cfg: AestheticConfig, out_dir: str | os.PathLike, log: Log = pri
 
     if cfg.purpose == "aesthetic" and cfg.data.format == "simulated":
         raise ConfigError(cfg.source or None, "refusing to export an aesthetic model trained on simulated ratings")
+    if cfg.data.train_panel:
+        raise ConfigError(cfg.source or None, "data.train_panel re-draws the labels for evaluation runs; "
+                                              "export from the set's own labels (data.train_panel = 0)")
     ratings = load_ratings(cfg, log)
     if cfg.train.finetune:
         net = finetune(cfg, ratings, _load_images(cfg, ratings), seed, log)

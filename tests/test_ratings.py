@@ -146,7 +146,7 @@ def test_smaller_panel_has_the_noise_of_few_raters():
     assert np.std(small.mean - 50.0) == pytest.approx(5.0, rel=0.05)
     assert np.mean(small.std) == pytest.approx(20.0, rel=0.03)
     assert np.mean(small.half_width()) > 3 * np.mean(full.half_width())   # the intervals of a small study are wide
-    # scores stay on the scale: an image at the top of it can only be re-rated lower
+    # the drawn scores are clipped to the scale, so means and spreads stay inside it
     edge = smaller_panel(RatingSet("edge", ["a", "b"], [99.0, 1.0], [30.0, 30.0], [175, 175], (0.0, 100.0)), 8,
                          np.random.default_rng(1))
     assert 0.0 < edge.mean[1] < edge.mean[0] < 100.0 and np.all(edge.std <= 50.0 * np.sqrt(8 / 7))

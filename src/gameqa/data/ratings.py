@@ -350,8 +350,8 @@ def smaller_panel(ratings: RatingSet, raters: int, rng: np.random.Generator) -> 
     """The same images as if each had been rated by only ``raters`` people: every image's scores drawn again from
     a normal of its mean and std, clipped to the scale, and summarised (mean, std ddof=1, n = ``raters``).
 
-    The labels of a small study (ITU-T P.910 asks for 15 or more viewers, where CLIVE had about 175 per image): the
-    means carry the noise of a few raters and their intervals are wide. Vote histograms are dropped.
+    The labels of a lab study (15 to a few dozen viewers, ITU-R BT.500 / ITU-T P.910, where CLIVE had about 175 per
+    image): the means carry the noise of a few raters and their intervals are wide. Vote histograms are dropped.
     """
     if raters < 2:
         raise ConfigError(ratings.name or None, f"a panel needs at least 2 raters, not {raters}")

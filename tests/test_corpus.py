@@ -264,6 +264,18 @@ def test_a_source_keeps_its_codecs_when_sources_are_added(tiny_corpus, tmp_path)
         {(r["source_id"], r["codec"]) for r in previous}
 
 
+def _one_game_corpus(tiny_corpus, tmp_path):
+    """The tiny corpus's clips as one game, ``alpha``, whose two contents are both in the train split."""
+    root, rows, _, _ = tiny_corpus
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    for name in ("clips", "sources"):
+        (corpus / name).symlink_to(root / name)
+    write_manifest([dict(r, game="alpha", content=f"alpha--{r['game']}", split="train") for r in rows],
+                   corpus / "manifests" / "corpus.csv")
+    return corpus
+
+
 def test_soften_makes_soft_train_sources_labelled_against_themselves(tiny_corpus, tmp_path):
     """Each train content gets a soft source (blur, then half resolution, in turn) that goes through the ladder
     like any source: its clips are labelled against the soft source and all sit in the train split."""
@@ -274,13 +286,7 @@ def test_soften_makes_soft_train_sources_labelled_against_themselves(tiny_corpus
     from gameqa.data.soften import soften_corpus
 
     root, rows, _, _ = tiny_corpus
-    corpus = tmp_path / "corpus"
-    (corpus / "manifests").mkdir(parents=True)
-    for name in ("clips", "sources"):
-        (corpus / name).symlink_to(root / name)
-    # one game, two train contents: they take the two softenings in turn
-    write_manifest([dict(r, game="alpha", content=f"alpha--{r['game']}", split="train") for r in rows],
-                   corpus / "manifests" / "corpus.csv")
+    corpus = _one_game_corpus(tiny_corpus, tmp_path)  # two train contents: they take the two softenings in turn
     soft = tmp_path / "soft"
     manifest, soft_rows, failures = soften_corpus(corpus, soft, load_ladder(root / "ladder.toml"), log=lambda m: None)
     assert failures == [] and len(soft_rows) == 2 * 2 * 3
@@ -314,3 +320,70 @@ def test_soften_makes_soft_train_sources_labelled_against_themselves(tiny_corpus
     result = CliRunner().invoke(app, ["corpus", "soften", "--from", str(tmp_path / "nothing"), "--out",
                                       str(tmp_path / "y")])
     assert result.exit_code == 1 and "no manifest here" in result.output and not (tmp_path / "y").exists()
+
+
+def test_block_edge_ratio_on_hand_made_planes():
+    """Steps of 4 on every 8th column boundary and of 1 elsewhere: horizontal ratio 4, vertical 1 (no steps: 1)."""
+    from gameqa.data.stats import block_edge_ratio
+
+    cols = np.arange(32)
+    row = np.cumsum(np.where((cols % 8 == 0) & (cols > 0), 4.0, 1.0))  # columns 7->8, 15->16, 23->24 step by 4
+    plane = np.tile(row, (16, 1)) + np.arange(16)[:, None]  # vertical steps all 1
+    # horizontal: the 3 grid steps are 4, the 28 others 1 -> ratio 4; vertical: all steps 1 -> ratio 1
+    assert block_edge_ratio(plane) == pytest.approx((4.0 + 1.0) / 2)
+    assert block_edge_ratio(np.full((16, 16), 7.0)) == 1.0
+    with pytest.raises(ValueError, match="2-D luma plane"):
+        block_edge_ratio(np.zeros((4, 4)))
+
+
+def test_soften_jpeg_kind_puts_8x8_block_edges_into_the_source(tiny_corpus, tmp_path):
+    """``kinds=["jpeg"]``: the soft source is the frame after a JPEG round trip, so pixel steps across the 8x8 block
+    edges grow against the steps inside blocks (Pingus' JPEG backgrounds show the same); unknown kinds are refused."""
+    import av
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.data.soften import check_kinds, soften_sources
+    from gameqa.data.stats import block_edge_ratio, source_block_edges
+
+    root, rows, _, _ = tiny_corpus
+    corpus = _one_game_corpus(tiny_corpus, tmp_path)
+    soft = tmp_path / "soft"
+    soften_sources(corpus, soft, 1.0, kinds=["jpeg"], log=lambda m: None)
+    assert sorted(p.name for p in (soft / "sources").iterdir()) == ["alpha--alpha-softjpeg--00.mkv",
+                                                                    "alpha--beta-softjpeg--00.mkv"]
+
+    def ratio(path):
+        with av.open(str(path)) as c:
+            return np.mean([block_edge_ratio(f.to_ndarray(format="gray"))
+                            for _, f in zip(range(5), c.decode(video=0))])
+
+    # the smooth mandelbrot source (testsrc2's own pattern is drawn on an 8-pixel grid)
+    original = ratio(root / "sources" / "beta" / "s1.mkv")
+    softened = ratio(soft / "sources" / "alpha--beta-softjpeg--00.mkv")
+    assert softened > 1.1 * original, (softened, original)
+    # the corpus command measures each content's first source: the JPEG-softened one stands out
+    soft_manifest = write_manifest(
+        [dict(rows[0], content="c--plain", source_path="sources/beta/s1.mkv", game="beta"),
+         dict(rows[0], content="c--jpeg", source_path="sources/alpha--beta-softjpeg--00.mkv", game="beta")],
+        tmp_path / "manifests" / "corpus.csv")
+    for name in ("beta", "alpha--beta-softjpeg--00.mkv"):
+        (tmp_path / "sources").mkdir(exist_ok=True)
+        (tmp_path / "sources" / name).symlink_to(root / "sources" / name if name == "beta"
+                                                 else soft / "sources" / name)
+    found = {f["content"]: f["block_edge_ratio"]
+             for f in source_block_edges(read_manifest(soft_manifest, root=tmp_path))}
+    assert found["c--jpeg"] > 1.1 * found["c--plain"], found
+    result = CliRunner().invoke(app, ["corpus", "blocks", str(soft_manifest), "--json"])
+    assert result.exit_code == 0 and {f["content"] for f in json.loads(result.output)} == {"c--plain", "c--jpeg"}
+    (tmp_path / "sources" / "beta").unlink()  # a source gone: named, the other measured, exit 1
+    result = CliRunner().invoke(app, ["corpus", "blocks", str(soft_manifest)])
+    assert result.exit_code == 1 and "c--jpeg" in result.output and "s1.mkv" in result.output
+
+    with pytest.raises(ConfigError, match="unknown softening 'sharp'"):
+        check_kinds(["blur", "sharp"])
+    with pytest.raises(ConfigError, match="named once each"):
+        check_kinds(["blur", "blur"])
+    result = CliRunner().invoke(app, ["corpus", "soften", "--from", str(corpus), "--out", str(tmp_path / "y"),
+                                      "--kinds", "blur,sharp"])
+    assert result.exit_code == 1 and "unknown softening 'sharp'" in result.output and not (tmp_path / "y").exists()

@@ -136,6 +136,37 @@ def stats(
         out.print(f"plot written to {plot_stats(rows, plot)}")
 
 
+@corpus_app.command("blocks")
+def blocks(
+    manifest: Path = typer.Argument(DEFAULT_MANIFEST, help="Manifest CSV."),
+    frames: int = typer.Option(5, "--frames", min=1, help="Frames per source (every 30th from the first)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Block-edge ratio of each content's pristine source: how much larger pixel steps are across an 8x8 grid than
+    inside it (about 1 for drawn art, 1.2-1.3 for art that went through JPEG), with each game's mean."""
+    from gameqa.data.manifest import manifest_root, read_manifest
+    from gameqa.data.stats import source_block_edges
+
+    try:
+        rows = read_manifest(manifest, root=manifest_root(manifest))
+    except GameQAError as exc:
+        _fail(str(exc))
+    failures: list[str] = []
+    found = source_block_edges(rows, frames=frames, warn=failures.append)
+    if as_json:
+        out.print_json(json.dumps(found))
+    else:
+        table = Table("game", "content", "block-edge ratio", title=f"pristine sources of {manifest}")
+        by_game: dict[str, list[float]] = {}
+        for f in found:
+            by_game.setdefault(f["game"], []).append(f["block_edge_ratio"])
+            table.add_row(f["game"], f["content"], f"{f['block_edge_ratio']:.3f}")
+        for game, values in sorted(by_game.items()):
+            table.add_row(game, "[b]mean[/b]", f"[b]{sum(values) / len(values):.3f}[/b]")
+        out.print(table)
+    _exit_on_failures(failures)
+
+
 @corpus_app.command("merge")
 def merge(
     roots: list[Path] = typer.Argument(..., help="Corpus folders to merge (each with manifests/corpus.csv)."),
@@ -159,11 +190,13 @@ def soften(
     exclude_game: Optional[list[str]] = typer.Option(None, "--exclude-game", help="A held-out game: none of its "
                                                                                    "contents (repeatable)."),
     per_content: int = typer.Option(1, "--per-content", min=1, help="Sources softened per train content."),
+    kinds: str = typer.Option("blur,half", "--kinds", help="Softenings the contents of each game take in turn, "
+                                                           "comma-separated: blur, half, jpeg."),
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
 ) -> None:
-    """Train contents re-rendered soft (blur, or half resolution scaled up), encoded and labelled against their
-    soft sources, all in the train split (resumable); join them with `gameqa corpus merge`."""
+    """Train contents re-rendered soft (blur, half resolution scaled up, or a JPEG round trip), encoded and
+    labelled against their soft sources, all in the train split (resumable); join them with `gameqa corpus merge`."""
     from gameqa.data.ladder import load_ladder
     from gameqa.data.soften import soften_corpus
 
@@ -173,7 +206,8 @@ def soften(
         try:
             manifest, rows, failures = soften_corpus(
                 from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
-                workers=workers, log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                kinds=[k.strip() for k in kinds.split(",") if k.strip()], workers=workers,
+                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)

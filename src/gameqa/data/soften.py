@@ -7,6 +7,8 @@ one lossless source per train content of a corpus, re-rendered soft, the content
 
 * ``blur``: a Gaussian blur (sigma 2 px), as soft-focus art;
 * ``half``: drawn at half the size and scaled back up (area down, bicubic up), as art rendered at a low resolution;
+* ``jpeg`` (only when asked: ``kinds``): each frame through a JPEG round trip (ffmpeg's mjpeg at ``-q:v 8``), as art
+  shipped as JPEG files whose 8x8 blocks are part of the pristine look (Pingus' backgrounds, docs/models/eraque.md);
 
 and builds them through the ladder, so each encode is labelled against its *soft* source (VMAF, as every clip).
 High-bitrate encodes of a soft source are labelled high although they look soft: the model has to find damage in
@@ -27,10 +29,12 @@ from gameqa.data.manifest import SOFT_GROUP, corpus_manifest, read_manifest, wri
 from gameqa.errors import ConfigError, GameQAError
 from gameqa.ffmpeg import run_ffmpeg
 
-__all__ = ["SOFTENINGS", "soft_filter", "soften_sources", "soften_corpus"]
+__all__ = ["SOFTENINGS", "DEFAULT_KINDS", "check_kinds", "soft_filter", "soften_sources", "soften_corpus"]
 
-SOFTENINGS = ("blur", "half")
+SOFTENINGS = ("blur", "half", "jpeg")
+DEFAULT_KINDS = ("blur", "half")
 BLUR_SIGMA = 2.0
+JPEG_QSCALE = 8  # mjpeg -q:v: block-edge steps about 1.2-1.3x the other pixel steps, as in Pingus' captures
 
 
 def soft_filter(kind: str, width: int, height: int) -> str:
@@ -40,7 +44,38 @@ def soft_filter(kind: str, width: int, height: int) -> str:
     if kind == "half":
         half_w, half_h = max(2, width // 4 * 2), max(2, height // 4 * 2)
         return f"scale={half_w}:{half_h}:flags=area,scale={width}:{height}:flags=bicubic"
+    if kind == "jpeg":
+        return "null"  # no filter: the softening is the mjpeg round trip (_render_soft)
     raise ConfigError(None, f"unknown softening {kind!r} (choose from {', '.join(SOFTENINGS)})")
+
+
+def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The softenings named, in order, each known and named once (a ConfigError otherwise)."""
+    kinds = tuple(kinds)
+    for kind in kinds:
+        if kind not in SOFTENINGS:
+            raise ConfigError(None, f"unknown softening {kind!r} (choose from {', '.join(SOFTENINGS)})")
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise ConfigError(None, f"softenings must be named once each, at least one: {', '.join(kinds) or 'none'}")
+    return kinds
+
+
+def _render_soft(kind: str, row: dict, seconds: float, dest: Path) -> None:
+    """Write ``row``'s source rendered soft the ``kind`` way to ``dest`` (lossless H.264, first ``seconds`` + 1 s)."""
+    src, cut = row["abs_source_path"], ["-t", f"{seconds + 1:g}", "-an"]
+    lossless = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if kind != "jpeg":
+        run_ffmpeg(["-y", "-i", src, *cut, "-vf", soft_filter(kind, row["display_width"], row["display_height"]),
+                    *lossless, str(dest)], path=src)
+        return
+    jpegs = dest.with_name(f"{dest.stem}.mjpeg.mkv")
+    try:
+        run_ffmpeg(["-y", "-i", src, *cut, "-c:v", "mjpeg", "-q:v", str(JPEG_QSCALE), "-pix_fmt", "yuvj420p",
+                    str(jpegs)], path=src)
+        run_ffmpeg(["-y", "-i", str(jpegs), "-vf", "scale=in_range=full:out_range=tv", *lossless, str(dest)],
+                   path=src)
+    finally:
+        jpegs.unlink(missing_ok=True)
 
 
 def _picked_sources(rows: list[dict], exclude_games: Sequence[str], per_content: int) -> list[tuple[str, list[dict]]]:
@@ -53,13 +88,14 @@ def _picked_sources(rows: list[dict], exclude_games: Sequence[str], per_content:
 
 
 def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, seconds: float, *,
-                   exclude_games: Sequence[str] = (), per_content: int = 1,
+                   exclude_games: Sequence[str] = (), per_content: int = 1, kinds: Sequence[str] = DEFAULT_KINDS,
                    log: Callable[[str], None] = print) -> None:
     """Write the soft sources of ``from_root``'s train contents into ``out_root/sources`` (kept if already there).
 
-    The contents of each game take the softenings in turn (sorted by name, so leaving a game out changes no
+    The contents of each game take the softenings of ``kinds`` in turn (sorted by name, so leaving a game out changes no
     other game's soft sources); a soft source is named after its content
     (``<content>-soft<kind>--NN.mkv``), lossless H.264 of the first ``seconds`` (+1) seconds."""
+    kinds = check_kinds(kinds)
     from_root, out_root = Path(from_root), Path(out_root)
     manifest = corpus_manifest(from_root)
     rows = read_manifest(manifest, root=from_root)
@@ -76,17 +112,14 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
     for content, sources in picked:
         game = sources[0]["game"]
         turn[game] = turn.get(game, -1) + 1
-        kind = SOFTENINGS[turn[game] % len(SOFTENINGS)]
+        kind = kinds[turn[game] % len(kinds)]
         for k, row in enumerate(sources):
             dest = out_dir / f"{content}-soft{kind}--{k:02d}.mkv"
             if dest.is_file():
                 continue
             tmp = dest.with_name(f".tmp-{dest.name}")
             try:
-                run_ffmpeg(["-y", "-i", row["abs_source_path"], "-t", f"{seconds + 1:g}", "-an",
-                            "-vf", soft_filter(kind, row["display_width"], row["display_height"]),
-                            "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp)],
-                           path=row["abs_source_path"])
+                _render_soft(kind, row, seconds, tmp)
             except GameQAError:
                 tmp.unlink(missing_ok=True)  # no half-written source left behind
                 raise
@@ -95,8 +128,8 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
 
 
 def soften_corpus(from_root: str | os.PathLike, out_root: str | os.PathLike, ladder: Ladder, *,
-                  exclude_games: Sequence[str] = (), per_content: int = 1, workers: int = 2,
-                  log: Callable[[str], None] = print,
+                  exclude_games: Sequence[str] = (), per_content: int = 1, kinds: Sequence[str] = DEFAULT_KINDS,
+                  workers: int = 2, log: Callable[[str], None] = print,
                   progress: Optional[Callable[[int, int], None]] = None) -> tuple[Path, list[dict], list[str]]:
     """Soft sources of ``from_root``'s train contents, built through ``ladder`` in ``out_root`` (resumable).
 
@@ -104,7 +137,8 @@ def soften_corpus(from_root: str | os.PathLike, out_root: str | os.PathLike, lad
     (trainers take it with ``data.groups = ["game", "soft"]``; a leave-one-game-out split drops the held-out
     game's soft clips)."""
     out_root = Path(out_root)
-    soften_sources(from_root, out_root, ladder.seconds, exclude_games=exclude_games, per_content=per_content, log=log)
+    soften_sources(from_root, out_root, ladder.seconds, exclude_games=exclude_games, per_content=per_content,
+                   kinds=kinds, log=log)
     rows, failures = build_corpus(out_root, ladder, workers=workers, natural=False, warn=log, progress=progress)
     for r in rows:
         r["split"], r["group"] = "train", SOFT_GROUP

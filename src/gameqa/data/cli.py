@@ -143,7 +143,7 @@ def blocks(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Block-edge ratio of each content's pristine source: how much larger pixel steps are across an 8x8 grid than
-    inside it (about 1 for drawn art, 1.2-1.3 for art that went through JPEG), with each game's mean."""
+    inside it (about 1 for drawn art, above 1 where JPEG left its grid), with each game's mean."""
     from gameqa.data.manifest import manifest_root, read_manifest
     from gameqa.data.stats import source_block_edges
 

@@ -34,7 +34,7 @@ __all__ = ["SOFTENINGS", "DEFAULT_KINDS", "check_kinds", "soft_filter", "soften_
 SOFTENINGS = ("blur", "half", "jpeg")
 DEFAULT_KINDS = ("blur", "half")
 BLUR_SIGMA = 2.0
-JPEG_QSCALE = 8  # mjpeg -q:v: block-edge steps about 1.2-1.3x the other pixel steps, as in Pingus' captures
+JPEG_QSCALE = 8  # mjpeg -q:v: block-edge ratio (gameqa corpus blocks) 1.2-1.3 on detailed art, as Pingus' captures
 
 
 def soft_filter(kind: str, width: int, height: int) -> str:

@@ -47,7 +47,8 @@ def block_edge_ratio(luma: np.ndarray, block: int = 8) -> float:
 
     The mean absolute step between neighbours (horizontal and vertical, each direction's ratio averaged) whose
     boundary lies on the grid, over the mean step elsewhere: about 1 for drawn or filmed content, above 1 where
-    JPEG or another block transform left its grid (a JPEG round trip at ffmpeg's ``-q:v 8`` gives 1.2-1.3).
+    JPEG or another block transform left its grid (Pingus' captures: 1.05-1.32; our sources after a JPEG round trip
+    at ffmpeg's ``-q:v 8``: 1.15-2.06 per game, highest where flat areas have few steps inside blocks).
     """
     y = np.asarray(luma, dtype=np.float64)
     if y.ndim != 2 or min(y.shape) <= block:

@@ -44,9 +44,7 @@ def soft_filter(kind: str, width: int, height: int) -> str:
     if kind == "half":
         half_w, half_h = max(2, width // 4 * 2), max(2, height // 4 * 2)
         return f"scale={half_w}:{half_h}:flags=area,scale={width}:{height}:flags=bicubic"
-    if kind == "jpeg":
-        return "null"  # no filter: the softening is the mjpeg round trip (_render_soft)
-    raise ConfigError(None, f"unknown softening {kind!r} (choose from {', '.join(SOFTENINGS)})")
+    raise ConfigError(None, f"softening {kind!r} is no ffmpeg filter (blur and half are; jpeg is a round trip)")
 
 
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:

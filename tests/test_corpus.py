@@ -387,3 +387,40 @@ def test_soften_jpeg_kind_puts_8x8_block_edges_into_the_source(tiny_corpus, tmp_
     result = CliRunner().invoke(app, ["corpus", "soften", "--from", str(corpus), "--out", str(tmp_path / "y"),
                                       "--kinds", "blur,sharp"])
     assert result.exit_code == 1 and "unknown softening 'sharp'" in result.output and not (tmp_path / "y").exists()
+
+
+def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus, tmp_path):
+    """``build_plus_folders`` (the tail of ``gameqa corpus rebuild --plus``): the corpus and a candidate game merged,
+    every train content softened (blur/half, then JPEG), all merged into corpus-plus-sj; a rerun rebuilds nothing."""
+    from gameqa.data.plus import PLUS_FOLDERS, build_plus_folders
+
+    root, _, _, _ = tiny_corpus
+    corpus = _one_game_corpus(tiny_corpus, tmp_path)
+    others = tmp_path / "corpus-candidates"
+    (others / "sources" / "gamma").mkdir(parents=True)
+    clipgen.make_clip(others / "sources" / "gamma" / "s1.mkv", codec="libx264", size=(320, 180), fps=25,
+                      seconds=1.2, source="testsrc", extra=["-crf", "0"])
+    ladder = load_ladder(root / "ladder.toml")
+    cand_rows, failures = build_corpus(others, ladder, natural=False, warn=lambda m: None)
+    assert failures == [] and len(cand_rows) == 6
+    write_manifest([dict(r, split="train") for r in cand_rows], others / "manifests" / "corpus.csv")
+
+    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None)
+    assert failures == [] and {k: p.name for k, p in folders.items()} == PLUS_FOLDERS
+    merged = read_manifest(folders["plus_sj"] / "manifests" / "corpus.csv", root=folders["plus_sj"], check_files=True)
+    contents = {r["content"] for r in merged}
+    # three train contents (alpha's two, gamma's one): blur and half in turn, and a JPEG version of each
+    assert {c for c in contents if "-soft" in c} == {
+        "alpha--alpha-softblur", "alpha--beta-softhalf", "gamma--s1-softblur",
+        "alpha--alpha-softjpeg", "alpha--beta-softjpeg", "gamma--s1-softjpeg"}, contents
+    assert len(merged) == 12 + 6 + 3 * 6 + 3 * 6
+    assert {r["group"] for r in merged if "-soft" in r["content"]} == {"soft"}
+    held = logo_split(merged, "gamma")  # the held-out game's soft and JPEG clips train nowhere
+    assert not any(r["game"] == "gamma" for r in held["train"] + held["val"])
+    assert {r["content"] for r in held["test"]} == {"gamma--s1"}
+
+    clips = sorted((folders["jpeg"] / "clips").rglob("*.mkv"))
+    stamps = [p.stat().st_mtime_ns for p in clips]
+    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None)
+    assert failures == [] and [p.stat().st_mtime_ns for p in clips] == stamps
+    assert len(read_manifest(folders["plus_sj"] / "manifests" / "corpus.csv")) == len(merged)

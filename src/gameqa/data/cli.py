@@ -18,6 +18,7 @@ err = Console(stderr=True)
 
 DEFAULT_LADDER = REPO_ROOT / "configs" / "corpus" / "ladder.toml"
 DEFAULT_GAMES = REPO_ROOT / "configs" / "corpus" / "games.toml"
+DEFAULT_CANDIDATES = REPO_ROOT / "configs" / "corpus" / "candidates.toml"
 DEFAULT_MANIFEST = REPO_ROOT / "manifests" / "corpus.csv"
 
 
@@ -224,11 +225,39 @@ def rebuild(
     root: Optional[Path] = typer.Option(None, "--root"),
     manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest"),
     workers: int = typer.Option(2, "--workers"),
+    plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
+                              "and the soft and JPEG-blocked training contents, merged into corpus-plus-sj beside "
+                              "the corpus: what the leave-one-game-out runs train on."),
+    candidates: Path = typer.Option(DEFAULT_CANDIDATES, "--candidates", help="Candidate game recipes (with --plus)."),
 ) -> None:
-    """The whole corpus from nothing (or from where it stopped): capture, build, stats plot."""
+    """The whole corpus from nothing (or from where it stopped): capture, build, stats plot; with --plus the whole
+    leave-one-game-out training cache."""
+    root = root or corpus_dir()
+    others = root.parent / "corpus-candidates"
     capture(games=games, root=root, only=None)
+    if plus:  # every capture first, while nothing else loads the CPU (a busy CPU makes games drop frames)
+        capture(games=candidates, root=others, only=None)
     try:
         build(ladder=ladder, root=root, manifest=manifest, workers=workers, natural=True, max_sources=None)
     finally:
         if manifest.is_file():
             stats(manifest=manifest, plot=manifest.with_suffix(".png"), as_json=False)
+    if not plus:
+        return
+    from gameqa.data.ladder import load_ladder
+    from gameqa.data.plus import build_plus_folders
+
+    build(ladder=ladder, root=others, manifest=others / "manifests" / "corpus.csv", workers=workers, natural=False,
+          max_sources=None)
+    with _clip_progress("soft clips") as progress:
+        task = progress.add_task("", total=None)
+        try:
+            folders, failures = build_plus_folders(
+                root, others, root.parent, load_ladder(ladder), workers=workers,
+                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except GameQAError as exc:
+            _fail(str(exc), progress)
+    out.print(f"training cache ready: {folders['plus_sj']} (train with data.root={folders['plus_sj']} "
+              f"'data.groups=[\"game\",\"soft\"]'); {len(failures)} clips failed")
+    _exit_on_failures(failures)

@@ -65,10 +65,11 @@ def source_block_edges(rows: list[dict], frames: int = 5, every: int = 30,
                        warn=print) -> list[dict]:
     """The block-edge ratio of each content's first source in ``rows`` (manifest rows with ``abs_source_path``).
 
-    ``frames`` frames, ``every``-th decoded frame from the first, luma of the upright picture; a source that
-    cannot be read is reported through ``warn`` (one line naming it) and left out."""
+    ``frames`` frames, ``every``-th decoded frame from the first, full-range BT.601 luma (whole numbers) of the
+    upright picture; a source that cannot be read is reported through ``warn`` (one line naming it) and left out."""
     from gameqa.errors import GameQAError
     from gameqa.media.video import iter_frames
+    from gameqa.models.classical.luma import luma
 
     firsts: dict[str, dict] = {}
     for r in sorted(rows, key=lambda r: r["source_path"]):
@@ -78,7 +79,7 @@ def source_block_edges(rows: list[dict], frames: int = 5, every: int = 30,
         try:
             ratios = []
             for f in iter_frames(r["abs_source_path"], f"every:{every}"):
-                ratios.append(block_edge_ratio(f.rgb @ np.array([0.299, 0.587, 0.114])))
+                ratios.append(block_edge_ratio(luma(f.rgb, limited=False)))
                 if len(ratios) == frames:
                     break
         except GameQAError as exc:

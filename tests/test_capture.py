@@ -162,3 +162,20 @@ def test_game_that_dies_gives_a_clear_error(tmp_path):
     missing = GameRecipe(name="ghost", command=("/usr/games/no-such-game",))
     with pytest.raises(GameStartError, match="command not found"):
         capture_source(missing, None, tmp_path / "y.mkv", seconds=1.0, size=(320, 240))
+
+
+def test_unrecorded_variants_names_levels_with_no_source(tmp_path):
+    """A variant whose every segment was rejected and that has no source on disk is named with its worst reason;
+    one with a kept segment (now or from an earlier run) is not."""
+    from gameqa.data.capture import CaptureReport, unrecorded_variants
+
+    def report(variant, segment, share, accepted):
+        reason = "ok" if accepted else f"{share:.0%} duplicated frames > 20%"
+        return CaptureReport("g", variant, segment, None, 240, 30.0, share, 0.1, accepted, reason)
+
+    (tmp_path / "g--kept--00.mkv").write_bytes(b"x")
+    (tmp_path / "g--earlier--00.mkv").write_bytes(b"x")
+    reports = [report("kept", 0, 0.01, True), report("kept", 1, 0.4, False), report("earlier", 1, 0.5, False),
+               report("slow", 0, 0.31, False), report("slow", 1, 0.54, False), report("slow", 2, 0.22, False)]
+    assert unrecorded_variants(reports, tmp_path) == {"g/slow": "54% duplicated frames > 20%"}
+    assert unrecorded_variants([], tmp_path) == {}

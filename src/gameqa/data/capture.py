@@ -453,6 +453,19 @@ def source_name(game: str, variant: str, segment: int, container: str = "mkv") -
     return f"{game}--{variant}--{segment:02d}.{container}"
 
 
+def unrecorded_variants(reports: Sequence[CaptureReport], out_dir: str | os.PathLike) -> dict[str, str]:
+    """The variants these reports tried that have no source at all in ``out_dir`` (every segment rejected), each
+    with the reason of its most duplicated capture (often a game rendering slower than the capture rate here)."""
+    out_dir = Path(out_dir)
+    worst: dict[str, CaptureReport] = {}
+    for r in reports:
+        key = f"{r.game}/{r.variant}"
+        if not any(out_dir.glob(f"{r.game}--{r.variant}--*")) and (
+                key not in worst or r.duplicate_share > worst[key].duplicate_share):
+            worst[key] = r
+    return {key: r.reason for key, r in sorted(worst.items())}
+
+
 def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Iterable[str] | None = None,
                 home_root: str | os.PathLike | None = None, console=None) -> list[CaptureReport]:
     """Record every game variant of ``config`` into ``out_dir``; resumable, one game's failure skips only it.

@@ -53,7 +53,7 @@ def capture(
     only: Optional[list[str]] = typer.Option(None, "--only", help="game or game/variant (repeatable)."),
 ) -> None:
     """Record gameplay sources under Xvfb (resumable: recorded sources are kept; bad captures rejected)."""
-    from gameqa.data.capture import capture_all
+    from gameqa.data.capture import capture_all, unrecorded_variants
     from gameqa.data.games import load_corpus_config
 
     out_dir = (root or corpus_dir()) / "sources"
@@ -63,6 +63,10 @@ def capture(
         _fail(str(exc))
     kept = sum(r.accepted for r in reports)
     out.print(f"{kept} of {len(reports)} new captures kept in {out_dir}")
+    lost = unrecorded_variants(reports, out_dir)
+    if lost:
+        out.print(f"no source of {len(lost)} variant(s), every capture rejected (a rerun tries them again): "
+                  + "; ".join(f"{key} ({why})" for key, why in lost.items()), soft_wrap=True, highlight=False)
 
 
 @corpus_app.command("build")

@@ -322,6 +322,55 @@ def bench_decode_cmd(
     print_decode_table(rows)
 
 
+@bench_app.command("logo")
+def bench_logo_cmd(
+    run: List[str] = typer.Option(..., "--run", "-r", help="GAME=RUN_GLOB: the runs trained without GAME, e.g. "
+                                  "'pingus=runs/eraque-logo8r-pingus-sj*' (repeat, one per game)."),
+    manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV holding every game."),
+    bar: float = typer.Option(0.90, "--bar", help="SROCC each game's mean over its runs must reach."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
+                                            "windows); default: each run's input.crop_mode."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Bar chart per game (PNG)."),
+) -> None:
+    """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar."""
+    from gameqa.evaluate.logo import logo_table, plot_logo
+    from gameqa.evaluate.runs import expand_group
+    from gameqa.sinks import write_atomic
+
+    if plot and (not plot.lower().endswith(".png") or not Path(plot).parent.is_dir()):
+        _fail(f"{plot}: the plot is a PNG file in an existing folder")
+    try:
+        runs: dict = {}
+        for spec in run:
+            game, dirs = expand_group(spec)
+            if game in runs:
+                raise GameQAError(None, f"game {game} named twice: give all its runs in one --run GAME=GLOB")
+            runs[game] = dirs
+        result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
+                            progress=lambda m: err.print(f"scoring {m}", highlight=False))
+    except GameQAError as exc:
+        _fail(str(exc))
+    table = Table(title=f"leave one game out on {Path(manifest).name} (crops: {result['crop_mode']}; bar {bar:.2f})")
+    for name in ("game", "runs", "clips", "SROCC (mean of runs)", "each run: SROCC [95% CI]", "PLCC", "bar"):
+        table.add_column(name, justify="left" if name in ("game", "each run: SROCC [95% CI]") else "right")
+    for game, e in result["games"].items():
+        if not e["runs"]:
+            table.add_row(game, "0", "-", "-", "no run", "-", "[red]no run[/]")
+            continue
+        sd = "" if e["srocc_sd"] != e["srocc_sd"] else f" +- {e['srocc_sd']:.3f}"
+        each = ", ".join(f"{r['srocc']:.3f} [{r['srocc_ci'][0]:.3f}, {r['srocc_ci'][1]:.3f}]" for r in e["runs"])
+        table.add_row(game, str(len(e["runs"])), str(e["clips"]), f"{e['srocc']:.3f}{sd}", each, f"{e['plcc']:.3f}",
+                      "[green]met[/]" if e["passes"] else "[red]below[/]")
+    out.print(table)
+    out.print(f"every game at or over {bar:.2f}: {'yes' if result['every_game_passes'] else 'no'}")
+    if json_out:
+        write_atomic(json.dumps(result, indent=2), json_out)
+    if plot:
+        out.print(f"plot: {plot_logo(result, plot)}")
+
+
 @bench_app.command("runs")
 def bench_runs_cmd(
     group: List[str] = typer.Option(..., "--group", "-g", help="LABEL=RUN_GLOB, e.g. 'L1=runs/abl-l1-s*' (repeat)."),

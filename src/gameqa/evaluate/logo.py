@@ -1,0 +1,96 @@
+"""The leave-one-game-out table: every game of a corpus scored by the runs trained without it (one or more seeds),
+each against a bar (ERAQUE's is SROCC >= 0.90 for every game).
+
+A run stands for a held-out game only if its own ``config.json`` says it left that game out (``data.logo_game``);
+the game's clips are all of its clips (``logo_split``), scored through each run's prediction cache
+(``gameqa.evaluate.runs.run_scores``)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from gameqa.data.manifest import read_manifest
+from gameqa.errors import ConfigError
+from gameqa.evaluate.runs import run_scores
+from gameqa.evaluate.table import PERF_METRICS, bootstrap_ci
+
+
+def held_out_game(run: str | os.PathLike) -> str:
+    """The game a run left out of training, from its ``config.json`` ('' if it trained on every game)."""
+    path = Path(run) / "config.json"
+    try:
+        return str(json.loads(path.read_text()).get("data", {}).get("logo_game", "") or "")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, f"cannot tell which game this run held out ({exc})") from None
+
+
+def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar: float = 0.90,
+               crops: Optional[int] = None, crop_mode: Optional[str] = None, bootstrap: int = 1000,
+               progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Per game of ``manifest`` (its ``game`` group): the runs that held it out, each run's SROCC with its 95%
+    bootstrap interval and PLCC, their mean (and sd over runs), and whether the mean reaches ``bar``; games without
+    a run are listed with ``runs = []``. Every run is checked to have held out its game before anything is scored."""
+    rows = read_manifest(manifest)
+    games = sorted({r["game"] for r in rows if r.get("group", "game") == "game"})
+    unknown = sorted(set(runs) - set(games))
+    if unknown:
+        raise ConfigError(manifest, f"no game {', '.join(map(repr, unknown))} here (games: {', '.join(games)})")
+    for game, dirs in runs.items():
+        for run in dirs:
+            left_out = held_out_game(run)
+            if left_out != game:
+                raise ConfigError(run, f"trained with data.logo_game = {left_out!r}, so it saw {game} in training: "
+                                       f"it cannot stand for {game} held out")
+    out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own", "games": {}}
+    for game in games:
+        scored = []
+        for run in runs.get(game, []):
+            if progress:
+                progress(f"{game}: {run}")
+            s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode)
+            low, high = bootstrap_ci(PERF_METRICS["SROCC"], s.predictions, s.mos, n_boot=bootstrap)
+            scored.append({"run": str(run), "clips": len(s.clip_ids), "srocc": s.metrics["srocc"],
+                           "srocc_ci": [low, high], "plcc": s.metrics["plcc"]})
+        entry: dict = {"runs": scored}
+        if scored:
+            sroccs = np.array([r["srocc"] for r in scored])
+            entry.update(clips=scored[0]["clips"], srocc=float(sroccs.mean()),
+                         srocc_sd=float(sroccs.std(ddof=1)) if len(sroccs) > 1 else float("nan"),
+                         srocc_min=float(sroccs.min()), plcc=float(np.mean([r["plcc"] for r in scored])),
+                         passes=bool(sroccs.mean() >= bar))
+        out["games"][game] = entry
+    out["every_game_passes"] = all(e.get("passes", False) for e in out["games"].values())
+    return out
+
+
+def plot_logo(result: dict, out_png: str | os.PathLike) -> Path:
+    """Bars: each game's mean SROCC over its runs; dots: the runs; a line at the bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = list(result["games"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(games)), 4))
+    for i, game in enumerate(games):
+        entry = result["games"][game]
+        if not entry["runs"]:
+            ax.text(i, 0.02, "no run", ha="center", rotation=90, fontsize=8)
+            continue
+        ax.bar(i, entry["srocc"], color="#4472c4" if entry["passes"] else "#c44e52", alpha=0.8)
+        ax.scatter([i] * len(entry["runs"]), [r["srocc"] for r in entry["runs"]], color="black", s=12, zorder=3)
+    ax.axhline(result["bar"], color="grey", linestyle="--", linewidth=1, label=f"bar {result['bar']:.2f}")
+    ax.set_xticks(range(len(games)), games, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("SROCC, game held out")
+    ax.set_title("Leave one game out: each game scored by runs trained without it")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,48 @@
+"""`gameqa bench logo` on the tiny real corpus of test_eraque: a run trained without game_b scores game_b's clips;
+a game without a run is listed as such; a run that saw the game in training is refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_eraque import corpus, quiet, tiny_config  # noqa: E402,F401  (corpus is a fixture)
+
+
+def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.evaluate.runs import run_scores
+    from gameqa.train.trainer import Trainer
+
+    held = Trainer(tiny_config(corpus, tmp_path / "b", ["train.max_steps=2", "name=logo-b", 'data.logo_game="game_b"']),
+                   log=quiet).fit().run_dir
+    everything = Trainer(tiny_config(corpus, tmp_path / "all", ["train.max_steps=1", "name=all"]), log=quiet).fit().run_dir
+    manifest = corpus / "manifests" / "corpus.csv"
+    png = tmp_path / "logo.png"
+    args = ["bench", "logo", "--run", f"game_b={held}", "--manifest", str(manifest), "--bar", "0.5",
+            "--json", str(tmp_path / "logo.json"), "--plot", str(png)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    result = json.loads((tmp_path / "logo.json").read_text())
+    assert set(result["games"]) == {"game_a", "game_b"} and result["games"]["game_a"]["runs"] == []
+    b = result["games"]["game_b"]
+    expected = run_scores(held, manifest, "test", logo_game="game_b")  # every game_b clip, all its splits
+    assert b["clips"] == 9 == len(expected.clip_ids)
+    assert b["srocc"] == pytest.approx(expected.metrics["srocc"]) and b["passes"] == (b["srocc"] >= 0.5)
+    low, high = b["runs"][0]["srocc_ci"]
+    assert low <= b["srocc"] <= high
+    assert result["every_game_passes"] is False  # game_a has no run
+    assert "no run" in done.output and "every game at or over 0.50: no" in done.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a run that trained on the game cannot stand for it held out; unknown games and bad specs are named
+    for spec, message in ((f"game_b={everything}", "trained with data.logo_game = '', so it saw game_b"),
+                          (f"game_a={held}", "trained with data.logo_game = 'game_b', so it saw game_a"),
+                          (f"game_z={held}", "no game 'game_z' here"),
+                          (f"game_b={tmp_path}/nothing*", "matches no run folder")):
+        bad = CliRunner().invoke(app, ["bench", "logo", "--run", spec, "--manifest", str(manifest)])
+        assert bad.exit_code == 1 and message in " ".join(bad.output.split()), (spec, bad.output)

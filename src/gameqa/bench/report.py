@@ -535,6 +535,16 @@ def _logo_table(values: list[float], mos: list[float], lower_better: bool, boots
     return _table_by_key(correlation_table(signed, mos, bootstrap=bootstrap, seed=seed))
 
 
+def _held_out(run_dir: Path) -> str:
+    """The game a run left out (its config.json), or a description of why that cannot be read."""
+    from gameqa.evaluate.logo import held_out_game
+
+    try:
+        return held_out_game(run_dir)
+    except GameQAError as exc:
+        return f"unknown ({exc})"
+
+
 def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, rows: list[dict], manifest: Path,
                   accuracy: dict, log: Log, bootstrap: int = 1000) -> dict:
     from gameqa.evaluate.runs import run_scores
@@ -559,6 +569,9 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
         run_dir = (opts.runs_dir / f"{LOGO_PREFIX}{game}") if opts.runs_dir else None
         if run_dir is None or not (run_dir / "best.pt").is_file():
             notes.append(f"{game}: no finished leave-one-game-out run ({run_dir or LOGO_PREFIX + game}/best.pt)")
+        elif (left_out := _held_out(run_dir)) != game:
+            notes.append(f"{game}: {run_dir} is not used: it trained with data.logo_game = {left_out!r}, so it "
+                         f"saw {game}")
         else:
             try:
                 if opts.quick:

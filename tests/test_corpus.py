@@ -376,6 +376,13 @@ def test_soften_jpeg_kind_puts_8x8_block_edges_into_the_source(tiny_corpus, tmp_
     assert found["c--jpeg"] > 1.1 * found["c--plain"], found
     result = CliRunner().invoke(app, ["corpus", "blocks", str(soft_manifest), "--json"])
     assert result.exit_code == 0 and {f["content"] for f in json.loads(result.output)} == {"c--plain", "c--jpeg"}
+    # straight from a sources/ folder, before any manifest: one row per content, the same ratios
+    result = CliRunner().invoke(app, ["corpus", "blocks", "--sources", str(soft / "sources"), "--json"])
+    assert result.exit_code == 0, result.output
+    direct = {f["content"]: f["block_edge_ratio"] for f in json.loads(result.output)}
+    assert direct["alpha--beta-softjpeg"] == pytest.approx(found["c--jpeg"]) and len(direct) == 2
+    result = CliRunner().invoke(app, ["corpus", "blocks", "--sources", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no source files" in result.output
     (tmp_path / "sources" / "beta").unlink()  # a source gone: named, the other measured, exit 1
     result = CliRunner().invoke(app, ["corpus", "blocks", str(soft_manifest)])
     assert result.exit_code == 1 and "c--jpeg" in result.output and "s1.mkv" in result.output

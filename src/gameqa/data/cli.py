@@ -145,15 +145,20 @@ def stats(
 def blocks(
     manifest: Path = typer.Argument(DEFAULT_MANIFEST, help="Manifest CSV."),
     frames: int = typer.Option(5, "--frames", min=1, help="Frames per source (every 30th from the first)."),
+    sources: Optional[list[Path]] = typer.Option(None, "--sources", help="Measure the files of these sources/ "
+                                                 "folders instead of a manifest's (e.g. before a build; repeatable)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Block-edge ratio of each content's pristine source: how much larger pixel steps are across an 8x8 grid than
     inside it (about 1 for drawn art, above 1 where JPEG left its grid), with each game's mean."""
     from gameqa.data.manifest import manifest_root, read_manifest
-    from gameqa.data.stats import source_block_edges
+    from gameqa.data.stats import source_block_edges, sources_as_rows
 
     try:
-        rows = read_manifest(manifest, root=manifest_root(manifest))
+        if sources:
+            rows = [row for folder in sources for row in sources_as_rows(folder)]
+        else:
+            rows = read_manifest(manifest, root=manifest_root(manifest))
     except GameQAError as exc:
         _fail(str(exc))
     failures: list[str] = []
@@ -161,7 +166,7 @@ def blocks(
     if as_json:
         out.print_json(json.dumps(found))
     else:
-        table = Table("game", "content", "block-edge ratio", title=f"pristine sources of {manifest}")
+        table = Table("game", "content", "block-edge ratio", title=f"pristine sources of {', '.join(map(str, sources)) if sources else manifest}")
         by_game: dict[str, list[float]] = {}
         for f in found:
             by_game.setdefault(f["game"], []).append(f["block_edge_ratio"])

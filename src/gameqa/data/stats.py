@@ -61,6 +61,23 @@ def block_edge_ratio(luma: np.ndarray, block: int = 8) -> float:
     return float(np.mean(ratios))
 
 
+def sources_as_rows(sources_dir: str | Path) -> list[dict]:
+    """Rows for ``source_block_edges`` made from a corpus ``sources/`` folder's files (no manifest needed)."""
+    from gameqa.data.corpus import source_game_content
+    from gameqa.errors import ConfigError
+
+    sources_dir = Path(sources_dir)
+    files = sorted(p for p in sources_dir.rglob("*.mkv") if not p.name.startswith("."))
+    if not files:
+        raise ConfigError(sources_dir, "no source files (*.mkv) here")
+    rows = []
+    for path in files:
+        game, content = source_game_content(sources_dir, path)
+        rows.append({"game": game, "content": content, "source_path": str(path.relative_to(sources_dir)),
+                     "abs_source_path": str(path)})
+    return rows
+
+
 def source_block_edges(rows: list[dict], frames: int = 5, every: int = 30,
                        warn=print) -> list[dict]:
     """The block-edge ratio of each content's first source in ``rows`` (manifest rows with ``abs_source_path``).

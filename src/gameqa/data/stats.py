@@ -67,7 +67,8 @@ def sources_as_rows(sources_dir: str | Path) -> list[dict]:
     from gameqa.errors import ConfigError
 
     sources_dir = Path(sources_dir)
-    files = sorted(p for p in sources_dir.rglob("*.mkv") if not p.name.startswith("."))
+    files = sorted(p for p in sources_dir.rglob("*.mkv")  # hidden: partial captures, the games' homes
+                   if not any(part.startswith(".") for part in p.relative_to(sources_dir).parts))
     if not files:
         raise ConfigError(sources_dir, "no source files (*.mkv) here")
     rows = []

@@ -460,10 +460,10 @@ def unrecorded_variants(reports: Sequence[CaptureReport], out_dir: str | os.Path
     worst: dict[str, CaptureReport] = {}
     for r in reports:
         key = f"{r.game}/{r.variant}"
-        if not any(out_dir.glob(f"{r.game}--{r.variant}--*")) and (
-                key not in worst or r.duplicate_share > worst[key].duplicate_share):
+        if key not in worst or r.duplicate_share > worst[key].duplicate_share:
             worst[key] = r
-    return {key: r.reason for key, r in sorted(worst.items())}
+    return {key: r.reason for key, r in sorted(worst.items())
+            if not any(out_dir.glob(f"{r.game}--{r.variant}--*"))}  # one look on disk per variant
 
 
 def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Iterable[str] | None = None,

@@ -166,7 +166,8 @@ def blocks(
     if as_json:
         out.print_json(json.dumps(found))
     else:
-        table = Table("game", "content", "block-edge ratio", title=f"pristine sources of {', '.join(map(str, sources)) if sources else manifest}")
+        measured = ", ".join(map(str, sources)) if sources else manifest
+        table = Table("game", "content", "block-edge ratio", title=f"pristine sources of {measured}")
         by_game: dict[str, list[float]] = {}
         for f in found:
             by_game.setdefault(f["game"], []).append(f["block_edge_ratio"])

@@ -91,12 +91,17 @@ def source_game_content(sources_dir: Path, path: Path) -> tuple[str, str]:
     return path.parent.name, f"{path.parent.name}--{path.stem}"
 
 
+def source_files(sources_dir: Path) -> list[Path]:
+    """The source video files of a ``sources/`` folder (see the layout above), sorted; hidden files left out."""
+    candidates = [p for p in sources_dir.glob("*") if p.is_file() and "--" in p.stem]
+    candidates += list(sources_dir.glob("*/*"))
+    return sorted(p for p in candidates if p.suffix.lower() in SOURCE_SUFFIXES and not p.name.startswith("."))
+
+
 def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], None]) -> list[Source]:
     """Every source video (see the layout above); sources too short or unreadable are reported and skipped."""
     found = []
-    candidates = [p for p in sources_dir.glob("*") if p.is_file() and "--" in p.stem]
-    candidates += list(sources_dir.glob("*/*"))
-    for path in sorted(p for p in candidates if p.suffix.lower() in SOURCE_SUFFIXES and not p.name.startswith(".")):
+    for path in source_files(sources_dir):
         game, content = source_game_content(sources_dir, path)
         try:
             info = probe_video(path)

@@ -63,14 +63,13 @@ def block_edge_ratio(luma: np.ndarray, block: int = 8) -> float:
 
 def sources_as_rows(sources_dir: str | Path) -> list[dict]:
     """Rows for ``source_block_edges`` made from a corpus ``sources/`` folder's files (no manifest needed)."""
-    from gameqa.data.corpus import source_game_content
+    from gameqa.data.corpus import source_files, source_game_content
     from gameqa.errors import ConfigError
 
     sources_dir = Path(sources_dir)
-    files = sorted(p for p in sources_dir.rglob("*.mkv")  # hidden: partial captures, the games' homes
-                   if not any(part.startswith(".") for part in p.relative_to(sources_dir).parts))
+    files = source_files(sources_dir)  # the build's own rule for what a source is (no probing, no digests)
     if not files:
-        raise ConfigError(sources_dir, "no source files (*.mkv) here")
+        raise ConfigError(sources_dir, "no source files here")
     rows = []
     for path in files:
         game, content = source_game_content(sources_dir, path)

@@ -45,13 +45,14 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
             if left_out != game:
                 raise ConfigError(run, f"trained with data.logo_game = {left_out!r}, so it saw {game} in training: "
                                        f"it cannot stand for {game} held out")
+    sources = {r["clip_id"]: r["source_id"] for r in rows}  # read once, not again for every run
     out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own", "games": {}}
     for game in games:
         scored = []
         for run in runs.get(game, []):
             if progress:
                 progress(f"{game}: {run}")
-            s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode)
+            s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode, sources=sources)
             low, high = bootstrap_ci(PERF_METRICS["SROCC"], s.predictions, s.mos, n_boot=bootstrap)
             scored.append({"run": str(run), "clips": len(s.clip_ids), "srocc": s.metrics["srocc"],
                            "srocc_ci": [low, high], "plcc": s.metrics["plcc"]})

@@ -34,6 +34,7 @@ def report(corpus, tmp_path_factory):  # noqa: F811
     specs = {"abl-default-s0": ["seed=0"], "abl-default-s1": ["seed=1"],
              "abl-ablation_l1-s0": ["seed=0", "loss.rank_weight=0.0"],
              "eraque-logo-game_b": ["seed=0", 'data.logo_game="game_b"'],
+             "eraque-logo-game_b-s1": ["seed=1", 'data.logo_game="game_b"'],  # a second seed: --logo-runs glob
              "eraque-logo-game_a": ["seed=0"]}  # named for game_a, but trained on every game: not used
     for name, more in specs.items():
         cfg = tiny_config(corpus, base / "work" / name, [f'out_dir="{runs / name}"', "train.max_steps=2", *more])
@@ -178,35 +179,64 @@ def test_bad_manifest_is_one_line_and_writes_nothing(corpus, tmp_path):  # noqa:
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["manifests"]
 
 
+def test_bad_logo_options_are_one_line_and_write_nothing(corpus, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    out = tmp_path / "report"
+    base = ["bench", "all", "--quick", "--output", str(out), "--manifest", str(corpus / "manifests" / "corpus.csv"),
+            "--runs-dir", str(tmp_path / "none")]
+    done = CliRunner().invoke(app, base + ["--logo-runs", "eraque-logo8sj-*"])
+    assert done.exit_code == 2 and "--logo-runs 'eraque-logo8sj-*' has no {game} in it" in done.output
+    done = CliRunner().invoke(app, base + ["--logo-crop-mode", "centre"])
+    assert done.exit_code == 2 and "--logo-crop-mode 'centre': use grid or texture" in done.output
+    assert not out.exists()
+
+
 def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     """Without --quick: every test clip, the runs scored by compare_groups / run_scores (cached in the run
     folders), and an existing report folder replaced whole."""
     from typer.testing import CliRunner
 
     from gameqa.cli import app
-    from gameqa.evaluate.runs import compare_groups
+    from pathlib import Path
+
+    from gameqa.evaluate.runs import compare_groups, run_scores
 
     runs, base = report["runs"], report["base"]
     out = tmp_path / "full"
     out.mkdir()
     (out / "stale.txt").write_text("from an older report")
     args = ["bench", "all", "--output", str(out), "--manifest", str(report["manifest"]),
-            "--runs-dir", str(runs), "--frames-cache",
-            str(base / "frames"), "--model", "ssim", "--bootstrap", "20", "--no-speed", "--no-store"]
+            "--runs-dir", str(runs), "--frames-cache", str(base / "frames"), "--model", "ssim", "--bootstrap", "20",
+            "--no-speed", "--no-store", "--logo-runs", "eraque-logo-{game}*", "--logo-crop-mode", "texture"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
     res = json.loads((out / "results.json").read_text())
     assert res["quick"] is False and res["accuracy"]["clips"] == 3  # the fixture's whole test split
     assert (runs / "abl-default-s0" / "predictions-test.json").is_file()
-    assert (runs / "eraque-logo-game_b" / "predictions-test-logo-game_b.json").is_file()
-    assert res["logo"]["games"]["game_b"]["run"]["clips"] == 9  # every clip of the held-out game
     logo_b = res["logo"]["games"]["game_b"]
-    for table in [logo_b["run"]["table"], *[p["table"] for p in logo_b["peers"].values()]]:
+    assert logo_b["run"]["clips"] == 9  # every clip of the held-out game
+    # The glob took both seeds of game_b (each scored with texture crops and cached in its folder) and averaged
+    # them; the folder named for game_a that trained on every game matched too, and was refused.
+    per_run = logo_b["run"]["per_run"]
+    assert [Path(r["run"]).name for r in per_run] == ["eraque-logo-game_b", "eraque-logo-game_b-s1"]
+    assert logo_b["run"]["seeds"] == 2
+    assert logo_b["run"]["srocc"] == pytest.approx(np.mean([r["srocc"] for r in per_run]))
+    for r in per_run:
+        assert list(Path(r["run"]).glob("predictions-test-logo-game_b*texture*.json"))
+        assert r["srocc"] == pytest.approx(run_scores(r["run"], report["manifest"], "test", logo_game="game_b",
+                                                      crop_mode="texture").metrics["srocc"])
+    assert res["logo"]["games"]["game_a"]["run"] is None
+    assert any("eraque-logo-game_a is not used" in n for n in res["logo"]["notes"])
+    for table in [*[r["table"] for r in per_run], *[p["table"] for p in logo_b["peers"].values()]]:
         assert table["SROCC"]["ci_low"] <= table["SROCC"]["value"] <= table["SROCC"]["ci_high"]
         assert "KROCC" in table and "RMSE_mapped" in table
     md = (out / "report.md").read_text()
-    assert "| game_b | ERAQUE (game held out) |" in md and "every measure with its 95% percentile bootstrap" in md
+    assert "| game_b | ERAQUE (game held out), eraque-logo-game_b-s1 |" in md
+    assert "every measure with its 95% percentile bootstrap" in md and "(2 runs)" in md
     direct = compare_groups({"x": [runs / "abl-default-s0", runs / "abl-default-s1"]}, report["manifest"])
     assert res["ablation"]["groups"]["L1 + hard rank (default)"]["mean"]["srocc"] == \
         pytest.approx(direct["x"]["mean"]["srocc"])

@@ -7,8 +7,9 @@ matplotlib and ``results.json`` with every number (per-clip predictions included
   ERAQUE teacher and student model folders, and VMAF read from the manifest (the labels are made from VMAF, so
   its correlation is about 1 by construction): SROCC, KROCC, PLCC, RMSE with 95% bootstrap intervals
   (``gameqa.evaluate.correlation_table``) and a scatter plot per model;
-* leave-one-game-out: the runs ``eraque-logo-<game>`` (``gameqa.evaluate.runs.run_scores``) next to the classical
-  peers and VMAF on the same clips;
+* leave-one-game-out: the runs ``eraque-logo-<game>`` (``--logo-runs``: another pattern, a glob for several seeds,
+  whose mean is shown; ``gameqa.evaluate.runs.run_scores``), each checked to have held its game out, next to the
+  classical peers and VMAF on the same clips;
 * the hard-ranking-loss ablation and distillation as groups of runs over seeds (``compare_groups``), and the
   accuracy / speed trade-off (speed from ``gameqa.bench.models``);
 * the aesthetic model (numbers from an ``eval-aesthetic --json`` file when given, else a link) and, apart,
@@ -304,6 +305,8 @@ class ReportOptions:
     speed_repeats: Optional[int] = None  # default 5, quick 2
     seed: int = 0
     store: Optional[Path] = None  # keeps clip predictions across runs (a rerun scores only what is new)
+    logo_runs: str = LOGO_PREFIX + "{game}"  # leave-one-game-out run folders under runs_dir; a glob for seeds
+    logo_crop_mode: Optional[str] = None  # grid | texture; None: each run's own
 
 
 @dataclass
@@ -545,6 +548,27 @@ def _held_out(run_dir: Path) -> str:
         return f"unknown ({exc})"
 
 
+def _logo_runs(opts: ReportOptions, game: str, notes: list[str]) -> list[Path]:
+    """The finished runs that stand for ``game`` held out: folders matching ``opts.logo_runs`` (``{game}`` filled
+    in) whose own config.json left that game out; the others are named in ``notes``."""
+    pattern = opts.logo_runs.format(game=game)
+    done, unfinished = _run_folders(opts.runs_dir, pattern)
+    if unfinished:
+        notes.append(f"{game}: {len(unfinished)} run folder(s) without best.pt skipped "
+                     f"({', '.join(p.name for p in unfinished)})")
+    kept = []
+    for run_dir in done:
+        if (left_out := _held_out(run_dir)) != game:
+            notes.append(f"{game}: {run_dir} is not used: it trained with data.logo_game = {left_out!r}, so it "
+                         f"saw {game}")
+        else:
+            kept.append(run_dir)
+    if not done:
+        notes.append(f"{game}: no finished leave-one-game-out run ({opts.runs_dir or '(no runs folder)'}/{pattern}"
+                     "/best.pt)")
+    return kept
+
+
 def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, rows: list[dict], manifest: Path,
                   accuracy: dict, log: Log, bootstrap: int = 1000) -> dict:
     from gameqa.evaluate.runs import run_scores
@@ -555,7 +579,8 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
     # Untrained peers only: a learned model trained on every game has seen the held-out game's train clips.
     peers = [m for m in accuracy["models"].values()
              if (m["key"].startswith("registry:") and "classical" in m["kind"]) or m["key"] == "vmaf"]
-    result = {"games": {}, "notes": notes,
+    result = {"games": {}, "notes": notes, "runs_pattern": opts.logo_runs,
+              "crop_mode": opts.logo_crop_mode or "each run's own",
               "peers": [m["key"] for m in peers], "subset": "quick" if opts.quick else "all clips of the game"}
     for game in games:
         clips = [r for r in rows if r["game"] == game]
@@ -566,13 +591,8 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
             continue
         mos = [r["mos"] for r in clips]
         entry = {"clips": len(clips), "sources": len({r["source_id"] for r in clips}), "run": None, "peers": {}}
-        run_dir = (opts.runs_dir / f"{LOGO_PREFIX}{game}") if opts.runs_dir else None
-        if run_dir is None or not (run_dir / "best.pt").is_file():
-            notes.append(f"{game}: no finished leave-one-game-out run ({run_dir or LOGO_PREFIX + game}/best.pt)")
-        elif (left_out := _held_out(run_dir)) != game:
-            notes.append(f"{game}: {run_dir} is not used: it trained with data.logo_game = {left_out!r}, so it "
-                         f"saw {game}")
-        else:
+        scored = []
+        for run_dir in _logo_runs(opts, game, notes):
             try:
                 if opts.quick:
                     run_values, run_mos = pred.predict(str(run_dir / "best.pt"), clips), mos
@@ -580,13 +600,21 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
                     n = len(clips)
                 else:
                     log(f"leave-one-game-out run {run_dir}")
-                    scores = run_scores(run_dir, manifest, SPLIT, logo_game=game)
+                    scores = run_scores(run_dir, manifest, SPLIT, logo_game=game, crop_mode=opts.logo_crop_mode)
                     metrics, n = scores.metrics, len(scores.clip_ids)
                     run_values, run_mos = list(scores.predictions), list(scores.mos)
-                entry["run"] = {"run": str(run_dir), "clips": n, **metrics,
-                                "table": _logo_table(run_values, run_mos, False, bootstrap, opts.seed)}
+                scored.append({"run": str(run_dir), "clips": n, **metrics,
+                               "table": _logo_table(run_values, run_mos, False, bootstrap, opts.seed)})
             except GameQAError as exc:
                 notes.append(f"{game}: run {run_dir} not scored: {exc}")
+        if scored:
+            # One run: its own numbers. Several (seeds): the mean over runs, each run kept with its own table.
+            sroccs = np.array([r["srocc"] for r in scored])
+            entry["run"] = {"run": ", ".join(Path(r["run"]).name for r in scored), "clips": scored[0]["clips"],
+                            "seeds": len(scored), "srocc": float(sroccs.mean()),
+                            "srocc_sd": float(sroccs.std(ddof=1)) if len(scored) > 1 else None,
+                            "plcc": float(np.mean([r["plcc"] for r in scored])), "per_run": scored,
+                            **({"table": scored[0]["table"]} if len(scored) == 1 else {})}
         for peer in peers:
             try:
                 values = [r["vmaf"] for r in clips] if peer["key"] == "vmaf" else pred.predict(peer["model"], clips)
@@ -597,8 +625,10 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
                 notes.append(f"{game}: {peer['label']} not scored: {exc}")
         result["games"][game] = entry
     doc.h(2, "Leave one game out")
-    doc.p("Each ERAQUE run eraque-logo-<game> was trained without that game; it is tested on the game's clips "
-          f"({'a quick subset of its test-split clips' if opts.quick else 'every clip of the game, all splits'}). "
+    doc.p(f"Each ERAQUE run {opts.logo_runs} was trained without that game (its config.json says so); it is "
+          "tested on the game's clips "
+          f"({'a quick subset of its test-split clips' if opts.quick else 'every clip of the game, all splits'}; "
+          f"crops: {result['crop_mode']}). Several runs of a game (seeds): the mean, ± the sd over runs. "
           "The classical peers and VMAF are scored on the same clips (they are not trained). SROCC / PLCC, raw "
           "scores; lower-is-better models negated. VMAF is the label up to clipping.")
     if result["games"]:
@@ -607,7 +637,10 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
         table = []
         for game, e in result["games"].items():
             run = e["run"]
-            cells = [game, str(e["clips"]), "no run" if run is None else f"{fmt(run['srocc'])} / {fmt(run['plcc'])}"]
+            cells = [game, str(e["clips"]), "no run" if run is None else
+                     (fmt(run["srocc"]) if run["srocc_sd"] is None else fmt_sd(run["srocc"], run["srocc_sd"]))
+                     + f" / {fmt(run['plcc'])}"
+                     + (f" ({run['seeds']} runs)" if run["seeds"] > 1 else "")]
             for p in peers:
                 m = e["peers"].get(p["key"])
                 cells.append("n/a" if m is None else f"{fmt(m['srocc'])} / {fmt(m['plcc'])}")
@@ -625,7 +658,9 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
               "game's clips; lower-is-better models negated; 'logistic' as in the accuracy section):")
         long_rows = []
         for game, e in result["games"].items():
-            named = ([("ERAQUE (game held out)", e["run"])] if e["run"] else []) + \
+            runs = e["run"]["per_run"] if e["run"] else []
+            named = [("ERAQUE (game held out)" + (f", {Path(r['run']).name}" if len(runs) > 1 else ""), r)
+                     for r in runs] + \
                     [(p["label"], e["peers"].get(p["key"])) for p in peers]
             for label, m in named:
                 t = (m or {}).get("table") or {}
@@ -947,7 +982,8 @@ def readme_table(report_dir: str | os.PathLike) -> str:
     runs = {g: e["run"] for g, e in logo.items() if e.get("run")}
     if runs:
         lines += ["", "Leave one game out (ERAQUE, SROCC / PLCC): " + ", ".join(
-            f"{g} {fmt(r['srocc'])} / {fmt(r['plcc'])} ({r['clips']} clips)" for g, r in runs.items()) + "."]
+            f"{g} {fmt(r['srocc'])} / {fmt(r['plcc'])} ({r['clips']} clips"
+            + (f", mean of {r['seeds']} runs" if r.get("seeds", 1) > 1 else "") + ")" for g, r in runs.items()) + "."]
     for section in ("ablation", "distillation"):
         groups = results.get(section, {}).get("groups", {})
         if groups:
@@ -982,9 +1018,15 @@ def bench_all_command(
     store: Optional[str] = typer.Option(None, "--store", help="Keep clip predictions here and reuse them (default: "
                                         "$GAMEQA_CACHE/bench/predictions; timings are always measured anew)."),
     no_store: bool = typer.Option(False, "--no-store", help="Score every clip anew and keep nothing."),
+    logo_runs: str = typer.Option(LOGO_PREFIX + "{game}", "--logo-runs", help="Leave-one-game-out run folders under "
+                                  "--runs-dir, {game} standing for the game; a glob takes several seeds, e.g. "
+                                  "'eraque-logo8sj-{game}*'."),
+    logo_crop_mode: Optional[str] = typer.Option(None, "--logo-crop-mode", help="Crops of the leave-one-game-out "
+                                                 "runs: grid or texture (default: each run's own)."),
 ) -> None:
     """Benchmark report: accuracy, leave-one-game-out, ablation, distillation, speed and published figures."""
     from rich.console import Console
+    from rich.markup import escape
 
     from gameqa.paths import cache_dir
 
@@ -997,9 +1039,17 @@ def bench_all_command(
         students=[Path(s) for s in student], models=list(model) or None, quick=quick, quick_clips=quick_clips,
         bootstrap=bootstrap, frames_cache=Path(frames_cache) if frames_cache else None, sample=sample,
         aesthetic_json=Path(aesthetic_json) if aesthetic_json else None, speed=speed,
-        store=None if no_store else Path(store) if store else cache_dir() / "bench" / "predictions")
+        store=None if no_store else Path(store) if store else cache_dir() / "bench" / "predictions",
+        logo_runs=logo_runs, logo_crop_mode=logo_crop_mode)
     if quick_clips < 2:
         err.print("[bold red]error:[/] --quick-clips must be at least 2", highlight=False)
+        raise typer.Exit(2)
+    if "{game}" not in logo_runs:
+        err.print("[bold red]error:[/] " + escape(f"--logo-runs {logo_runs!r} has no {{game}} in it: one pattern "
+                                                  "serves every game"), highlight=False)
+        raise typer.Exit(2)
+    if logo_crop_mode not in (None, "grid", "texture"):
+        err.print(f"[bold red]error:[/] --logo-crop-mode {logo_crop_mode!r}: use grid or texture", highlight=False)
         raise typer.Exit(2)
     if sample and not quick:
         err.print("[bold red]error:[/] --sample is for --quick runs; a full report scores each model its own way",

@@ -551,7 +551,7 @@ def _held_out(run_dir: Path) -> str:
 def _logo_runs(opts: ReportOptions, game: str, notes: list[str]) -> list[Path]:
     """The finished runs that stand for ``game`` held out: folders matching ``opts.logo_runs`` (``{game}`` filled
     in) whose own config.json left that game out; the others are named in ``notes``."""
-    pattern = opts.logo_runs.format(game=game)
+    pattern = opts.logo_runs.replace("{game}", game)
     done, unfinished = _run_folders(opts.runs_dir, pattern)
     if unfinished:
         notes.append(f"{game}: {len(unfinished)} run folder(s) without best.pt skipped "
@@ -580,7 +580,7 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
     peers = [m for m in accuracy["models"].values()
              if (m["key"].startswith("registry:") and "classical" in m["kind"]) or m["key"] == "vmaf"]
     result = {"games": {}, "notes": notes, "runs_pattern": opts.logo_runs,
-              "crop_mode": opts.logo_crop_mode or "each run's own",
+              "crop_mode": (None if opts.quick else opts.logo_crop_mode) or "each run's own",  # quick: best.pt as is
               "peers": [m["key"] for m in peers], "subset": "quick" if opts.quick else "all clips of the game"}
     for game in games:
         clips = [r for r in rows if r["game"] == game]

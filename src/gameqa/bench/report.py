@@ -571,6 +571,7 @@ def _logo_runs(opts: ReportOptions, game: str, notes: list[str]) -> list[Path]:
 
 def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, rows: list[dict], manifest: Path,
                   accuracy: dict, log: Log, bootstrap: int = 1000) -> dict:
+    from gameqa.evaluate.logo import summarise_runs
     from gameqa.evaluate.runs import run_scores
 
     notes: list[str] = []
@@ -608,13 +609,9 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
             except GameQAError as exc:
                 notes.append(f"{game}: run {run_dir} not scored: {exc}")
         if scored:
-            # One run: its own numbers. Several (seeds): the mean over runs, each run kept with its own table.
-            sroccs = np.array([r["srocc"] for r in scored])
+            # Several runs (seeds): the mean over runs, as `bench logo` gives it; each run keeps its own table.
             entry["run"] = {"run": ", ".join(Path(r["run"]).name for r in scored), "clips": scored[0]["clips"],
-                            "seeds": len(scored), "srocc": float(sroccs.mean()),
-                            "srocc_sd": float(sroccs.std(ddof=1)) if len(scored) > 1 else None,
-                            "plcc": float(np.mean([r["plcc"] for r in scored])), "per_run": scored,
-                            **({"table": scored[0]["table"]} if len(scored) == 1 else {})}
+                            "seeds": len(scored), **summarise_runs(scored), "per_run": scored}
         for peer in peers:
             try:
                 values = [r["vmaf"] for r in clips] if peer["key"] == "vmaf" else pred.predict(peer["model"], clips)
@@ -638,7 +635,7 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
         for game, e in result["games"].items():
             run = e["run"]
             cells = [game, str(e["clips"]), "no run" if run is None else
-                     (fmt(run["srocc"]) if run["srocc_sd"] is None else fmt_sd(run["srocc"], run["srocc_sd"]))
+                     (fmt(run["srocc"]) if run["seeds"] == 1 else fmt_sd(run["srocc"], run["srocc_sd"]))
                      + f" / {fmt(run['plcc'])}"
                      + (f" ({run['seeds']} runs)" if run["seeds"] > 1 else "")]
             for p in peers:

@@ -28,6 +28,15 @@ def held_out_game(run: str | os.PathLike) -> str:
         raise ConfigError(path, f"cannot tell which game this run held out ({exc})") from None
 
 
+def summarise_runs(scored: list[dict]) -> dict:
+    """One held-out game's runs (seeds), each with ``srocc`` and ``plcc``: their mean SROCC, its sd over runs (NaN
+    for one run), the lowest SROCC and the mean PLCC."""
+    sroccs = np.array([r["srocc"] for r in scored])
+    return {"srocc": float(sroccs.mean()),
+            "srocc_sd": float(sroccs.std(ddof=1)) if len(sroccs) > 1 else float("nan"),
+            "srocc_min": float(sroccs.min()), "plcc": float(np.mean([r["plcc"] for r in scored]))}
+
+
 def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar: float = 0.90,
                crops: Optional[int] = None, crop_mode: Optional[str] = None, bootstrap: int = 1000,
                progress: Optional[Callable[[str], None]] = None) -> dict:
@@ -58,11 +67,8 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
                            "srocc_ci": [low, high], "plcc": s.metrics["plcc"]})
         entry: dict = {"runs": scored}
         if scored:
-            sroccs = np.array([r["srocc"] for r in scored])
-            entry.update(clips=scored[0]["clips"], srocc=float(sroccs.mean()),
-                         srocc_sd=float(sroccs.std(ddof=1)) if len(sroccs) > 1 else float("nan"),
-                         srocc_min=float(sroccs.min()), plcc=float(np.mean([r["plcc"] for r in scored])),
-                         passes=bool(sroccs.mean() >= bar))
+            summary = summarise_runs(scored)
+            entry.update(clips=scored[0]["clips"], **summary, passes=bool(summary["srocc"] >= bar))
         out["games"][game] = entry
     out["every_game_passes"] = all(e.get("passes", False) for e in out["games"].values())
     return out

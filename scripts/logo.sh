@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 GAMEQA=${GAMEQA:-.venv/bin/gameqa}
 CACHE=${GAMEQA_CACHE:-$HOME/.cache/gameqa}
 export GAMEQA_CACHE=$CACHE
-ALL_GAMES="wesnoth openttd pingus supertux chromium-bsu warmux teeworlds hedgewars"
+# the runs go hardest first (the games nearest the bar in earlier runs), so a stopped chain has the telling ones
+ALL_GAMES="pingus openttd chromium-bsu teeworlds warmux supertux hedgewars wesnoth"
 GAMES=${GAMES:-$ALL_GAMES}
 NAME=${NAME:-eraque-logo8sj}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
 DATA=$CACHE/corpus-plus-sj

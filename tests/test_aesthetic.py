@@ -267,6 +267,52 @@ def test_simulated_panel_end_to_end(simulated_config):
         train_mod.train_final(cfg, simulated_config.parent / "out")
 
 
+def test_finetune_trains_backbone_and_heads_end_to_end(simulated_config, tmp_path):
+    """``train.finetune``: the protocol trains the backbone too (its weights move) and reports as the head-only
+    protocol does; a final fine-tuned model exports and scores."""
+    cfg = train_mod.load_config(simulated_config, ["train.finetune=true", "train.finetune_epochs=1",
+                                                   "train.finetune_batch=8"])
+    messages = []
+    reports = train_mod.run_protocol(cfg, seeds=1, log=messages.append)
+    assert len(reports) == 1 and any("fine-tune epoch 1/1" in m for m in messages)
+    assert any("(fine-tuned)" in m for m in messages)
+    assert np.isfinite(reports[0]["mean_srocc"]) and "ordered_pairs" in reports[0]
+    ratings = train_mod.load_ratings(cfg)
+    images = train_mod._load_images(cfg, ratings)
+    net = train_mod.finetune(cfg, ratings, images, 0, log=messages.append)
+    from gameqa.models.aesthetic import MultiLevelBackbone
+
+    torch = pytest.importorskip("torch")
+    builds = []
+    for _ in range(2):  # finetune seeds torch with its seed, then builds the backbone: the same start here
+        torch.manual_seed(0)
+        builds.append(MultiLevelBackbone(cfg.features.backbone, pretrained=True))
+    start, again = builds
+    assert all(torch.equal(a, b) for a, b in zip(start.parameters(), again.parameters()))
+    moved = [float((a.detach() - b.detach()).abs().max())
+             for a, b in zip(net.backbone.parameters(), start.parameters())]
+    assert max(moved) > 1e-4  # the backbone trained, not only the heads
+    mean, std = train_mod.predict_images(net, images[:4])
+    assert np.all(np.isfinite(mean)) and np.all(std > 0)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "avgstd"])
+def test_features_are_the_same_in_the_finetune_layout(pooling):
+    """Fine-tuning runs in the trainers' channels-last layout: the real Lite0 levels and their pooling give the
+    same feature vector as in the plain layout (float64, so rounding does not hide a difference)."""
+    torch = pytest.importorskip("torch")
+    from gameqa.models.aesthetic import LMLSP, MultiLevelBackbone
+    from gameqa.train.trainer import channels_last
+
+    backbone = MultiLevelBackbone("efficientnet-lite0", pretrained=True).double().eval()
+    pooling_net = LMLSP(backbone.level_channels, pooling).double()
+    x = torch.rand(1, 3, 80, 112, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        plain = pooling_net(backbone(x))
+        last = pooling_net(channels_last(backbone)(channels_last(x)))
+    torch.testing.assert_close(last, plain, rtol=1e-10, atol=1e-12)
+
+
 def test_train_panel_redraws_training_labels_only(simulated_config, tmp_path):
     cfg = train_mod.load_config(simulated_config, ["data.train_panel=6"])
     ratings = train_mod.load_ratings(cfg)

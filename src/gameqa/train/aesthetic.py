@@ -546,6 +546,7 @@ def finetune(cfg: AestheticConfig, ratings: RatingSet, images: list[np.ndarray],
     import torch
 
     from gameqa.models.aesthetic import LMLSP, MeanSpreadNet, MultiLevelBackbone
+    from gameqa.train.trainer import channels_last
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
@@ -556,7 +557,7 @@ def finetune(cfg: AestheticConfig, ratings: RatingSet, images: list[np.ndarray],
     with torch.no_grad():
         feats = np.stack([pooling(backbone(torch.from_numpy(x))).squeeze(0).numpy() for x in images])
     heads = train_heads(cfg, feats.astype(np.float32), backbone.level_channels, ratings, seed)
-    net = MeanSpreadNet(backbone, pooling, heads).to(device)
+    net = channels_last(MeanSpreadNet(backbone, pooling, heads).to(device))  # the trainers' faster layout
     low, high = ratings.scale
     span = high - low
     mean = torch.from_numpy((ratings.mean - low) / span).float().to(device)
@@ -578,7 +579,7 @@ def finetune(cfg: AestheticConfig, ratings: RatingSet, images: list[np.ndarray],
                 continue
             pm, ps = [], []
             for i in batch:   # images may differ in size: one forward each, one loss for the batch
-                x = torch.from_numpy(images[i]).to(device)
+                x = channels_last(torch.from_numpy(images[i]).to(device))
                 if rng.random() < 0.5:
                     x = x.flip(3)
                 a, b = net.heads.normalised(net.features(x))
@@ -590,7 +591,7 @@ def finetune(cfg: AestheticConfig, ratings: RatingSet, images: list[np.ndarray],
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        log(f"  fine-tune epoch {epoch + 1}/{tc.finetune_epochs}: last batch loss {float(loss):.4f}")
+        log(f"  fine-tune epoch {epoch + 1}/{tc.finetune_epochs}: last batch loss {float(loss.detach()):.4f}")
     return net.cpu().eval()
 
 

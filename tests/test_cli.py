@@ -108,6 +108,25 @@ def test_bad_options_are_one_line(clips):
     assert r.exit_code == 2
 
 
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(clips, tmp_path):
+    """Every writer goes through sinks.write_atomic: a folder in the output's place, or a parent that is a file,
+    gives one line naming the output, a non-zero exit, no temp file, and the folder's contents untouched."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("kept")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for target, problem in ((taken, "cannot write (Is a directory)"),
+                            (blocker / "scores.json", f"cannot make its folder {blocker} (File exists)")):
+        done = subprocess.run([*GAMEQA, "score", str(clips / "dist.mp4"), "--model", "niqe", "--output", "json",
+                               "--out", str(target)], capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1, done.stderr[-2000:]
+        assert lines[0] == f"error: {target}: {problem}"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a-file", "keep.txt", "taken"]
+    assert (taken / "keep.txt").read_text() == "kept" and blocker.read_text() == "not a folder"
+
+
 def test_probe_models_demo(clips):
     r = invoke("probe", str(clips / "dist.mp4"), "--json")
     info = json.loads(r.stdout)[0]

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from gameqa.errors import GameQAError
 from gameqa.result import ScoreResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -45,22 +46,29 @@ def render(results: Sequence[ScoreResult], fmt: str, per_frame: bool = False) ->
 
 
 def write_atomic(text: str, path: str | None) -> None:
-    """Write text to a file in one step (a reader never sees half a file), or to stdout when path is None."""
+    """Write text to a file in one step (a reader never sees half a file), or to stdout when path is None.
+    A file that cannot be written (its folder cannot be made, a folder in its place, no permission) is a
+    GameQAError naming it, and nothing is left behind."""
     if path is None or path == "-":
         sys.stdout.write(text)
         return
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gameqa-", suffix=".tmp")
     try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise GameQAError(path, f"cannot make its folder {folder} ({exc.strerror or exc})") from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gameqa-", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise GameQAError(path, f"cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:

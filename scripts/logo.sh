@@ -2,11 +2,14 @@
 # ERAQUE's leave-one-game-out bar (every game held out at SROCC >= 0.90) from nothing, in one resumable command:
 #   1. the training cache: `gameqa corpus rebuild --plus` (capture, corpus, candidate games, soft and JPEG-blocked
 #      training contents, merged into corpus-plus-sj);
-#   2. one run per game held out, all with one recipe (soft + JPEG contents, 3 epochs);
+#   2. one run per game held out, all with one recipe (soft + JPEG contents, 3 epochs), LANES runs side by side;
 #   3. the table and plot (`gameqa bench logo`), kept under $GAMEQA_CACHE/logo/.
 # Interrupted anywhere, run it again: the rebuild skips what is built, each run resumes from its last checkpoint
-# (same config), a finished run is only judged again. Needs the games (scripts/install_games.sh --candidates, root).
+# (same config; train.threads may differ), a finished run is only judged again. Needs the games
+# (scripts/install_games.sh --candidates, root).
 #   GAMEQA_CACHE=/work/cache bash scripts/logo.sh        # GAMES="pingus hedgewars" to run some games only
+# Each run writes its log to $GAMEQA_CACHE/logo/logs/<run>.log; a failed run is named at the end (exit 1) and the
+# other runs go on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GAMEQA=${GAMEQA:-.venv/bin/gameqa}
@@ -17,17 +20,47 @@ ALL_GAMES="pingus openttd chromium-bsu teeworlds warmux supertux hedgewars wesno
 GAMES=${GAMES:-$ALL_GAMES}
 NAME=${NAME:-eraque-logo8sj}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
 DATA=$CACHE/corpus-plus-sj
+# Runs side by side, each on its share of the cores: on a 2-core machine two 1-thread runs train about 16% more
+# steps an hour than one 2-thread run (docs/models/eraque.md, "Training speed"). LANES=1: one run at a time.
+CORES=$(nproc)
+LANES=${LANES:-$(( CORES >= 2 ? 2 : 1 ))}
+THREADS=${THREADS:-$(( CORES / LANES > 0 ? CORES / LANES : 1 ))}
+LOGS=$CACHE/logo/logs
+mkdir -p "$LOGS"
 
 "$GAMEQA" corpus rebuild --plus --manifest "$CACHE/rebuild/corpus.csv"
-for GAME in $GAMES; do
-    echo "== $NAME-$GAME: $GAME held out"
-    "$GAMEQA" train configs/eraque/default.toml "data.root=\"$DATA\"" 'data.groups=["game","soft"]' \
-        "data.logo_game=\"$GAME\"" train.epochs=3 train.validate_every=1 "name=\"$NAME-$GAME\""
+
+CLAIMS=$(mktemp -d)   # a lane takes the next game not taken yet (mkdir is atomic)
+trap 'rm -rf "$CLAIMS"' EXIT
+lane() {
+    local failed=0
+    for GAME in $GAMES; do
+        mkdir "$CLAIMS/$GAME" 2>/dev/null || continue
+        echo "== $(date +%H:%M) lane $1: $NAME-$GAME ($GAME held out, $THREADS thread(s)), log $LOGS/$NAME-$GAME.log"
+        if "$GAMEQA" train configs/eraque/default.toml "data.root=\"$DATA\"" 'data.groups=["game","soft"]' \
+            "data.logo_game=\"$GAME\"" train.epochs=3 train.validate_every=1 "train.threads=$THREADS" \
+            "name=\"$NAME-$GAME\"" >> "$LOGS/$NAME-$GAME.log" 2>&1; then
+            echo "== $(date +%H:%M) lane $1: $NAME-$GAME $(grep -a 'done:' "$LOGS/$NAME-$GAME.log" | tail -1)"
+        else
+            local rc=$?
+            echo "== $(date +%H:%M) lane $1: $NAME-$GAME FAILED (rc $rc): $(tail -1 "$LOGS/$NAME-$GAME.log")"
+            failed=1
+        fi
+    done
+    return $failed
+}
+PIDS=()
+for L in $(seq 1 "$LANES"); do
+    lane "$L" &
+    PIDS+=($!)
 done
-mkdir -p "$CACHE/logo"
+FAILED=0
+for P in "${PIDS[@]}"; do wait "$P" || FAILED=1; done
+
 RUNS=()
 for GAME in $ALL_GAMES; do
     if [ -f "$CACHE/runs/$NAME-$GAME/best.pt" ]; then RUNS+=(--run "$GAME=$CACHE/runs/$NAME-$GAME"); fi
 done
 "$GAMEQA" bench logo "${RUNS[@]}" --manifest "$DATA/manifests/corpus.csv" --crop-mode texture \
     --json "$CACHE/logo/$NAME.json" --plot "$CACHE/logo/$NAME.png"
+if [ "$FAILED" != 0 ]; then echo "some runs failed: see the FAILED lines above" >&2; exit 1; fi

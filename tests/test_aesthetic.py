@@ -418,6 +418,11 @@ def test_bundled_clive_model_scores_any_image(tmp_path):
         assert 0.0 < r.std < 60.0 and -10.0 < r.mean < 110.0 and r.ci_low < r.mean < r.ci_high
     Image.fromarray(noisy).save(tmp_path / "noisy.png")
     assert SpreadScorer(folder).score(tmp_path / "noisy.png").mean == pytest.approx(results[1].mean, abs=1e-4)
+    Image.fromarray(noisy[:2]).save(tmp_path / "sliver.png")  # 128 x 2: refused, naming the file
+    with pytest.raises(ModelError, match=r"sliver\.png: image 128x2 is too small to score: each side needs at least 16 px"):
+        scorer.score(tmp_path / "sliver.png")
+    with pytest.raises(ModelError, match="strip: image 1200000x16 is too long and thin"):  # read at 2,400,000 x 32
+        scorer.score(np.zeros((16, 1_200_000, 3), np.uint8), path="strip")
 
 
 def test_int8_quantised_copy_runs(tmp_path):

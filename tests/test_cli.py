@@ -88,6 +88,52 @@ def test_huge_image_is_refused(tmp_path):
     assert "huge.png" in proc.stderr and "pixels" in proc.stderr
 
 
+def test_frames_too_small_or_too_thin_are_refused_naming_the_file(clips, tmp_path):
+    """A sliver or a tiny image once crashed ONNX Runtime (a crop 2 px wide) or grew to gigabytes when shown at the
+    display height (3000 x 2 -> 1,080,000 x 720); now each is one line naming it, and the batch goes on. A
+    narrow portrait frame is scaled up until a crop fits and is scored."""
+    def image(name: str, width: int, height: int) -> Path:
+        rgb = (np.random.default_rng(width * height).random((height, width, 3)) * 255).astype(np.uint8)
+        Image.fromarray(rgb).save(tmp_path / name)
+        return tmp_path / name
+
+    inputs = [image("sliver-wide.png", 3000, 2), image("sliver-tall.png", 2, 3000), image("tiny.png", 10, 10),
+              image("thin.png", 3000, 17), image("portrait.png", 300, 700), clips / "shot.png"]
+    out = tmp_path / "scores.jsonl"
+    for model in ("eraque-student", "brisque"):
+        proc = subprocess.run([*GAMEQA, "score", *map(str, inputs), "-m", model, "-o", "jsonl", "--out", str(out)],
+                              capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        scored = {Path(json.loads(line)["path"]).name for line in out.read_text().splitlines()}
+        assert {"portrait.png", "shot.png"} <= scored and not scored & {"sliver-wide.png", "sliver-tall.png", "tiny.png"}
+        for name, size in (("sliver-wide.png", "3000x2"), ("sliver-tall.png", "2x3000"), ("tiny.png", "10x10")):
+            [line] = [ln for ln in proc.stderr.splitlines() if name in ln]
+            assert line.strip().startswith(f"{tmp_path / name}: ") and size in line and "too small" in line
+        if model == "eraque-student":  # shown 720 px high it would be 127,059 px wide
+            [line] = [ln for ln in proc.stderr.splitlines() if "thin.png" in ln]
+            assert line.strip() == (f"{tmp_path / 'thin.png'}: frame 3000x17 is too long and thin to score: shown at "
+                                    "this model's size it would be 127059x720, over 35 M pixels")
+
+
+def test_shown_size_scales_to_the_display_then_until_a_crop_fits():
+    from gameqa.errors import ModelError
+    from gameqa.models.onnx_engine import shown_frame, shown_size
+
+    assert shown_size(1080, 1920, 720, 320) == (1080, 1920)  # larger frames stay
+    assert shown_size(360, 640, 720, 320) == (720, 1280)     # up to the display height
+    assert shown_size(700, 300, 720, 224) == (720, 309)      # 300 * 720 / 700 = 308.6 -> 309, a 224 crop fits
+    assert shown_size(700, 300, 720, 320) == (746, 320)      # then up by 320 / 309 until a 320 crop fits
+    assert shown_size(3000, 100, 720, 320) == (9600, 320)    # tall: no display scaling, only the crop's
+    assert shown_size(16, 16, None, 0) == (16, 16)
+    with pytest.raises(ModelError, match="too small"):
+        shown_size(15, 500, 720, 320)
+    with pytest.raises(ModelError, match="too long and thin"):
+        shown_size(17, 3000, 720, 320)
+    frame = np.zeros((700, 300, 3), np.uint8)
+    assert shown_frame(frame, 720, 320).shape == (746, 320, 3)
+    assert shown_frame(frame, None) is frame
+
+
 def test_folder_glob_and_list_inputs(clips, tmp_path):
     listing = tmp_path / "files.txt"
     listing.write_text(f"# clips to score\n{clips / 'dist.mp4'}\n{clips / 'shot.png'}\n")

@@ -57,10 +57,15 @@ class Scorer:
             raise GameQAError(path, f"model {self.card.name!r} is full-reference: give the reference with --ref")
         start = time.perf_counter()
         kind = media_kind(path)
-        if kind == "image":
-            result = self._score_image(path, ref)
-        else:
-            result = self._score_video(path, ref)
+        try:
+            if kind == "image":
+                result = self._score_image(path, ref)
+            else:
+                result = self._score_video(path, ref)
+        except GameQAError as exc:
+            if exc.path is None:  # a model's complaint about a frame: name the file it came from
+                raise type(exc)(path, exc.problem) from exc
+            raise
         result.timing.total_s = time.perf_counter() - start
         return result
 

@@ -8,7 +8,8 @@ training side so that cached features and the exported model see the same pixels
 * decode to upright 8-bit RGB (``gameqa.media.image.load_image``);
 * if the longer side exceeds ``max_side`` (512 by default), resize so that it equals ``max_side``, keeping the
   aspect ratio (Pillow, bicubic with antialiasing); smaller images are left at their size (no upscaling) unless a
-  side is under ``min_side`` (32), then they are upscaled to it;
+  side is under ``min_side`` (32), then they are upscaled to it; a side under 16 px, or an image so thin that
+  this would take it past 8K's pixel count, is refused (as in ``gameqa.models.onnx_engine``);
 * /255, then the ImageNet mean/std.
 
 For each image the scorer returns the predicted mean opinion score, the predicted standard deviation of the
@@ -40,7 +41,12 @@ def resize_for_model(rgb: np.ndarray, max_side: int = DEFAULT_MAX_SIDE, min_side
     """H x W x 3 uint8 -> the same, with the longer side at most ``max_side`` and the shorter at least ``min_side``."""
     from PIL import Image
 
+    from gameqa.models.onnx_engine import MAX_SHOWN_PIXELS, MIN_SIDE as SMALLEST_SIDE
+
     height, width = rgb.shape[:2]
+    if min(height, width) < SMALLEST_SIDE:
+        raise ModelError(None, f"image {width}x{height} is too small to score: each side needs at least "
+                               f"{SMALLEST_SIDE} px")
     factor = 1.0
     if max(height, width) > max_side:
         factor = max_side / max(height, width)
@@ -49,6 +55,9 @@ def resize_for_model(rgb: np.ndarray, max_side: int = DEFAULT_MAX_SIDE, min_side
     if factor == 1.0:
         return rgb
     size = (max(min_side, round(width * factor)), max(min_side, round(height * factor)))
+    if size[0] * size[1] > MAX_SHOWN_PIXELS:
+        raise ModelError(None, f"image {width}x{height} is too long and thin to score: this model would read it at "
+                               f"{size[0]}x{size[1]}, over {MAX_SHOWN_PIXELS / 1e6:.0f} M pixels")
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC, reducing_gap=None))
 
 
@@ -179,7 +188,12 @@ class SpreadScorer:
         """The full prediction for one image (a path, or an array with ``path`` naming it)."""
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
-        raw_mean, std = self.predict(image)
+        try:
+            raw_mean, std = self.predict(image)
+        except ModelError as exc:
+            if exc.path is None and path:  # a complaint about the image: name the file it came from
+                raise ModelError(path, exc.problem) from exc
+            raise
         lo_scale, hi_scale = self.card.scale
         mean = min(max(raw_mean, lo_scale), hi_scale)  # a score is on the model's scale, whatever the head says
 

@@ -8,12 +8,17 @@ Preprocessing comes from the ``input`` block of the model's ``model.json``::
      "display_height": 720}                  # optional: smaller frames are first scaled up (bicubic)
                                              # to this height, as a player shows them on that screen
 
+Frames with a side under ``MIN_SIDE`` pixels are refused, and so are frames so long and thin that, shown at the
+display height (and, where their short side is under the crop, scaled up until a crop fits), they would exceed
+``MAX_SHOWN_PIXELS`` (``shown_frame``): a clear error instead of a crash or gigabytes of memory.
+
 ``crops.context`` (rows, optional): each crop goes in with the whole frame squeezed into a strip of that many
 rows under it (``with_context``), one image of (size + rows) x size.
 
 Crops are laid out deterministically on an even grid over the frame (no random crops at inference), or with
-``"mode": "texture"`` on the windows with the most detail (``texture_boxes``); a frame smaller than the crop is
-used whole. A frame's score is the mean of its crops' scores. With ``reference``
+``"mode": "texture"`` on the windows with the most detail (``texture_boxes``); the engine first scales a frame
+whose short side is under the crop up until a crop fits (``shown_frame``; ``crop_boxes`` alone uses such a frame
+whole). A frame's score is the mean of its crops' scores. With ``reference``
 "full" the model takes the distorted crop and its difference to the reference as 6 channels.
 """
 from __future__ import annotations
@@ -166,10 +171,11 @@ def cut_patches(frame: np.ndarray, ref: Optional[np.ndarray], size: int, boxes: 
 
 def display_crops(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int,
                   display_height: Optional[int], mode: str = "grid", context: int = 0) -> list[np.ndarray]:
-    """The engine's crops of one decoded frame: scale up to the display height, then ``crop_patches``."""
-    frame = upscale_to_display(frame, display_height)
+    """The engine's crops of one decoded frame: scale up to the display height (``shown_frame``), then
+    ``crop_patches``."""
+    frame = shown_frame(frame, display_height, size)
     if ref is not None:
-        ref = upscale_to_display(ref, display_height)
+        ref = shown_frame(ref, display_height, size)
     return crop_patches(frame, ref, size, count, mode, context)
 
 
@@ -189,6 +195,34 @@ def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.n
     h, w = int(hw[0]), int(hw[1])
     method = Image.BICUBIC if bicubic else Image.BILINEAR
     return np.asarray(Image.fromarray(frame).resize((w, h), method))
+
+
+MIN_SIDE = 16                   # pixels: a frame with a shorter side is refused
+MAX_SHOWN_PIXELS = 8192 * 4320  # an 8K frame: the most a frame may become once shown (about 106 MB of RGB)
+
+
+def shown_size(height: int, width: int, display_height: int | None, crop: int = 0) -> tuple[int, int]:
+    """The size (height, width) a ``height`` x ``width`` frame is scored at: scaled up to ``display_height`` as
+    ``upscale_to_display`` does, then, if its short side is still under ``crop``, up until a crop fits (frames
+    taller or wider than about 9:20 at a small size); a ModelError for frames too small or too thin to score."""
+    if min(height, width) < MIN_SIDE:
+        raise ModelError(None, f"frame {width}x{height} is too small to score: each side needs at least {MIN_SIDE} px")
+    h, w = height, width
+    if display_height and h < display_height:
+        h, w = int(display_height), round(width * int(display_height) / height)
+    if crop and min(h, w) < crop:
+        factor = crop / min(h, w)
+        h, w = max(crop, round(h * factor)), max(crop, round(w * factor))
+    if h * w > MAX_SHOWN_PIXELS:
+        raise ModelError(None, f"frame {width}x{height} is too long and thin to score: shown at this model's size it "
+                               f"would be {w}x{h}, over {MAX_SHOWN_PIXELS / 1e6:.0f} M pixels")
+    return h, w
+
+
+def shown_frame(frame: np.ndarray, display_height: int | None, crop: int = 0) -> np.ndarray:
+    """``frame`` at the size the engine scores it (``shown_size``; bicubic when it grows)."""
+    h, w = shown_size(frame.shape[0], frame.shape[1], display_height, crop)
+    return frame if (h, w) == frame.shape[:2] else _resize(frame, (h, w), bicubic=True)
 
 
 def upscale_to_display(frame: np.ndarray, display_height: int | None, display_width: int | None = None) -> np.ndarray:
@@ -242,9 +276,9 @@ class OnnxFrameModel:
         if self.crops and not self.resize:
             return display_crops(frame, ref, int(self.crops["size"]), int(self.crops.get("count", 1)),
                                  self.display_height, self.crop_mode, self.context)
-        frame = upscale_to_display(frame, self.display_height)
+        frame = shown_frame(frame, self.display_height)
         if ref is not None:
-            ref = upscale_to_display(ref, self.display_height)
+            ref = shown_frame(ref, self.display_height)
         if self.resize:
             frame = _resize(frame, self.resize)
             ref = None if ref is None else _resize(ref, self.resize)
@@ -257,8 +291,8 @@ class OnnxFrameModel:
             raise ModelError(self.card.weights, f"model {self.card.name!r} is full-reference: no crop view")
         if self.resize or not self.crops:
             raise ModelError(self.card.weights, f"model {self.card.name!r} reads the whole frame, not crops")
-        shown = upscale_to_display(frame, self.display_height)
         size = int(self.crops["size"])
+        shown = shown_frame(frame, self.display_height, size)
         boxes = choose_boxes(shown, size, int(self.crops.get("count", 1)), self.crop_mode)
         return shown, boxes, size, self._run(self._to_input(cut_patches(shown, None, size, boxes, self.context)))
 

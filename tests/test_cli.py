@@ -125,6 +125,7 @@ def test_shown_size_scales_to_the_display_then_until_a_crop_fits():
     assert shown_size(700, 300, 720, 320) == (746, 320)      # then up by 320 / 309 until a 320 crop fits
     assert shown_size(3000, 100, 720, 320) == (9600, 320)    # tall: no display scaling, only the crop's
     assert shown_size(16, 16, None, 0) == (16, 16)
+    assert shown_size(6000, 9000, 720, 320) == (6000, 9000)  # 54 M pixels at its own size: decoding guards that
     with pytest.raises(ModelError, match="too small"):
         shown_size(15, 500, 720, 320)
     with pytest.raises(ModelError, match="too long and thin"):

@@ -9,8 +9,8 @@ Preprocessing comes from the ``input`` block of the model's ``model.json``::
                                              # to this height, as a player shows them on that screen
 
 Frames with a side under ``MIN_SIDE`` pixels are refused, and so are frames so long and thin that, shown at the
-display height (and, where their short side is under the crop, scaled up until a crop fits), they would exceed
-``MAX_SHOWN_PIXELS`` (``shown_frame``): a clear error instead of a crash or gigabytes of memory.
+display height (and, where their short side is under the crop, scaled up until a crop fits), they would grow past
+``MAX_SHOWN_PIXELS`` (``shown_frame``; a large frame that is not scaled passes): a clear error instead of a crash or gigabytes of memory.
 
 ``crops.context`` (rows, optional): each crop goes in with the whole frame squeezed into a strip of that many
 rows under it (``with_context``), one image of (size + rows) x size.
@@ -198,7 +198,7 @@ def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.n
 
 
 MIN_SIDE = 16                   # pixels: a frame with a shorter side is refused
-MAX_SHOWN_PIXELS = 8192 * 4320  # an 8K frame: the most a frame may become once shown (about 106 MB of RGB)
+MAX_SHOWN_PIXELS = 8192 * 4320  # an 8K frame: the most a frame may grow to when shown (about 106 MB of RGB)
 
 
 def shown_size(height: int, width: int, display_height: int | None, crop: int = 0) -> tuple[int, int]:
@@ -213,7 +213,7 @@ def shown_size(height: int, width: int, display_height: int | None, crop: int = 
     if crop and min(h, w) < crop:
         factor = crop / min(h, w)
         h, w = max(crop, round(h * factor)), max(crop, round(w * factor))
-    if h * w > MAX_SHOWN_PIXELS:
+    if (h, w) != (height, width) and h * w > MAX_SHOWN_PIXELS:  # growing it would: large frames at their own size pass
         raise ModelError(None, f"frame {width}x{height} is too long and thin to score: shown at this model's size it "
                                f"would be {w}x{h}, over {MAX_SHOWN_PIXELS / 1e6:.0f} M pixels")
     return h, w

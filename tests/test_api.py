@@ -100,6 +100,12 @@ def test_bad_arrays_are_refused_with_one_line(array, problem):
     assert problem in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_frame_too_small_for_the_model_is_refused_naming_the_array():
+    with pytest.raises(GameQAError) as err:
+        load("eraque-student").score(np.zeros((3, 10, 2000, 3), dtype=np.uint8))
+    assert str(err.value) == "<array>: frame 2000x10 is too small to score: each side needs at least 16 px"
+
+
 def test_unknown_model_and_full_reference_without_ref():
     with pytest.raises(GameQAError, match="unknown model"):
         load("no-such-model")

@@ -92,7 +92,12 @@ class QualityScorer:
             t0 = time.perf_counter()
             batch = list(frames[lo:lo + step])
             ref_batch = None if refs is None else list(refs[lo:lo + step])
-            batch_scores = self._scorer.model.score_frames(batch, ref_batch)
+            try:
+                batch_scores = self._scorer.model.score_frames(batch, ref_batch)
+            except GameQAError as exc:
+                if exc.path is None:  # a model's complaint about a frame: name the input
+                    raise type(exc)(ARRAY_NAME, exc.problem) from exc
+                raise
             scores.extend(batch_scores.tolist())
             timing.model_s += time.perf_counter() - t0
             if on_batch is not None:

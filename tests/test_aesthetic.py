@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 from gameqa.errors import ConfigError, ModelError
 from gameqa.evaluate.agreement import (binary_accuracy, intervals_overlap, mean_spread_report, ordered_pairs,
                                        std_from_mean_fit)
-from gameqa.models.aesthetic import (LMLSP, MeanSpreadHeads, MeanSpreadNet, MultiLevelBackbone, build_extractor,
-                                     export_onnx, extract_features)
+from gameqa.models.aesthetic import LMLSP, MeanSpreadHeads, MeanSpreadNet, MultiLevelBackbone, export_onnx
 from gameqa.models.aesthetic_cli import register
 from gameqa.models.aesthetic_onnx import SpreadScorer, mean_interval, prepare_image, resize_for_model
 from gameqa.train import aesthetic as train_mod
@@ -96,7 +95,9 @@ def test_prepare_image_resizes_only_large_images():
     assert resize_for_model(big, 512).shape == (171, 512, 3)
     small = np.zeros((100, 60, 3), np.uint8)
     assert resize_for_model(small, 512) is small
-    assert resize_for_model(np.zeros((10, 40, 3), np.uint8), 512).shape == (32, 128, 3)
+    assert resize_for_model(np.zeros((16, 64, 3), np.uint8), 512).shape == (32, 128, 3)
+    with pytest.raises(ModelError, match="image 40x10 is too small to score"):  # a side under 16 px says nothing
+        resize_for_model(np.zeros((10, 40, 3), np.uint8), 512)
     x = prepare_image(np.full((40, 50, 3), 255, np.uint8))
     assert x.shape == (1, 3, 40, 50) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx((1 - 0.485) / 0.229, abs=1e-5)

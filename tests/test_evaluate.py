@@ -29,7 +29,6 @@ def _random_pairs(seed: int, ties: bool):
 
 def _kendall_tau_b_bruteforce(x, y) -> float:
     concordant_minus_discordant = 0.0
-    ties_x_only = ties_y_only = 0
     untied_x = untied_y = 0
     for i, j in itertools.combinations(range(len(x)), 2):
         sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])

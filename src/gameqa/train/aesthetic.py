@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gameqa.data.ratings import AVA_SCALE, RatingSet, read_ratings, simulate_panel, smaller_panel
-from gameqa.errors import ConfigError, GameQAError
+from gameqa.errors import ConfigError
 from gameqa.paths import cache_dir
 
 Log = Callable[[str], None]

@@ -1,5 +1,6 @@
 """`gameqa bench logo` on the tiny real corpus of test_eraque: a run trained without game_b scores game_b's clips;
-a game without a run is listed as such; a run that saw the game in training is refused."""
+a game without a run is listed as such; a run that saw the game in training is refused; a run stopped before its
+last step is listed as unfinished and not counted, unless asked for."""
 from __future__ import annotations
 
 import json
@@ -46,3 +47,51 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
                           (f"game_b={tmp_path}/nothing*", "matches no run folder")):
         bad = CliRunner().invoke(app, ["bench", "logo", "--run", spec, "--manifest", str(manifest)])
         assert bad.exit_code == 1 and message in " ".join(bad.output.split()), (spec, bad.output)
+
+
+class _Stopped(Exception):
+    """Stands for the chain being killed: raised from the trainer's log at its second validation."""
+
+
+def test_a_run_stopped_mid_training_is_listed_not_counted(corpus, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.evaluate.runs import training_state
+    from gameqa.train.trainer import Trainer
+
+    validations = []
+
+    def stop_at_second_validation(message: str) -> None:
+        if ": val SROCC" in message:
+            validations.append(message)
+            if len(validations) == 2:
+                raise _Stopped
+
+    cfg = tiny_config(corpus, tmp_path / "b", ["train.epochs=3", "train.validate_every=1", 'data.logo_game="game_b"'])
+    trainer = Trainer(cfg, log=stop_at_second_validation)
+    with pytest.raises(_Stopped):
+        trainer.fit()
+    run = trainer.run_dir
+    state = training_state(run)
+    assert (run / "best.pt").is_file() and not state["finished"]  # best.pt of epoch 1, last.pt inside epoch 2
+    assert state["epochs"] == 3 and state["epoch"] == 1 and state["step"] > 0
+    manifest = corpus / "manifests" / "corpus.csv"
+    args = ["bench", "logo", "--run", f"game_b={run}", "--manifest", str(manifest),
+            "--json", str(tmp_path / "logo.json")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    b = json.loads((tmp_path / "logo.json").read_text())["games"]["game_b"]
+    assert b["runs"] == [] and [u["run"] for u in b["unfinished"]] == [str(run)]
+    assert b["unfinished"][0]["state"] == f"step {state['step']}, 1 of 3 epochs done"
+    assert "unfinished" in done.output and "no finished" in done.output
+    interim = CliRunner().invoke(app, [*args, "--include-unfinished"])
+    assert interim.exit_code == 0, interim.output
+    b = json.loads((tmp_path / "logo.json").read_text())["games"]["game_b"]
+    assert len(b["runs"]) == 1 and b["runs"][0]["finished"] is False and b["srocc"] == b["runs"][0]["srocc"]
+    # resumed to its end, it counts
+    Trainer(cfg, log=quiet).fit()
+    assert training_state(run)["finished"]
+    done = CliRunner().invoke(app, args)
+    b = json.loads((tmp_path / "logo.json").read_text())["games"]["game_b"]
+    assert done.exit_code == 0 and b["unfinished"] == [] and b["runs"][0]["finished"] is True

@@ -117,7 +117,7 @@ def test_runs_sections_and_notes(report):
     assert srocc_cell in md
     dist = res["distillation"]
     assert dist["groups"] == {}
-    assert any("1 run folder(s) without best.pt" in n for n in dist["notes"])
+    assert any("1 unfinished run folder(s) skipped (no best.pt" in n for n in dist["notes"])
     assert any("no finished run matches" in n and "eraque-student-plain-s*" in n for n in dist["notes"])
     assert "Published figures of reference systems" in md and "0.968" in md and "GAMIVAL" in md
     assert res["aesthetic"]["measured"] is False and "clive-quality-spread.md" in md

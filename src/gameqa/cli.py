@@ -331,10 +331,13 @@ def bench_logo_cmd(
     crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
                                             "windows); default: each run's input.crop_mode."),
+    include_unfinished: bool = typer.Option(False, "--include-unfinished", help="Also score runs whose training "
+                                            "has not reached its last step (their best.pt so far; an interim look)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Bar chart per game (PNG)."),
 ) -> None:
-    """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar."""
+    """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar.
+    Runs still training (or stopped before their last step) are listed, not counted, unless --include-unfinished."""
     from gameqa.evaluate.logo import logo_table, plot_logo
     from gameqa.evaluate.runs import expand_group
     from gameqa.sinks import write_atomic
@@ -349,6 +352,7 @@ def bench_logo_cmd(
                 raise GameQAError(None, f"game {game} named twice: give all its runs in one --run GAME=GLOB")
             runs[game] = dirs
         result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
+                            include_unfinished=include_unfinished,
                             progress=lambda m: err.print(f"scoring {m}", highlight=False))
     except GameQAError as exc:
         _fail(str(exc))
@@ -356,11 +360,15 @@ def bench_logo_cmd(
     for name in ("game", "runs", "clips", "SROCC (mean of runs)", "each run: SROCC [95% CI]", "PLCC", "bar"):
         table.add_column(name, justify="left" if name in ("game", "each run: SROCC [95% CI]") else "right")
     for game, e in result["games"].items():
+        waiting = "; ".join(f"unfinished: {Path(u['run']).name} ({u['state']})" for u in e["unfinished"])
         if not e["runs"]:
-            table.add_row(game, "0", "-", "-", "no run", "-", "[red]no run[/]")
+            table.add_row(game, "0", "-", "-", waiting or "no run", "-",
+                          "[red]no finished run[/]" if waiting else "[red]no run[/]")
             continue
         sd = "" if e["srocc_sd"] != e["srocc_sd"] else f" +- {e['srocc_sd']:.3f}"
-        each = ", ".join(f"{r['srocc']:.3f} [{r['srocc_ci'][0]:.3f}, {r['srocc_ci'][1]:.3f}]" for r in e["runs"])
+        each = ", ".join(f"{r['srocc']:.3f} [{r['srocc_ci'][0]:.3f}, {r['srocc_ci'][1]:.3f}]"
+                         + ("" if r["finished"] else f" (unfinished: {r['state']})") for r in e["runs"])
+        each += f"; {waiting}" if waiting else ""
         table.add_row(game, str(len(e["runs"])), str(e["clips"]), f"{e['srocc']:.3f}{sd}", each, f"{e['plcc']:.3f}",
                       "[green]met[/]" if e["passes"] else "[red]below[/]")
     out.print(table)

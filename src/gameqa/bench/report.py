@@ -507,11 +507,26 @@ def _section_accuracy(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor,
 
 
 def _run_folders(runs_dir: Optional[Path], pattern: str) -> tuple[list[Path], list[Path]]:
-    """(finished runs with best.pt, unfinished folders) matching ``pattern`` under ``runs_dir``."""
+    """(finished runs with best.pt, unfinished folders: no best.pt yet, or training stopped before its last step)
+    matching ``pattern`` under ``runs_dir``."""
+    from gameqa.evaluate.runs import training_state
+
     if runs_dir is None or not runs_dir.is_dir():
         return [], []
+    def finished(run: Path) -> bool:
+        try:
+            return (run / "best.pt").is_file() and training_state(run)["finished"]
+        except GameQAError:  # an unreadable last.pt: not a run to report
+            return False
+
     folders = sorted(p for p in runs_dir.glob(pattern) if p.is_dir())
-    return [p for p in folders if (p / "best.pt").is_file()], [p for p in folders if not (p / "best.pt").is_file()]
+    done = [p for p in folders if finished(p)]
+    return done, [p for p in folders if p not in done]
+
+
+def _unfinished_note(label: str, unfinished: list[Path]) -> str:
+    return (f"{label}: {len(unfinished)} unfinished run folder(s) skipped (no best.pt, or training stopped before "
+            f"its last step) ({', '.join(p.name for p in unfinished)})")
 
 
 def _aggregate(per_run: list[tuple[Path, dict]], clips: int) -> dict:
@@ -554,8 +569,7 @@ def _logo_runs(opts: ReportOptions, game: str, notes: list[str]) -> list[Path]:
     pattern = opts.logo_runs.replace("{game}", game)
     done, unfinished = _run_folders(opts.runs_dir, pattern)
     if unfinished:
-        notes.append(f"{game}: {len(unfinished)} run folder(s) without best.pt skipped "
-                     f"({', '.join(p.name for p in unfinished)})")
+        notes.append(_unfinished_note(game, unfinished))
     kept = []
     for run_dir in done:
         if (left_out := _held_out(run_dir)) != game:
@@ -680,8 +694,7 @@ def _groups(opts: ReportOptions, pred: Predictor, manifest: Path, test_rows: lis
     for label, pattern in spec:
         done, unfinished = _run_folders(opts.runs_dir, pattern)
         if unfinished:
-            notes.append(f"{label}: {len(unfinished)} run folder(s) without best.pt skipped "
-                         f"({', '.join(p.name for p in unfinished)})")
+            notes.append(_unfinished_note(label, unfinished))
         if not done:
             notes.append(f"{label}: no finished run matches {opts.runs_dir or '(no runs folder)'}/{pattern}")
             continue

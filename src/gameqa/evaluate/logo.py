@@ -3,7 +3,9 @@ each against a bar (ERAQUE's is SROCC >= 0.90 for every game).
 
 A run stands for a held-out game only if its own ``config.json`` says it left that game out (``data.logo_game``);
 the game's clips are all of its clips (``logo_split``), scored through each run's prediction cache
-(``gameqa.evaluate.runs.run_scores``)."""
+(``gameqa.evaluate.runs.run_scores``). A run whose training has not reached its last step (``training_state``:
+a chain stopped mid-run leaves a best.pt of its validations so far) is listed as unfinished and does not count,
+unless asked for."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ import numpy as np
 
 from gameqa.data.manifest import read_manifest
 from gameqa.errors import ConfigError
-from gameqa.evaluate.runs import run_scores
+from gameqa.evaluate.runs import describe_state, run_scores, training_state
 from gameqa.evaluate.table import PERF_METRICS, bootstrap_ci
 
 
@@ -39,10 +41,12 @@ def summarise_runs(scored: list[dict]) -> dict:
 
 def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar: float = 0.90,
                crops: Optional[int] = None, crop_mode: Optional[str] = None, bootstrap: int = 1000,
-               progress: Optional[Callable[[str], None]] = None) -> dict:
+               include_unfinished: bool = False, progress: Optional[Callable[[str], None]] = None) -> dict:
     """Per game of ``manifest`` (its ``game`` group): the runs that held it out, each run's SROCC with its 95%
     bootstrap interval and PLCC, their mean (and sd over runs), and whether the mean reaches ``bar``; games without
-    a run are listed with ``runs = []``. Every run is checked to have held out its game before anything is scored."""
+    a run are listed with ``runs = []``. Every run is checked to have held out its game before anything is scored.
+    Unfinished runs go in the game's ``unfinished`` list (run, how far it went) and are not scored, unless
+    ``include_unfinished`` (an interim look): then they are scored and marked ``finished: false``."""
     rows = read_manifest(manifest)
     games = sorted({r["game"] for r in rows if r.get("group", "game") == "game"})
     unknown = sorted(set(runs) - set(games))
@@ -56,16 +60,22 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
                                        f"it cannot stand for {game} held out")
     sources = {r["clip_id"]: r["source_id"] for r in rows}  # read once, not again for every run
     out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own", "games": {}}
+    out["include_unfinished"] = include_unfinished
     for game in games:
-        scored = []
+        scored, unfinished = [], []
         for run in runs.get(game, []):
+            state = training_state(run)
+            if not state["finished"] and not include_unfinished:
+                unfinished.append({"run": str(run), "state": describe_state(state), **state})
+                continue
             if progress:
                 progress(f"{game}: {run}")
             s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode, sources=sources)
             low, high = bootstrap_ci(PERF_METRICS["SROCC"], s.predictions, s.mos, n_boot=bootstrap)
             scored.append({"run": str(run), "clips": len(s.clip_ids), "srocc": s.metrics["srocc"],
-                           "srocc_ci": [low, high], "plcc": s.metrics["plcc"]})
-        entry: dict = {"runs": scored}
+                           "srocc_ci": [low, high], "plcc": s.metrics["plcc"], "finished": state["finished"],
+                           "state": describe_state(state)})
+        entry: dict = {"runs": scored, "unfinished": unfinished}
         if scored:
             summary = summarise_runs(scored)
             entry.update(clips=scored[0]["clips"], **summary, passes=bool(summary["srocc"] >= bar))

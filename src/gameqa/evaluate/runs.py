@@ -266,6 +266,33 @@ def run_pristine(run_dir: str | os.PathLike, manifest: str | os.PathLike, split:
     return scores
 
 
+def training_state(run_dir: str | os.PathLike) -> dict:
+    """How far a run's training went, from its ``last.pt``: ``step``, ``epoch`` (epochs completed), the planned
+    ``epochs`` and ``max_steps`` of its own config, and ``finished`` (it reached its last step: all its epochs, or
+    ``max_steps``). A folder with a ``best.pt`` but no ``last.pt`` (weights copied on their own) counts as finished."""
+    from gameqa.train.trainer import load_checkpoint
+
+    run = Path(run_dir)
+    if not (run / "last.pt").is_file():
+        if (run / "best.pt").is_file():
+            return {"step": None, "epoch": None, "epochs": None, "max_steps": None, "finished": True}
+        raise ConfigError(run, "no last.pt or best.pt in this run folder")
+    ckpt = load_checkpoint(run / "last.pt")
+    train = ckpt.get("config", {}).get("train", {})
+    step, epoch = int(ckpt.get("step", 0)), int(ckpt.get("epoch", 0))
+    epochs, max_steps = int(train.get("epochs", 0)), int(train.get("max_steps", 0) or 0)
+    return {"step": step, "epoch": epoch, "epochs": epochs, "max_steps": max_steps,
+            "finished": epoch >= epochs or bool(max_steps and step >= max_steps)}
+
+
+def describe_state(state: dict) -> str:
+    """``training_state`` in words: "step 300, 1 of 3 epochs done"."""
+    if state["step"] is None:
+        return "no last.pt"
+    return f"step {state['step']}, {state['epoch']} of {state['epochs']} epochs done" + (
+        f" (max_steps {state['max_steps']})" if state["max_steps"] else "")
+
+
 def expand_group(spec: str) -> tuple[str, list[Path]]:
     """``"label=glob"`` -> (label, sorted run folders); an empty match is an error."""
     label, sep, pattern = spec.partition("=")

@@ -150,6 +150,53 @@ def test_real_capture_under_xvfb(tmp_path):
     assert not np.array_equal(frames[0], frames[-1])
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
+@pytest.mark.skipif(not _tk_works(), reason="tkinter is not available to draw the test window")
+def test_a_capture_killed_with_sigterm_stops_its_display_and_game(tmp_path):
+    """`kill` (SIGTERM) on `gameqa corpus capture` once left Xvfb and the game running, each in its own session;
+    now the command ends as Ctrl-C does (exit 143), stopping both, with no partial source left."""
+    import json
+    import os
+    import signal
+    import time
+
+    games = tmp_path / "games.toml"
+    games.write_text("[capture]\nfps = 30\nwidth = 320\nheight = 240\nseconds = 30\n\n[games.scroller]\n"
+                     f"command = {json.dumps([sys.executable, '-c', _SCROLLER])}\nwarmup_s = 1\nsegments = 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gameqa.cli", "corpus", "capture", "--games", str(games),
+                             "--root", str(tmp_path / "corpus")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    started: list[int] = []
+    while time.monotonic() < deadline and len(started) < 2:  # Xvfb, then the game
+        time.sleep(0.2)
+        started = _children(proc.pid)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    assert len(started) >= 2, "Xvfb and the game did not start"
+    time.sleep(2.0)  # into the recording
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    alive = [pid for pid in started if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for pid in alive:  # do not leave them behind if the test fails
+        os.killpg(pid, signal.SIGKILL)
+    assert alive == [], f"left running after SIGTERM: {alive}"
+    assert not list((tmp_path / "corpus").rglob("*.mkv")) and not list((tmp_path / "corpus").rglob(".*partial*"))
+
+
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 def test_game_that_dies_gives_a_clear_error(tmp_path):
     from gameqa.data.capture import GameStartError

@@ -6,6 +6,7 @@ from gameqa.models.registry import DEFAULT_MODEL
 
 import json
 import os
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -441,8 +442,20 @@ def bench_runs_cmd(
         out.print(f"per-content plot: {plot_contents(result, plot)}")
 
 
+def exit_on_terminate() -> None:
+    """Make SIGTERM (``kill``, ``timeout``, a job scheduler) and SIGHUP end a command as Ctrl-C does, with exit
+    status 128 + the signal: cleanup runs, so the games, virtual displays and recorders a capture starts in their
+    own sessions are stopped and temporary files removed, where the default action would leave them running."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
+    exit_on_terminate()
     try:
         app()
     except GameQAError as exc:

@@ -230,11 +230,11 @@ def soften(
 
 @corpus_app.command("rebuild")
 def rebuild(
-    games: Path = typer.Option(DEFAULT_GAMES, "--games"),
-    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder"),
-    root: Optional[Path] = typer.Option(None, "--root"),
-    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest"),
-    workers: int = typer.Option(2, "--workers"),
+    games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
+    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
+    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", help="Manifest CSV to write."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
     plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
                               "and the soft and JPEG-blocked training contents, merged into corpus-plus-sj beside "
                               "the corpus: what the leave-one-game-out runs train on."),

@@ -373,7 +373,7 @@ def test_bench_train_lanes_times_runs_side_by_side_against_one(corpus, tmp_path)
                               "--lanes", "1"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1] == "error: --lanes: needs 2 or more lanes with a thread each " \
-                                                      f"(1 lanes, {cores} cores)"
+                                                      f"(asked for 1 on {cores} cores)"
 
 
 def test_lite0_loads_imagenet_weights_offline():

@@ -835,7 +835,8 @@ def check_lanes(lanes: int, cores: Optional[int] = None) -> int:
     """The cores ``measure_lanes`` shares out; refuses fewer than 2 lanes or fewer cores than lanes."""
     cores = cores or os.cpu_count() or 1
     if lanes < 2 or cores // lanes < 1:
-        raise ConfigError("--lanes", f"needs 2 or more lanes with a thread each ({lanes} lanes, {cores} cores)")
+        raise ConfigError("--lanes", f"needs 2 or more lanes with a thread each (asked for {lanes} on "
+                                     f"{cores} core{'' if cores == 1 else 's'})")
     return cores
 
 

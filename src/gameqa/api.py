@@ -17,7 +17,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from gameqa.errors import GameQAError, MediaError
+from gameqa.errors import GameQAError, MediaError, naming
 from gameqa.models.registry import ModelCard
 from gameqa.result import ScoreResult, Timing
 from gameqa.scoring import DEFAULT_BATCH, DEFAULT_MODEL, Scorer
@@ -92,12 +92,8 @@ class QualityScorer:
             t0 = time.perf_counter()
             batch = list(frames[lo:lo + step])
             ref_batch = None if refs is None else list(refs[lo:lo + step])
-            try:
+            with naming(ARRAY_NAME):
                 batch_scores = self._scorer.model.score_frames(batch, ref_batch)
-            except GameQAError as exc:
-                if exc.path is None:  # a model's complaint about a frame: name the input
-                    raise type(exc)(ARRAY_NAME, exc.problem) from exc
-                raise
             scores.extend(batch_scores.tolist())
             timing.model_s += time.perf_counter() - t0
             if on_batch is not None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class GameQAError(Exception):
@@ -26,3 +28,15 @@ class ModelError(GameQAError):
 
 class ConfigError(GameQAError):
     """A config or manifest with a bad key, type or value."""
+
+
+@contextmanager
+def naming(path: str | os.PathLike | None) -> Iterator[None]:
+    """Inside, an error that names no file (a model's complaint about a frame) is raised again naming ``path``,
+    the input it came from; errors that name a file, and everything when ``path`` is empty, pass unchanged."""
+    try:
+        yield
+    except GameQAError as exc:
+        if exc.path is None and path:
+            raise type(exc)(path, exc.problem) from exc
+        raise

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from gameqa.errors import GameQAError, MediaError
+from gameqa.errors import GameQAError, MediaError, naming
 from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.media import DEFAULT_BATCH, DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
 from gameqa.models.pooling import pool_scores
@@ -57,15 +57,11 @@ class Scorer:
             raise GameQAError(path, f"model {self.card.name!r} is full-reference: give the reference with --ref")
         start = time.perf_counter()
         kind = media_kind(path)
-        try:
+        with naming(path):
             if kind == "image":
                 result = self._score_image(path, ref)
             else:
                 result = self._score_video(path, ref)
-        except GameQAError as exc:
-            if exc.path is None:  # a model's complaint about a frame: name the file it came from
-                raise type(exc)(path, exc.problem) from exc
-            raise
         result.timing.total_s = time.perf_counter() - start
         return result
 

@@ -511,17 +511,18 @@ def _run_folders(runs_dir: Optional[Path], pattern: str) -> tuple[list[Path], li
     matching ``pattern`` under ``runs_dir``."""
     from gameqa.evaluate.runs import training_state
 
-    if runs_dir is None or not runs_dir.is_dir():
-        return [], []
     def finished(run: Path) -> bool:
         try:
             return (run / "best.pt").is_file() and training_state(run)["finished"]
         except GameQAError:  # an unreadable last.pt: not a run to report
             return False
 
-    folders = sorted(p for p in runs_dir.glob(pattern) if p.is_dir())
-    done = [p for p in folders if finished(p)]
-    return done, [p for p in folders if p not in done]
+    if runs_dir is None or not runs_dir.is_dir():
+        return [], []
+    done, unfinished = [], []
+    for folder in sorted(p for p in runs_dir.glob(pattern) if p.is_dir()):
+        (done if finished(folder) else unfinished).append(folder)
+    return done, unfinished
 
 
 def _unfinished_note(label: str, unfinished: list[Path]) -> str:

@@ -538,8 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gameqa.data.capture CONFIG OUT_DIR [--only game[/variant] ...]``: record the corpus."""
     import argparse
 
+    from gameqa.cli import exit_on_terminate
     from gameqa.data.games import load_corpus_config
 
+    exit_on_terminate()  # a kill stops the displays and games started in their own sessions
     parser = argparse.ArgumentParser(description="Record gameplay sources under Xvfb (resumable).")
     parser.add_argument("config", help="games.toml")
     parser.add_argument("out_dir", help="folder for the sources and captures.jsonl")

@@ -59,8 +59,8 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
                 raise ConfigError(run, f"trained with data.logo_game = {left_out!r}, so it saw {game} in training: "
                                        f"it cannot stand for {game} held out")
     sources = {r["clip_id"]: r["source_id"] for r in rows}  # read once, not again for every run
-    out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own", "games": {}}
-    out["include_unfinished"] = include_unfinished
+    out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own",
+           "include_unfinished": include_unfinished, "games": {}}
     for game in games:
         scored, unfinished = [], []
         for run in runs.get(game, []):

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gameqa.errors import ModelError
+from gameqa.errors import ModelError, naming
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -188,12 +188,8 @@ class SpreadScorer:
         """The full prediction for one image (a path, or an array with ``path`` naming it)."""
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
-        try:
+        with naming(path):
             raw_mean, std = self.predict(image)
-        except ModelError as exc:
-            if exc.path is None and path:  # a complaint about the image: name the file it came from
-                raise ModelError(path, exc.problem) from exc
-            raise
         lo_scale, hi_scale = self.card.scale
         mean = min(max(raw_mean, lo_scale), hi_scale)  # a score is on the model's scale, whatever the head says
 

@@ -10,7 +10,8 @@ Preprocessing comes from the ``input`` block of the model's ``model.json``::
 
 Frames with a side under ``MIN_SIDE`` pixels are refused, and so are frames so long and thin that, shown at the
 display height (and, where their short side is under the crop, scaled up until a crop fits), they would grow past
-``MAX_SHOWN_PIXELS`` (``shown_frame``; a large frame that is not scaled passes): a clear error instead of a crash or gigabytes of memory.
+``MAX_SHOWN_PIXELS`` (``shown_frame``; a large frame that is not scaled passes): a clear error instead of a crash or gigabytes of
+memory.
 
 ``crops.context`` (rows, optional): each crop goes in with the whole frame squeezed into a strip of that many
 rows under it (``with_context``), one image of (size + rows) x size.
@@ -207,9 +208,7 @@ def shown_size(height: int, width: int, display_height: int | None, crop: int = 
     taller or wider than about 9:20 at a small size); a ModelError for frames too small or too thin to score."""
     if min(height, width) < MIN_SIDE:
         raise ModelError(None, f"frame {width}x{height} is too small to score: each side needs at least {MIN_SIDE} px")
-    h, w = height, width
-    if display_height and h < display_height:
-        h, w = int(display_height), round(width * int(display_height) / height)
+    h, w = display_size(height, width, display_height)
     if crop and min(h, w) < crop:
         factor = crop / min(h, w)
         h, w = max(crop, round(h * factor)), max(crop, round(w * factor))
@@ -225,14 +224,21 @@ def shown_frame(frame: np.ndarray, display_height: int | None, crop: int = 0) ->
     return frame if (h, w) == frame.shape[:2] else _resize(frame, (h, w), bicubic=True)
 
 
-def upscale_to_display(frame: np.ndarray, display_height: int | None, display_width: int | None = None) -> np.ndarray:
-    """Scale a frame smaller than ``display_height`` up to it (bicubic; width ``display_width``, or the frame's
-    aspect kept); larger ones stay. Labels, the training frame cache and the engine all scale this way."""
-    if not display_height or frame.shape[0] >= display_height:
-        return frame
+def display_size(height: int, width: int, display_height: int | None,
+                 display_width: int | None = None) -> tuple[int, int]:
+    """(height, width) of a frame shown at ``display_height``: a shorter frame goes up to it (width
+    ``display_width``, or the frame's aspect kept); a taller one keeps its size."""
+    if not display_height or height >= display_height:
+        return height, width
     h = int(display_height)
-    w = int(display_width) if display_width else round(frame.shape[1] * h / frame.shape[0])
-    return _resize(frame, (h, w), bicubic=True)
+    return h, int(display_width) if display_width else round(width * h / height)
+
+
+def upscale_to_display(frame: np.ndarray, display_height: int | None, display_width: int | None = None) -> np.ndarray:
+    """Scale a frame smaller than ``display_height`` up to it (bicubic; ``display_size``); larger ones stay.
+    Labels, the training frame cache and the engine all scale this way."""
+    h, w = display_size(frame.shape[0], frame.shape[1], display_height, display_width)
+    return frame if (h, w) == frame.shape[:2] else _resize(frame, (h, w), bicubic=True)
 
 
 class OnnxFrameModel:

@@ -775,6 +775,17 @@ def _timed_step(cfg: EraqueConfig, model: EraqueNet, optimizer: torch.optim.Opti
     return time.perf_counter() - t0
 
 
+def _synthetic_run(cfg: EraqueConfig, layout_channels_last: bool = True):
+    """(model, AdamW, synthetic batch) for timing ``cfg``'s training step: seeded, in the given layout."""
+    torch.manual_seed(cfg.seed)
+    model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
+                      head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
+    x = torch.randn(cfg.train.batch_size, model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
+    if layout_channels_last:
+        model, x = channels_last(model), channels_last(x)
+    return model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x
+
+
 def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
     """Seconds per training step (forward, both losses, backward, AdamW) and per eval crop, for ``cfg``'s
     backbone, crop size and batch size, on this machine's CPU threads (synthetic crops: the cost does not
@@ -782,17 +793,9 @@ def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
     side, a step of each in turn; the first step of each is a warm-up and is not counted."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    size, batch = cfg.input.crop_size, cfg.train.batch_size
+    batch = cfg.train.batch_size
     y = torch.linspace(1.0, 5.0, batch)
-    runs = {}
-    for layout in ("channels_last", "contiguous"):
-        torch.manual_seed(cfg.seed)
-        model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
-                          head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
-        x = torch.randn(batch, model.in_channels, size, size)
-        if layout == "channels_last":
-            model, x = channels_last(model), channels_last(x)
-        runs[layout] = (model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x, [])
+    runs = {layout: (*_synthetic_run(cfg, layout == "channels_last"), []) for layout in ("channels_last", "contiguous")}
 
     for _ in range(steps + 1):
         for model, optimizer, x, times in runs.values():
@@ -815,11 +818,7 @@ def _lane(cfg: EraqueConfig, threads: int, steps: int, start, finished, out) -> 
     """One process of ``measure_lanes``: warm up, wait for the others, time ``steps`` channels-last steps, then
     keep stepping (untimed) until every lane has its steps, so that all of them are timed under the same load."""
     torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
-    model = channels_last(EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
-                                    head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    x = channels_last(torch.randn(cfg.train.batch_size, model.in_channels, cfg.input.crop_size, cfg.input.crop_size))
+    model, optimizer, x = _synthetic_run(cfg)
     y = torch.linspace(1.0, 5.0, cfg.train.batch_size)
     _timed_step(cfg, model, optimizer, x, y)
     start.wait()

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import clipgen
 from gameqa.cli import app, bundled_clip
 
+REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 GAMEQA = [sys.executable, "-m", "gameqa.cli"]
 
@@ -133,6 +134,34 @@ def test_shown_size_scales_to_the_display_then_until_a_crop_fits():
     frame = np.zeros((700, 300, 3), np.uint8)
     assert shown_frame(frame, 720, 320).shape == (746, 320, 3)
     assert shown_frame(frame, None) is frame
+
+
+def test_a_batch_where_nothing_scores_leaves_the_out_file_as_it_was(tmp_path):
+    Image.new("RGB", (10, 10)).save(tmp_path / "tiny.png")
+    out = tmp_path / "scores.jsonl"
+    out.write_text('{"earlier": "results"}\n')
+    proc = subprocess.run([*GAMEQA, "score", str(tmp_path / "tiny.png"), "-o", "jsonl", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert out.read_text() == '{"earlier": "results"}\n'
+    assert f"nothing scored: {out} not written" in proc.stderr and "1 of 1 inputs failed" in proc.stderr
+
+
+def test_a_command_whose_extra_is_not_installed_says_which_in_one_line(tmp_path):
+    """torch made unimportable (as in a plain `pip install -e .`): `gameqa train` names the extra to install."""
+    code = ("import sys\n"
+            "class NoTorch:  # finds torch nowhere, as an install without it\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from gameqa.cli import main\n"
+            f"sys.argv = ['gameqa', 'train', {str(REPO / 'configs/eraque/default.toml')!r}]\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "error: this command needs torch, which is not installed: pip install -e '.[train]'"
 
 
 def test_folder_glob_and_list_inputs(clips, tmp_path):

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gameqa.errors import GameQAError
@@ -142,6 +143,9 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
                 for r in results:
                     out.print(f"[bold]{r.path}[/]: " + ", ".join(
                         f"{i}@{t:.2f}s={s:.3f}" for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores)))
+    if out_file and not results:  # keep whatever the file held: an empty result would wipe it
+        err.print(f"nothing scored: {out_file} not written", highlight=False, soft_wrap=True)
+    elif output == "table":
         if out_file:
             write_atomic(render(results, "json", per_frame), out_file)
     else:
@@ -453,13 +457,35 @@ def exit_on_terminate() -> None:
         signal.signal(sig, stop)
 
 
+# Modules of the optional extras (pyproject.toml) -> the extra that installs them.
+EXTRA_OF_MODULE = {"torch": "train", "efficientnet_lite_pytorch": "train", "yaml": "train", "ray": "cluster",
+                   "pyarrow": "cluster", "fastapi": "serve", "uvicorn": "serve", "sqlalchemy": "serve",
+                   "multipart": "serve", "python_multipart": "serve", "imageio_ffmpeg": "corpus",
+                   "matplotlib": "corpus", "psycopg": "postgresql"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> Optional[str]:
+    """One line for a command that needs an optional extra which is not installed; None for other modules."""
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return f"this command needs {module}, which is not installed: pip install -e '.[{extra}]'"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     exit_on_terminate()
     try:
         app()
     except GameQAError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        line = missing_extra(exc)
+        if line is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

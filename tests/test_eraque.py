@@ -115,6 +115,70 @@ def test_frame_cache_upscales_to_display_and_resumes(corpus, tmp_path):
     np.testing.assert_array_equal(refs.load(1), src_frames[5].rgb)
 
 
+def _cache_rows_in_process(root, rows, reference, start, built):
+    """One process of the test below: cache every row once the other process is ready too."""
+    from gameqa.train.frames import FrameCache
+
+    cache = FrameCache(root, "uniform:3")
+    start.wait(timeout=60)
+    cache.cache_rows(rows, reference=reference)
+    built.put(cache.built)
+
+
+def test_two_processes_caching_the_same_rows_decode_each_entry_once(corpus, tmp_path):
+    import multiprocessing
+
+    from gameqa.data.manifest import read_manifest
+    from gameqa.train.frames import FrameCache
+
+    rows = read_manifest(corpus / "manifests" / "corpus.csv", root=corpus)
+    ctx = multiprocessing.get_context("spawn")
+    start, built = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_cache_rows_in_process, args=(tmp_path / "frames", rows, True, start, built))
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    counts = [built.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    # every entry (18 clips; the references, shared by a source's encodes) built by exactly one of the two
+    entries = list((tmp_path / "frames").glob("*/*/meta.json"))
+    assert len(entries) > len(rows) and sum(counts) == len(entries), counts
+    again = FrameCache(tmp_path / "frames", "uniform:3")
+    again.cache_rows(rows, reference=True)
+    assert again.built == 0
+
+
+def test_frame_cache_puts_off_an_entry_another_process_is_building(corpus, tmp_path):
+    import threading
+    import time
+
+    from gameqa.data.manifest import read_manifest
+    from gameqa.train.frames import FrameCache
+
+    rows = read_manifest(corpus / "manifests" / "corpus.csv", root=corpus)[:5]
+    worker, holder = FrameCache(tmp_path / "frames", "uniform:3"), FrameCache(tmp_path / "frames", "uniform:3")
+    keys = [worker.clip_key(r["abs_path"], r["display_width"], r["display_height"]) for r in rows]
+    result = {}
+    with holder.claim(keys[0]) as mine:  # as if another run were decoding the first clip
+        assert mine
+        thread = threading.Thread(target=lambda: result.update(worker.cache_rows(rows, workers=1)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while any(worker.lookup(k) is None for k in keys[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the other four were built while the first was held, and the worker now waits for the first
+        assert all(worker.lookup(k) is not None for k in keys[1:])
+        time.sleep(0.3)
+        assert thread.is_alive() and worker.lookup(keys[0]) is None
+        with worker.claim(keys[1], wait=False) as free:
+            assert free  # a built entry's claim is released
+    thread.join(timeout=60)
+    # the holder let go without building it: the worker built it after all, and returns every row
+    assert not thread.is_alive() and worker.built == 5 and sorted(result) == sorted(r["clip_id"] for r in rows)
+
+
 def test_training_writes_logs_checkpoints_and_resumes_identically(trained):
     a, b_first, b = trained["a"], trained["b_first"], trained["b"]
     assert a.steps == 4 and b_first.steps == 2 and b.steps == 4

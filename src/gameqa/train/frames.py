@@ -9,12 +9,16 @@ cached too.
 Entries are content-addressed: the key hashes the clip file's bytes, the sampling policy and the display
 size, so a re-encoded clip gets a new entry and nothing is ever stale. Each entry is a folder written under
 a temporary name and renamed when complete (``meta.json`` last), so an interrupted caching run resumes where
-it stopped. This module does not import torch: ``gameqa eval`` of an ONNX model uses it too.
+it stopped. Runs that share the cache (two trainings side by side, DDP ranks) never decode the same entry twice:
+an entry is built under an exclusive lock on ``.locks/<key>``, and ``cache_rows`` first builds the
+entries nobody else holds, then waits for the rest. This module does not import torch: ``gameqa eval`` of an
+ONNX model uses it too.
 
 Layout::
 
     frames/<key[:2]>/<key>/meta.json      clip, policy, size, decode indices, timestamps
     frames/<key[:2]>/<key>/000.png ...    the frames, display size, RGB
+    frames/.locks/<key>                   locked while a process builds the entry (empty file)
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,6 +40,11 @@ from PIL import Image
 from gameqa.data.corpus import file_digest
 from gameqa.errors import GameQAError, MediaError
 from gameqa.media import SamplePolicy, iter_frames
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process claim, at worst an entry is decoded twice
+    fcntl = None
 
 CACHE_VERSION = "1"
 PNG_LEVEL = 3            # zlib level: 3 is within a few percent of 9 on game frames, several times faster
@@ -82,6 +93,8 @@ class FrameCache:
     def __init__(self, root: str | os.PathLike, sample: str = "uniform:8"):
         self.root = Path(root)
         self.policy = SamplePolicy.parse(sample)
+        self.built = 0           # entries this object decoded and stored (the rest were found built)
+        self._count = threading.Lock()
 
     # -- keys and lookups -----------------------------------------------------------------------------------
     def _folder(self, key: str) -> Path:
@@ -125,29 +138,63 @@ class FrameCache:
         assert found is not None
         return found
 
-    def clip_frames(self, clip: str | os.PathLike, width: int, height: int) -> CachedFrames:
-        """The cached frames of a clip, decoding and storing them first if needed."""
-        key = self.clip_key(clip, width, height)
+    @contextmanager
+    def claim(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the entry's build lock; yields False at once if another holder has it and ``wait`` is off."""
+        if fcntl is None:
+            yield True
+            return
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / key, "a") as handle:  # flock: released if the process dies
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _entry(self, key: str, build: Callable[[], tuple], wait: bool) -> Optional[CachedFrames]:
+        """The entry, built by ``build`` under its claim if missing; None if another process is building it
+        and ``wait`` is off."""
         found = self.lookup(key)
         if found is not None:
             return found
-        frames, indices, stamps = [], [], []
-        for frame in iter_frames(clip, self.policy):
-            frames.append(to_display(frame.rgb, width, height))
-            indices.append(frame.index)
-            stamps.append(round(float(frame.timestamp), 6))
-        if not frames:
-            raise MediaError(clip, f"no frames sampled with policy {self.policy}")
-        return self._store(key, frames, indices, stamps,
-                           {"clip": os.fspath(clip), "sample": str(self.policy), "display": [int(width), int(height)]})
+        with self.claim(key, wait) as mine:
+            if not mine:
+                return None
+            found = self.lookup(key)  # built by the holder we waited for
+            if found is not None:
+                return found
+            stored = self._store(key, *build())
+            with self._count:
+                self.built += 1
+            return stored
+
+    def clip_frames(self, clip: str | os.PathLike, width: int, height: int, wait: bool = True) -> Optional[CachedFrames]:
+        """The cached frames of a clip, decoding and storing them first if needed (None: see ``_entry``)."""
+        def build():
+            frames, indices, stamps = [], [], []
+            for frame in iter_frames(clip, self.policy):
+                frames.append(to_display(frame.rgb, width, height))
+                indices.append(frame.index)
+                stamps.append(round(float(frame.timestamp), 6))
+            if not frames:
+                raise MediaError(clip, f"no frames sampled with policy {self.policy}")
+            return frames, indices, stamps, {"clip": os.fspath(clip), "sample": str(self.policy),
+                                             "display": [int(width), int(height)]}
+        return self._entry(self.clip_key(clip, width, height), build, wait)
 
     def reference_frames(self, source: str | os.PathLike, timestamps: Sequence[float], width: int,
-                         height: int) -> CachedFrames:
+                         height: int, wait: bool = True) -> Optional[CachedFrames]:
         """Frames of the reference shown at ``timestamps`` (the latest frame at or before each time)."""
-        key = self.reference_key(source, timestamps, width, height)
-        found = self.lookup(key)
-        if found is not None:
-            return found
+        return self._entry(self.reference_key(source, timestamps, width, height),
+                           lambda: self._decode_reference(source, timestamps, width, height), wait)
+
+    def _decode_reference(self, source, timestamps: Sequence[float], width: int, height: int) -> tuple:
         wanted = sorted(set(float(t) for t in timestamps))
         picked: dict[float, tuple[int, float, np.ndarray]] = {}
         last = None
@@ -168,30 +215,45 @@ class FrameCache:
         if any(f.shape[:2] != (int(height), int(width)) for f in frames):
             shape = frames[0].shape
             raise MediaError(source, f"reference is {shape[1]}x{shape[0]}, the manifest says {width}x{height}")
-        return self._store(key, frames, [i for i, _, _ in chosen], [t for _, t, _ in chosen],
-                           {"source": os.fspath(source), "display": [int(width), int(height)]})
+        return (frames, [i for i, _, _ in chosen], [t for _, t, _ in chosen],
+                {"source": os.fspath(source), "display": [int(width), int(height)]})
 
     def cache_rows(self, rows: list[dict], reference: bool = False, workers: int = 2,
                    progress: Optional[Callable[[int, int], None]] = None) -> dict[str, tuple[CachedFrames, Optional[CachedFrames]]]:
-        """Cache every manifest row's clip (and reference); ``clip_id -> (frames, reference frames or None)``."""
-        def one(row: dict):
+        """Cache every manifest row's clip (and reference); ``clip_id -> (frames, reference frames or None)``.
+
+        Rows whose entry another process is building are put off, and waited for once the others are done."""
+        def one(row: dict, wait: bool):
             w, h = int(row["display_width"]), int(row["display_height"])
-            clip = self.clip_frames(row["abs_path"], w, h)
-            ref = self.reference_frames(row["abs_source_path"], clip.timestamps, w, h) if reference else None
-            return row["clip_id"], (clip, ref)
+            clip = self.clip_frames(row["abs_path"], w, h, wait=wait)
+            ref = None
+            if clip is not None and reference:
+                ref = self.reference_frames(row["abs_source_path"], clip.timestamps, w, h, wait=wait)
+            if clip is None or (reference and ref is None):
+                return None
+            return clip, ref
 
         out: dict[str, tuple[CachedFrames, Optional[CachedFrames]]] = {}
         errors: list[str] = []
+        done = 0
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(one, r) for r in rows]
-            for done, fut in enumerate(futures, start=1):
-                try:
-                    clip_id, entry = fut.result()
-                    out[clip_id] = entry
-                except GameQAError as exc:
-                    errors.append(str(exc))
-                if progress:
-                    progress(done, len(rows))
+            todo, wait = rows, False
+            while todo:
+                later = []
+                for row, fut in [(r, pool.submit(one, r, wait)) for r in todo]:
+                    try:
+                        entry = fut.result()
+                    except GameQAError as exc:
+                        errors.append(str(exc))
+                    else:
+                        if entry is None:  # another process is building it: come back when the rest are done
+                            later.append(row)
+                            continue
+                        out[row["clip_id"]] = entry
+                    done += 1
+                    if progress:
+                        progress(done, len(rows))
+                todo, wait = later, True
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise MediaError(None, f"cannot cache frames: {errors[0]}{more}")

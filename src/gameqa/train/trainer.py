@@ -407,7 +407,11 @@ class Trainer:
     def cache_shared(self, cache: FrameCache, rows: list[dict], label: str, reference: bool = False) -> dict:
         """Each process caches its share of ``rows``, then everyone reads every entry (``clip_id -> entries``)."""
         d = self.dist
-        cache.cache_rows(rows[d.rank::d.world], reference=reference, progress=self._progress_cb(label))
+        share = rows[d.rank::d.world]
+        cache.cache_rows(share, reference=reference, progress=self._progress_cb(label))
+        if d.main and self.cfg.train.progress:
+            self.log(f"{label}: {len(share)} clips ready; this run decoded {cache.built} cache entries, "
+                     "the rest were cached already or by another run")
         _barrier(d)
         return cache.cache_rows(rows, reference=reference)
 

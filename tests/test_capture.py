@@ -1,6 +1,8 @@
 """Gameplay capture: the frozen / duplicated frame detector, recipe parsing, and one real Xvfb capture."""
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -169,7 +171,6 @@ def test_a_capture_killed_with_sigterm_stops_its_display_and_game(tmp_path):
     """`kill` (SIGTERM) on `gameqa corpus capture` once left Xvfb and the game running, each in its own session;
     now the command ends as Ctrl-C does (exit 143), stopping both, with no partial source left."""
     import json
-    import os
     import signal
     import time
 
@@ -226,3 +227,43 @@ def test_unrecorded_variants_names_levels_with_no_source(tmp_path):
                report("slow", 0, 0.31, False), report("slow", 1, 0.54, False), report("slow", 2, 0.22, False)]
     assert unrecorded_variants(reports, tmp_path) == {"g/slow": "54% duplicated frames > 20%"}
     assert unrecorded_variants([], tmp_path) == {}
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
+@pytest.mark.skipif(not _tk_works(), reason="tkinter is not available to draw the test window")
+def test_corpus_rebuild_goes_from_nothing_to_a_labelled_manifest_and_resumes(tmp_path, need_ffmpeg):
+    """`gameqa corpus rebuild`, the one command that remakes the corpus on a fresh machine: record (the Tk
+    scroller as the game), encode the ladder, label with VMAF, write the manifest and its plot, time each stage;
+    run again, it records and encodes nothing more."""
+    import csv
+    import json
+
+    games = tmp_path / "games.toml"
+    games.write_text("[capture]\nfps = 30\nwidth = 320\nheight = 240\nseconds = 2\nmax_duplicate_share = 0.5\n"
+                     "min_fps_ratio = 0.8\n\n[games.scroller]\n"
+                     f"command = {json.dumps([sys.executable, '-c', _SCROLLER])}\nwarmup_s = 1\nsegments = 1\n")
+    ladder = tmp_path / "ladder.toml"
+    ladder.write_text('seconds = 1.0\ngop_seconds = 1.0\ncodecs_per_source = 1\n\n[[codec]]\nname = "h264"\n'
+                      'encoder = "libx264"\nargs = ["-preset", "veryfast"]\n\n'
+                      "[[rung]]\nheight = 240\nkbps = 400\n\n[[rung]]\nheight = 120\nkbps = 60\n")
+    root, manifest = tmp_path / "corpus", tmp_path / "corpus.csv"
+    cmd = [sys.executable, "-m", "gameqa.cli", "corpus", "rebuild", "--games", str(games), "--ladder", str(ladder),
+           "--root", str(root), "--manifest", str(manifest)]
+    env = dict(os.environ, COLUMNS="200")
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for stage in ("capture", "corpus build"):
+        assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", first.stdout), first.stdout[-3000:]
+    rows = list(csv.DictReader(manifest.open()))
+    games_seen = {r["game"] for r in rows}
+    assert "scroller" in games_seen and {r["codec"] for r in rows} == {"h264"}
+    mine = [r for r in rows if r["game"] == "scroller"]
+    assert sorted(int(r["height"]) for r in mine) == [120, 240]
+    low, high = sorted(mine, key=lambda r: int(r["height"]))
+    assert 0 < float(low["vmaf"]) < float(high["vmaf"]) <= 100  # real VMAF labels, the smaller rung lower
+    assert manifest.with_suffix(".png").stat().st_size > 0 and (root / "manifests" / "corpus.csv").is_file()
+    clips = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")} == clips
+    assert list(csv.DictReader(manifest.open())) == rows

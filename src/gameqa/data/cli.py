@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +38,17 @@ def _clip_progress(title: str):
 
     return Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=err)
+
+
+@contextmanager
+def _stage(name: str):
+    """Print how long one stage of a long command took (also when it fails), for the rebuild's log."""
+    start = time.monotonic()
+    out.print(f"== {time.strftime('%H:%M')} {name}", highlight=False)
+    try:
+        yield
+    finally:
+        out.print(f"== {time.strftime('%H:%M')} {name}: {(time.monotonic() - start) / 60:.1f} min", highlight=False)
 
 
 def _exit_on_failures(failures: list[str]) -> None:
@@ -244,11 +257,14 @@ def rebuild(
     leave-one-game-out training cache."""
     root = root or corpus_dir()
     others = root.parent / "corpus-candidates"
-    capture(games=games, root=root, only=None)
+    with _stage("capture"):
+        capture(games=games, root=root, only=None)
     if plus:  # every capture first, while nothing else loads the CPU (a busy CPU makes games drop frames)
-        capture(games=candidates, root=others, only=None)
+        with _stage("capture of the candidate games"):
+            capture(games=candidates, root=others, only=None)
     try:
-        build(ladder=ladder, root=root, manifest=manifest, workers=workers, natural=True, max_sources=None)
+        with _stage("corpus build"):
+            build(ladder=ladder, root=root, manifest=manifest, workers=workers, natural=True, max_sources=None)
     finally:
         if manifest.is_file():
             stats(manifest=manifest, plot=manifest.with_suffix(".png"), as_json=False)
@@ -257,9 +273,10 @@ def rebuild(
     from gameqa.data.ladder import load_ladder
     from gameqa.data.plus import build_plus_folders
 
-    build(ladder=ladder, root=others, manifest=others / "manifests" / "corpus.csv", workers=workers, natural=False,
-          max_sources=None)
-    with _clip_progress("soft clips") as progress:
+    with _stage("candidate games' build"):
+        build(ladder=ladder, root=others, manifest=others / "manifests" / "corpus.csv", workers=workers,
+              natural=False, max_sources=None)
+    with _stage("soft and JPEG-blocked contents"), _clip_progress("soft clips") as progress:
         task = progress.add_task("", total=None)
         try:
             folders, failures = build_plus_folders(

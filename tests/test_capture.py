@@ -231,10 +231,10 @@ def test_unrecorded_variants_names_levels_with_no_source(tmp_path):
 
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 @pytest.mark.skipif(not _tk_works(), reason="tkinter is not available to draw the test window")
-def test_corpus_rebuild_goes_from_nothing_to_a_labelled_manifest_and_resumes(tmp_path, need_ffmpeg):
+def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache(tmp_path, need_ffmpeg):
     """`gameqa corpus rebuild`, the one command that remakes the corpus on a fresh machine: record (the Tk
-    scroller as the game), encode the ladder, label with VMAF, write the manifest and its plot, time each stage;
-    run again, it records and encodes nothing more."""
+    scroller as the game), encode the ladder, label with VMAF, write the manifest and its plot, time each stage.
+    Run again with --plus, it keeps the corpus as it is and adds the leave-one-game-out training cache."""
     import csv
     import json
 
@@ -263,7 +263,16 @@ def test_corpus_rebuild_goes_from_nothing_to_a_labelled_manifest_and_resumes(tmp
     assert 0 < float(low["vmaf"]) < float(high["vmaf"]) <= 100  # real VMAF labels, the smaller rung lower
     assert manifest.with_suffix(".png").stat().st_size > 0 and (root / "manifests" / "corpus.csv").is_file()
     clips = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")}
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # again with --plus: the corpus is kept as it is; the candidate game, soft and JPEG contents are added
+    candidates = tmp_path / "candidates.toml"
+    candidates.write_text(games.read_text().replace("[games.scroller]", "[games.scroller2]"))
+    again = subprocess.run(cmd + ["--plus", "--candidates", str(candidates)], capture_output=True, text=True,
+                           timeout=600, env=env)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")} == clips
     assert list(csv.DictReader(manifest.open())) == rows
+    for stage in ("capture of the candidate games", "candidate games' build", "soft and JPEG-blocked contents"):
+        assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", again.stdout), again.stdout[-3000:]
+    merged = list(csv.DictReader((tmp_path / "corpus-plus-sj" / "manifests" / "corpus.csv").open()))
+    assert {r["game"] for r in merged} == games_seen | {"scroller2"}
+    assert {r["group"] for r in merged} >= {"game", "natural", "soft"} and len(merged) > len(rows) + 2

@@ -233,8 +233,9 @@ def test_unrecorded_variants_names_levels_with_no_source(tmp_path):
 @pytest.mark.skipif(not _tk_works(), reason="tkinter is not available to draw the test window")
 def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache(tmp_path, need_ffmpeg):
     """`gameqa corpus rebuild`, the one command that remakes the corpus on a fresh machine: record (the Tk
-    scroller as the game), encode the ladder, label with VMAF, write the manifest and its plot, time each stage.
-    Run again with --plus, it keeps the corpus as it is and adds the leave-one-game-out training cache."""
+    scroller as the game), encode the ladder, label with VMAF, write the manifest and its plot, time each stage;
+    clips that fail are named at the end (exit 1) and the rest is built. Run again with --plus, it keeps the
+    corpus as it is and adds the leave-one-game-out training cache, though the same clips fail again."""
     import csv
     import json
 
@@ -243,15 +244,18 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
                      "min_fps_ratio = 0.8\n\n[games.scroller]\n"
                      f"command = {json.dumps([sys.executable, '-c', _SCROLLER])}\nwarmup_s = 1\nsegments = 1\n")
     ladder = tmp_path / "ladder.toml"
-    ladder.write_text('seconds = 1.0\ngop_seconds = 1.0\ncodecs_per_source = 1\n\n[[codec]]\nname = "h264"\n'
-                      'encoder = "libx264"\nargs = ["-preset", "veryfast"]\n\n'
+    # every source gets both codecs; the second's clips fail (x264 has no such preset), the first's are built
+    ladder.write_text('seconds = 1.0\ngop_seconds = 1.0\ncodecs_per_source = 2\n\n[[codec]]\nname = "h264"\n'
+                      'encoder = "libx264"\nargs = ["-preset", "veryfast"]\n\n[[codec]]\nname = "broken"\n'
+                      'encoder = "libx264"\nargs = ["-preset", "no-such-preset"]\n\n'
                       "[[rung]]\nheight = 240\nkbps = 400\n\n[[rung]]\nheight = 120\nkbps = 60\n")
     root, manifest = tmp_path / "corpus", tmp_path / "corpus.csv"
     cmd = [sys.executable, "-m", "gameqa.cli", "corpus", "rebuild", "--games", str(games), "--ladder", str(ladder),
            "--root", str(root), "--manifest", str(manifest)]
     env = dict(os.environ, COLUMNS="200")
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    assert len(re.findall(r"^  \S+\.(mkv|mp4) \[broken_\d+p", first.stderr, re.M)) == 6, first.stderr[-3000:]
     for stage in ("capture", "corpus build"):
         assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", first.stdout), first.stdout[-3000:]
     rows = list(csv.DictReader(manifest.open()))
@@ -268,7 +272,8 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
     candidates.write_text(games.read_text().replace("[games.scroller]", "[games.scroller2]"))
     again = subprocess.run(cmd + ["--plus", "--candidates", str(candidates)], capture_output=True, text=True,
                            timeout=600, env=env)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # the same six clips fail again, and every stage after them still runs
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")} == clips
     assert list(csv.DictReader(manifest.open())) == rows
     for stage in ("capture of the candidate games", "candidate games' build", "soft and JPEG-blocked contents"):

@@ -80,6 +80,24 @@ def test_batch_goes_on_and_lists_failures(clips, tmp_path):
         assert line.strip().startswith(str(clips / name) + ":")
 
 
+def test_file_names_with_brackets_are_printed_as_they_are(clips, tmp_path):
+    """Rich read "[hq]" in "clip[hq].mp4" as a style tag and dropped it: the error named a file that does not
+    exist. Every error line, failure list and per-frame line now prints the user's text as it is."""
+    import shutil
+
+    bad, good = tmp_path / "clip[hq].mp4", tmp_path / "shot[red].png"
+    bad.write_text("not a video")
+    shutil.copy(clips / "shot.png", good)
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = subprocess.run([*GAMEQA, "score", str(bad), str(good), "--model", "niqe", "--per-frame"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"  {bad}: not an image or video file" in proc.stderr
+    assert f"{good}: 0@" in proc.stdout
+    probe = subprocess.run([*GAMEQA, "probe", str(bad)], capture_output=True, text=True, timeout=60, env=env)
+    assert probe.returncode == 1 and f"error: {bad}: " in probe.stderr
+
+
 def test_huge_image_is_refused(tmp_path):
     from clipgen import png_header_only  # a 60,000 x 60,000 PNG header, no pixel data
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gameqa.console import error_line, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
@@ -65,11 +66,6 @@ def bundled_clip() -> Path:
     return Path(str(resources.files("gameqa") / "assets" / BUNDLED_CLIP))
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @app.command()
 def probe(
     files: List[str] = typer.Argument(..., help="Video files to describe."),
@@ -93,7 +89,7 @@ def probe(
                 table.add_row(key, *(str(i[key]) for i in infos))
         out.print(table)
     for f in failures:
-        err.print(f"[red]error:[/] {f}", highlight=False, soft_wrap=True)
+        error_line(f)
     if failures:
         raise typer.Exit(1)
 
@@ -141,7 +137,7 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
             out.print(table)
             if per_frame:
                 for r in results:
-                    out.print(f"[bold]{r.path}[/]: " + ", ".join(
+                    out.print(f"[bold]{escape(r.path)}[/]: " + ", ".join(
                         f"{i}@{t:.2f}s={s:.3f}" for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores)))
     if out_file and not results:  # keep whatever the file held: an empty result would wipe it
         err.print(f"nothing scored: {out_file} not written", highlight=False, soft_wrap=True)
@@ -150,11 +146,7 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
             write_atomic(render(results, "json", per_frame), out_file)
     else:
         write_atomic(render(results, output, per_frame), out_file)
-    if failures:
-        err.print(f"[bold red]{len(failures)} of {len(files) + len(input_errors)} inputs failed:[/]")
-        for f in failures:
-            err.print(f"  {f}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_on_failures(failures, len(files) + len(input_errors))
 
 
 @app.command()
@@ -479,13 +471,13 @@ def main() -> None:
     try:
         app()
     except GameQAError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        error_line(exc)
         sys.exit(1)
     except ModuleNotFoundError as exc:
         line = missing_extra(exc)
         if line is None:
             raise
-        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        error_line(line)
         sys.exit(1)
 
 

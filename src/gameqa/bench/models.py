@@ -28,6 +28,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import typer
 
+from gameqa.console import fail
 from gameqa.errors import ConfigError, GameQAError, MediaError
 from gameqa.media import DEFAULT_SAMPLE
 
@@ -350,7 +351,6 @@ def bench_models_command(
 
             write_atomic(json.dumps(report, indent=2, default=float) + "\n", json_out)
     except GameQAError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        fail(exc)
     console = Console()
     print_models_table(report, Console(width=None if console.is_terminal else 220))

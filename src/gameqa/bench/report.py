@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import typer
 
+from gameqa.console import fail
 from gameqa.errors import ConfigError, GameQAError
 
 SPLIT = "test"
@@ -1069,8 +1070,7 @@ def bench_all_command(
     try:
         results = build_report(opts, output, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     except GameQAError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        fail(exc)
     err.print(f"report written to {Path(output).resolve()} in {results['wall_s']} s", highlight=False)
 
 

@@ -526,7 +526,7 @@ def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Itera
                 capture_session(run, paths, settings.seconds, settings.fps, settings.size, settings=settings,
                                 home_dir=home, on_segment=record)
             except GameStartError as err:
-                progress.console.print(f"[red]{run.game}/{run.variant}: failed: {err}[/]")
+                progress.console.print(f"{run.game}/{run.variant}: failed: {err}", style="red", markup=False)
                 if err.whole_game:
                     failed_games.add(recipe.name)
                 done = sum(1 for r in reports if (r.game, r.variant) == (run.game, run.variant))

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gameqa.console import fail
 from gameqa.errors import GameQAError
 from gameqa.paths import REPO_ROOT, corpus_dir
 
@@ -28,8 +29,7 @@ def _fail(message: str, progress=None) -> None:
     if progress is not None:  # the error alone, not a bar left at 0
         progress.live.transient = True
         progress.stop()
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    fail(message)
 
 
 def _clip_progress(title: str):
@@ -54,7 +54,7 @@ def _stage(name: str):
 def _exit_on_failures(failures: list[str]) -> None:
     """Each failed clip on a line of its own, then exit 1 (the other clips are built and in the manifest)."""
     for f in failures:
-        err.print(f"  {f}", highlight=False, soft_wrap=True)
+        err.print(f"  {f}", markup=False, highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -92,6 +92,12 @@ def build(
     max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
 ) -> None:
     """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
+    _exit_on_failures(_build_folder(ladder, root, manifest, workers, natural, max_sources))
+
+
+def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: int, natural: bool,
+                  max_sources: Optional[int]) -> list[str]:
+    """`corpus build` short of its exit: the clips that failed (the others are built and in the manifest)."""
     from gameqa.data.corpus import build_corpus
     from gameqa.data.ladder import load_ladder
     from gameqa.data.manifest import read_manifest, write_manifest
@@ -112,7 +118,7 @@ def build(
 
         try:
             rows, failures = build_corpus(root, spec, workers=workers, natural=natural,
-                                          warn=lambda m: progress.console.print(f"[yellow]{m}[/]", highlight=False),
+                                          warn=lambda m: progress.console.print(m, style="yellow", markup=False, highlight=False),
                                           progress=step, max_sources=max_sources, previous=previous)
         except GameQAError as exc:
             _fail(str(exc), progress)
@@ -123,7 +129,7 @@ def build(
             write_manifest(rows, inside)
     out.print(f"{len(rows)} clips labelled, manifest written to {manifest} (and {root / 'manifests'}); "
               f"{len(failures)} failed")
-    _exit_on_failures(failures)
+    return failures
 
 
 @corpus_app.command("stats")
@@ -231,7 +237,7 @@ def soften(
             manifest, rows, failures = soften_corpus(
                 from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
                 kinds=[k.strip() for k in kinds.split(",") if k.strip()], workers=workers,
-                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                log=lambda m: progress.console.print(m, markup=False, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)
@@ -262,29 +268,32 @@ def rebuild(
     if plus:  # every capture first, while nothing else loads the CPU (a busy CPU makes games drop frames)
         with _stage("capture of the candidate games"):
             capture(games=candidates, root=others, only=None)
+    # a clip that fails is named at the end (exit 1); the stages after it go on without it
     try:
         with _stage("corpus build"):
-            build(ladder=ladder, root=root, manifest=manifest, workers=workers, natural=True, max_sources=None)
+            failures = _build_folder(ladder, root, manifest, workers, natural=True, max_sources=None)
     finally:
         if manifest.is_file():
             stats(manifest=manifest, plot=manifest.with_suffix(".png"), as_json=False)
     if not plus:
+        _exit_on_failures(failures)
         return
     from gameqa.data.ladder import load_ladder
     from gameqa.data.plus import build_plus_folders
 
     with _stage("candidate games' build"):
-        build(ladder=ladder, root=others, manifest=others / "manifests" / "corpus.csv", workers=workers,
-              natural=False, max_sources=None)
+        failures += _build_folder(ladder, others, others / "manifests" / "corpus.csv", workers, natural=False,
+                                  max_sources=None)
     with _stage("soft and JPEG-blocked contents"), _clip_progress("soft clips") as progress:
         task = progress.add_task("", total=None)
         try:
-            folders, failures = build_plus_folders(
+            folders, soft_failures = build_plus_folders(
                 root, others, root.parent, load_ladder(ladder), workers=workers,
-                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                log=lambda m: progress.console.print(m, markup=False, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)
+    failures += soft_failures
     out.print(f"training cache ready: {folders['plus_sj']} (train with data.root={folders['plus_sj']} "
               f"'data.groups=[\"game\",\"soft\"]'); {len(failures)} clips failed")
     _exit_on_failures(failures)

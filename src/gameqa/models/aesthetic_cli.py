@@ -14,16 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gameqa.console import exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 
 DEFAULT_MODEL = "clive-quality-spread"
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def aesthetics(
@@ -67,11 +63,7 @@ def aesthetics(
             table.add_row(Path(r.path).name, f"{r.mean:.2f}", f"{r.std:.2f}", f"{r.ci_low:.2f} - {r.ci_high:.2f}",
                           f"{r.raters_low:.1f} - {r.raters_high:.1f}")
         out.print(table)
-    if failures:
-        err.print(f"[bold red]{len(failures)} of {len(files) + len(input_errors)} inputs failed:[/]")
-        for f in failures:
-            err.print(f"  {f}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_on_failures(failures, len(files) + len(input_errors))
 
 
 def train_aesthetic(

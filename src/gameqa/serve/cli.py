@@ -19,15 +19,11 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from gameqa.console import fail as _fail
 from gameqa.errors import GameQAError
 
 err = Console(stderr=True)
 out = Console()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def serve_command(

@@ -15,6 +15,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from gameqa.console import fail as _fail
 from gameqa.errors import GameQAError
 
 study_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -24,11 +25,6 @@ out = Console()
 err = Console(stderr=True)
 
 MODELS = ("mos", "bt500", "mle")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @study_app.command()

@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from gameqa.console import fail
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
@@ -23,8 +24,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _fit(config: str, overrides: Optional[List[str]], no_resume: bool, distill: bool) -> None:

@@ -28,7 +28,17 @@ THREADS=${THREADS:-$(( CORES / LANES > 0 ? CORES / LANES : 1 ))}
 LOGS=$CACHE/logo/logs
 mkdir -p "$LOGS"
 
-"$GAMEQA" corpus rebuild --plus --manifest "$CACHE/rebuild/corpus.csv"
+# A clip that fails is listed at the end of the rebuild (exit 1) and left out of the manifests: the runs go on
+# without it once the training cache is there. Any other stop of the rebuild (a signal, no cache) ends the chain.
+REBUILT=0
+"$GAMEQA" corpus rebuild --plus --manifest "$CACHE/rebuild/corpus.csv" || REBUILT=$?
+if [ "$REBUILT" != 0 ]; then
+    if [ "$REBUILT" != 1 ] || [ ! -f "$DATA/manifests/corpus.csv" ]; then
+        echo "the rebuild stopped (rc $REBUILT); no training cache to go on with, or a signal" >&2
+        exit "$REBUILT"
+    fi
+    echo "== $(date +%H:%M) the rebuild listed failed clips (above); the runs train on the clips that were built"
+fi
 
 CLAIMS=$(mktemp -d)   # a lane takes the next game not taken yet (mkdir is atomic)
 trap 'rm -rf "$CLAIMS"' EXIT

@@ -82,7 +82,8 @@ def test_batch_goes_on_and_lists_failures(clips, tmp_path):
 
 def test_file_names_with_brackets_are_printed_as_they_are(clips, tmp_path):
     """Rich read "[hq]" in "clip[hq].mp4" as a style tag and dropped it: the error named a file that does not
-    exist. Every error line, failure list and per-frame line now prints the user's text as it is."""
+    exist. Every error line, failure list, table (gameqa.console.Table) and per-frame line now prints the user's
+    text as it is."""
     import shutil
 
     bad, good = tmp_path / "clip[hq].mp4", tmp_path / "shot[red].png"
@@ -94,6 +95,9 @@ def test_file_names_with_brackets_are_printed_as_they_are(clips, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"  {bad}: not an image or video file" in proc.stderr
     assert f"{good}: 0@" in proc.stdout
+    table = subprocess.run([*GAMEQA, "score", str(good), "--model", "niqe"], capture_output=True, text=True,
+                           timeout=120, env=env)
+    assert table.returncode == 0 and "│ shot[red].png │" in table.stdout, table.stdout
     probe = subprocess.run([*GAMEQA, "probe", str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert probe.returncode == 1 and f"error: {bad}: " in probe.stderr
 

@@ -15,9 +15,9 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
-from gameqa.console import error_line, exit_on_failures, fail as _fail
+from gameqa.console import Table, error_line, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
@@ -360,14 +360,14 @@ def bench_logo_cmd(
         waiting = "; ".join(f"unfinished: {Path(u['run']).name} ({u['state']})" for u in e["unfinished"])
         if not e["runs"]:
             table.add_row(game, "0", "-", "-", waiting or "no run", "-",
-                          "[red]no finished run[/]" if waiting else "[red]no run[/]")
+                          Text.from_markup("[red]no finished run[/]" if waiting else "[red]no run[/]"))
             continue
         sd = "" if e["srocc_sd"] != e["srocc_sd"] else f" +- {e['srocc_sd']:.3f}"
         each = ", ".join(f"{r['srocc']:.3f} [{r['srocc_ci'][0]:.3f}, {r['srocc_ci'][1]:.3f}]"
                          + ("" if r["finished"] else f" (unfinished: {r['state']})") for r in e["runs"])
         each += f"; {waiting}" if waiting else ""
         table.add_row(game, str(len(e["runs"])), str(e["clips"]), f"{e['srocc']:.3f}{sd}", each, f"{e['plcc']:.3f}",
-                      "[green]met[/]" if e["passes"] else "[red]below[/]")
+                      Text.from_markup("[green]met[/]" if e["passes"] else "[red]below[/]"))
     out.print(table)
     out.print(f"every game at or over {bar:.2f}: {'yes' if result['every_game_passes'] else 'no'}")
     if json_out:

@@ -1,12 +1,14 @@
-"""Error output shared by the commands: one line per problem on stderr, where the user's text (a path, a
-message) is never read as rich markup, so ``clip[hq].mp4`` is printed as it is named."""
+"""Output shared by the commands: one error line per problem on stderr, and tables, where the user's text (a
+path, a message, a name) is never read as rich markup, so ``clip[hq].mp4`` is printed as it is named."""
 from __future__ import annotations
 
 from typing import NoReturn, Sequence
 
+import rich.table
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 err = Console(stderr=True)
 
@@ -30,3 +32,21 @@ def exit_on_failures(failures: Sequence[str], total: int) -> None:
     for line in failures:
         err.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _plain(value):
+    return Text(value) if isinstance(value, str) else value
+
+
+class Table(rich.table.Table):
+    """A rich table whose strings (title, headers, cells) are shown as they are; a styled cell is given as
+    ``rich.text.Text.from_markup(...)``."""
+
+    def __init__(self, *headers, title=None, **options):
+        super().__init__(*headers, title=_plain(title), **options)
+
+    def add_column(self, header="", *args, **options) -> None:
+        super().add_column(_plain(header), *args, **options)
+
+    def add_row(self, *cells, **options) -> None:
+        super().add_row(*(_plain(c) for c in cells), **options)

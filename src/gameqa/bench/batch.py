@@ -203,7 +203,7 @@ def bench_batch(clips: int = 500, workers: int = 2, model: str = DEFAULT_MODEL, 
 def print_batch_table(result: dict, console=None) -> None:
     """The side-by-side table (wall time is the whole job: engine start-up and shut-down included)."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     console = console or Console()
     rows = result["rows"]

@@ -67,7 +67,7 @@ def bench_decode(path: str | os.PathLike, policy: str = DEFAULT_SAMPLE, repeats:
 def print_decode_table(rows: list[dict], title: str | None = None) -> None:
     """Print ``bench_decode`` rows as a rich table."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     table = Table(title=title or "Decode speed (best of the interleaved repeats)")
     for name, justify in [("reader", "left"), ("policy", "left"), ("frames decoded", "right"),

@@ -244,7 +244,7 @@ def _ort_version() -> str:
 def print_models_table(report: dict, console=None) -> None:
     """The report as one rich table."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     console = console or Console()
     threads, heights = report["threads"], report["heights"]

@@ -205,7 +205,7 @@ def _metric(text: str, name: str) -> float:
 def print_load_report(report: dict, console=None) -> None:
     """The report as a table."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     console = console or Console()
     table = Table(title=f"service load: {report['clients']} clients for {report['seconds']:g} s "

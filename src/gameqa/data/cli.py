@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
-from gameqa.console import fail
+from gameqa.console import Table, fail
 from gameqa.errors import GameQAError
 from gameqa.paths import REPO_ROOT, corpus_dir
 
@@ -192,7 +192,7 @@ def blocks(
             by_game.setdefault(f["game"], []).append(f["block_edge_ratio"])
             table.add_row(f["game"], f["content"], f"{f['block_edge_ratio']:.3f}")
         for game, values in sorted(by_game.items()):
-            table.add_row(game, "[b]mean[/b]", f"[b]{sum(values) / len(values):.3f}[/b]")
+            table.add_row(game, Text("mean", style="bold"), Text(f"{sum(values) / len(values):.3f}", style="bold"))
         out.print(table)
     _exit_on_failures(failures)
 

@@ -104,7 +104,7 @@ def correlation_table(pred, labels, *, logistic: bool = True, bootstrap: int = 1
 def print_table(rows: list[dict], *, title: str | None = None, console=None) -> None:
     """Print a correlation table with rich: one line per metric, raw and logistic-mapped columns."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     def cell(row: dict | None) -> str:
         if row is None or not np.isfinite(row["value"]):
@@ -132,7 +132,7 @@ def print_table(rows: list[dict], *, title: str | None = None, console=None) -> 
 
 def content_rich_table(rows: list[dict], *, title: str, pristine: bool = False):
     """A rich table of ``gameqa.evaluate.runs.content_table`` rows (with ``pristine``: their pristine column)."""
-    from rich.table import Table
+    from gameqa.console import Table
 
     table = Table(title=title)
     table.add_column("content", overflow="fold")  # long level names wrap instead of being cut

@@ -12,9 +12,8 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from gameqa.console import exit_on_failures, fail as _fail
+from gameqa.console import Table, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 
 DEFAULT_MODEL = "clive-quality-spread"

@@ -183,7 +183,7 @@ def write_manifest(result, path: str | os.PathLike) -> Path:
 def print_mos_table(result, console=None, title: str | None = None) -> None:
     """Print a result's per-stimulus table with rich (the manifest's columns)."""
     from rich.console import Console
-    from rich.table import Table
+    from gameqa.console import Table
 
     columns, rows = _manifest_rows(result)
     table = Table(title=title)

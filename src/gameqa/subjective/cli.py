@@ -168,7 +168,7 @@ def _shown(value, pattern: str = "{:.3f}") -> str:
 def print_mle_tables(result, console=None, title: str | None = None) -> None:
     """Print an MLE result: per stimulus (MOS and model quality) and per observer (bias and
     inconsistency with 95% bounds). Values that cannot be estimated show as "n/a"."""
-    from rich.table import Table
+    from gameqa.console import Table
 
     from gameqa.subjective.analysis import _manifest_rows
 

@@ -143,7 +143,7 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON instead of a table."),
 ) -> None:
     """Export a checkpoint to ONNX + model.json (and more formats), each file checked against torch on real frames."""
-    from rich.table import Table
+    from gameqa.console import Table
 
     try:
         from gameqa.export.formats import export_model
@@ -186,7 +186,7 @@ def bench_cmd(
     """Seconds per training step on this CPU in the trainers' channels-last layout and the plain one, side by
     side in one run, and the projected time of a full training run; with --lanes, steps per hour of several
     runs side by side against one."""
-    from rich.table import Table
+    from gameqa.console import Table
 
     try:
         from gameqa.train.config import load_config

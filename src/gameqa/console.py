@@ -18,6 +18,11 @@ def error_line(message: object, console: Console = err) -> None:
     console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
+def log_line(message: str) -> None:
+    """A progress or log line of a long command, on stderr, as it is."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: object, code: int = 1) -> NoReturn:
     """``error: <message>`` on stderr, then exit with ``code``."""
     error_line(message)

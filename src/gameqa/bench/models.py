@@ -28,7 +28,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import typer
 
-from gameqa.console import fail
+from gameqa.console import fail, log_line
 from gameqa.errors import ConfigError, GameQAError, MediaError
 from gameqa.media import DEFAULT_SAMPLE
 
@@ -338,14 +338,13 @@ def bench_models_command(
     """Size, MACs, ms/frame, clip throughput (and SROCC/PLCC) of several models, side by side in one run."""
     from rich.console import Console
 
-    err = Console(stderr=True)
     try:
         report = bench_models(
             models, threads=_ints(threads, "--threads"), heights=_ints(heights, "--heights"), repeats=repeats,
             clip=clip, make_clip=not no_clip, clip_seconds=clip_seconds, clip_size=_size(clip_size),
             clip_fps=clip_fps, clip_threads=clip_threads, clip_repeats=clip_repeats, sample=sample,
             manifest=manifest, split=split, frames_cache=frames_cache, root=root,
-            log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+            log=log_line)
         if json_out:
             from gameqa.sinks import write_atomic
 

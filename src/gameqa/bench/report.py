@@ -37,7 +37,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import typer
 
-from gameqa.console import fail
+from gameqa.console import fail, log_line
 from gameqa.errors import ConfigError, GameQAError
 
 SPLIT = "test"
@@ -1068,7 +1068,7 @@ def bench_all_command(
                   highlight=False)
         raise typer.Exit(2)
     try:
-        results = build_report(opts, output, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        results = build_report(opts, output, log=log_line)
     except GameQAError as exc:
         fail(exc)
     err.print(f"report written to {Path(output).resolve()} in {results['wall_s']} s", highlight=False)

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from gameqa.console import Table, exit_on_failures, fail as _fail
+from gameqa.console import Table, exit_on_failures, fail as _fail, log_line
 from gameqa.errors import GameQAError
 
 DEFAULT_MODEL = "clive-quality-spread"
@@ -78,7 +78,7 @@ def train_aesthetic(
 
     try:
         cfg = load_config(config, overrides)
-        train_final(cfg, out_dir, log=lambda m: err.print(m, highlight=False), seed=seed, int8=int8)
+        train_final(cfg, out_dir, log=log_line, seed=seed, int8=int8)
     except GameQAError as exc:
         _fail(str(exc), 2)
 
@@ -101,7 +101,7 @@ def eval_aesthetic(
     """Repeated random 80/20 splits: mean and std agreement, baselines, binary accuracy, ordered pairs."""
     from gameqa.train.aesthetic import load_config, run_protocol, summarise
 
-    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    log = log_line
     try:
         base = load_config(config, overrides)
         variants = [base.loss.rank] if not rank else [r.strip() for r in rank.split(",") if r.strip()]

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from gameqa.console import fail
+from gameqa.console import fail, log_line
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
@@ -39,7 +39,7 @@ def _fit(config: str, overrides: Optional[List[str]], no_resume: bool, distill: 
             raise GameQAError(config, "this config distils from a teacher (distill.teacher): run `gameqa distill`")
         else:
             from gameqa.train.trainer import Trainer as trainer_class
-        trainer = trainer_class(cfg, resume=not no_resume, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+        trainer = trainer_class(cfg, resume=not no_resume, log=log_line)
         result = trainer.fit()
     except GameQAError as exc:
         _fail(str(exc))
@@ -155,7 +155,7 @@ def export_cmd(
             calibration_frames=calibration_frames, check_clips=check_clips, int8_fp32_stride=int8_fp32_stride,
             int8_fp32_head=int8_fp32_head,
             crop_mode=crop_mode,
-            frames_cache=frames_cache, root=root, crops=crops, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+            frames_cache=frames_cache, root=root, crops=crops, log=log_line)
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
-from gameqa.console import Table, error_line, exit_on_failures, fail as _fail
+from gameqa.console import Table, console, error_line, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
@@ -55,8 +53,8 @@ bench_app.command("readme-table")(readme_table_command)
 
 # Piped into a file, rich would cut tables at 80 columns: give them room unless COLUMNS says otherwise.
 _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-out = Console(width=_PIPE_WIDTH)
-err = Console(stderr=True)
+out = console(width=_PIPE_WIDTH)
+err = console(stderr=True)
 
 BUNDLED_CLIP = "wesnoth_720p30.mp4"
 
@@ -137,8 +135,8 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
             out.print(table)
             if per_frame:
                 for r in results:
-                    out.print(f"[bold]{escape(r.path)}[/]: " + ", ".join(
-                        f"{i}@{t:.2f}s={s:.3f}" for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores)))
+                    out.print(Text.assemble((r.path, "bold"), ": " + ", ".join(
+                        f"{i}@{t:.2f}s={s:.3f}" for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores))))
     if out_file and not results:  # keep whatever the file held: an empty result would wipe it
         err.print(f"nothing scored: {out_file} not written", highlight=False, soft_wrap=True)
     elif output == "table":
@@ -235,7 +233,7 @@ def models(pattern: str = typer.Argument("*", help="Shell-style name pattern."),
                       "lower" if c.lower_better else "higher", c.version, c.engine)
     out.print(table)
     for c in cards:
-        out.print(f"[bold]{c.name}[/]: {c.description}", highlight=False)
+        out.print(Text.assemble((c.name, "bold"), f": {c.description}"), highlight=False)
 
 
 @app.command("eval")

@@ -1,5 +1,6 @@
-"""Output shared by the commands: one error line per problem on stderr, and tables, where the user's text (a
-path, a message, a name) is never read as rich markup, so ``clip[hq].mp4`` is printed as it is named."""
+"""Output shared by the commands: their consoles, one error line per problem on stderr, and tables, where the
+user's text (a path, a message, a name) is never read as rich markup, so ``clip[hq].mp4`` is printed as it is
+named. A command that styles a word passes rich ``Text`` (``Text.assemble(("warning:", "yellow"), " ...")``)."""
 from __future__ import annotations
 
 from typing import NoReturn, Sequence
@@ -7,15 +8,19 @@ from typing import NoReturn, Sequence
 import rich.table
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
-err = Console(stderr=True)
+def console(stderr: bool = False, width: int | None = None) -> Console:
+    """A console that prints strings as they are (no markup)."""
+    return Console(stderr=stderr, width=width, markup=False)
 
 
-def error_line(message: object, console: Console = err) -> None:
+err = console(stderr=True)
+
+
+def error_line(message: object, to: Console = err) -> None:
     """``error: <message>`` on stderr."""
-    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    to.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
 
 
 def log_line(message: str) -> None:
@@ -33,9 +38,9 @@ def exit_on_failures(failures: Sequence[str], total: int) -> None:
     """A batch's failed inputs, one line each after a count, then exit 1; nothing if every input went through."""
     if not failures:
         return
-    err.print(f"[bold red]{len(failures)} of {total} inputs failed:[/]")
+    err.print(Text(f"{len(failures)} of {total} inputs failed:", style="bold red"))
     for line in failures:
-        err.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        err.print(f"  {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

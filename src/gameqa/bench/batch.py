@@ -202,10 +202,10 @@ def bench_batch(clips: int = 500, workers: int = 2, model: str = DEFAULT_MODEL, 
 
 def print_batch_table(result: dict, console=None) -> None:
     """The side-by-side table (wall time is the whole job: engine start-up and shut-down included)."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
-    console = console or Console()
+    console = console or plain_console()
     rows = result["rows"]
     kind = "synthetic" if result["synthetic"] else "gameplay"
     width, height = result["size"]

@@ -66,7 +66,7 @@ def bench_decode(path: str | os.PathLike, policy: str = DEFAULT_SAMPLE, repeats:
 
 def print_decode_table(rows: list[dict], title: str | None = None) -> None:
     """Print ``bench_decode`` rows as a rich table."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
     table = Table(title=title or "Decode speed (best of the interleaved repeats)")
@@ -79,7 +79,7 @@ def print_decode_table(rows: list[dict], title: str | None = None) -> None:
             row["reader"], row["policy"], str(row["frames_decoded"]), str(row["frames_returned"]),
             f"{row['best_s']:.3f}", f"{row['median_s']:.3f}", f"{row['fps']:.1f}", f"{row['ratio_to_ffmpeg']:.2f}",
         )
-    Console().print(table)
+    plain_console().print(table)
 
 
 def make_bench_clip(path: str | os.PathLike, seconds: float = 10.0, preset: str = "medium", crf: int = 23) -> Path:

@@ -243,10 +243,10 @@ def _ort_version() -> str:
 
 def print_models_table(report: dict, console=None) -> None:
     """The report as one rich table."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
-    console = console or Console()
+    console = console or plain_console()
     threads, heights = report["threads"], report["heights"]
     clip = report.get("clip")
     title = f"Models, best of {report['repeats']} interleaved repeats ({report['cpus']} CPUs, ONNX Runtime {report['onnxruntime']})"
@@ -336,7 +336,7 @@ def bench_models_command(
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
     """Size, MACs, ms/frame, clip throughput (and SROCC/PLCC) of several models, side by side in one run."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
 
     try:
         report = bench_models(
@@ -351,5 +351,4 @@ def bench_models_command(
             write_atomic(json.dumps(report, indent=2, default=float) + "\n", json_out)
     except GameQAError as exc:
         fail(exc)
-    console = Console()
-    print_models_table(report, Console(width=None if console.is_terminal else 220))
+    print_models_table(report, plain_console(width=None if plain_console().is_terminal else 220))

@@ -1037,12 +1037,8 @@ def bench_all_command(
                                                  "runs: grid or texture (default: each run's own)."),
 ) -> None:
     """Benchmark report: accuracy, leave-one-game-out, ablation, distillation, speed and published figures."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from gameqa.paths import cache_dir
 
-    err = Console(stderr=True)
     default_teacher = cache_dir() / "models" / "eraque"
     opts = ReportOptions(
         manifest=Path(manifest) if manifest else cache_dir() / "corpus" / "manifests" / "corpus.csv",
@@ -1054,24 +1050,18 @@ def bench_all_command(
         store=None if no_store else Path(store) if store else cache_dir() / "bench" / "predictions",
         logo_runs=logo_runs, logo_crop_mode=logo_crop_mode)
     if quick_clips < 2:
-        err.print("[bold red]error:[/] --quick-clips must be at least 2", highlight=False)
-        raise typer.Exit(2)
+        fail("--quick-clips must be at least 2", 2)
     if "{game}" not in logo_runs:
-        err.print("[bold red]error:[/] " + escape(f"--logo-runs {logo_runs!r} has no {{game}} in it: one pattern "
-                                                  "serves every game"), highlight=False)
-        raise typer.Exit(2)
+        fail(f"--logo-runs {logo_runs!r} has no {{game}} in it: one pattern serves every game", 2)
     if logo_crop_mode not in (None, "grid", "texture"):
-        err.print(f"[bold red]error:[/] --logo-crop-mode {logo_crop_mode!r}: use grid or texture", highlight=False)
-        raise typer.Exit(2)
+        fail(f"--logo-crop-mode {logo_crop_mode!r}: use grid or texture", 2)
     if sample and not quick:
-        err.print("[bold red]error:[/] --sample is for --quick runs; a full report scores each model its own way",
-                  highlight=False)
-        raise typer.Exit(2)
+        fail("--sample is for --quick runs; a full report scores each model its own way", 2)
     try:
         results = build_report(opts, output, log=log_line)
     except GameQAError as exc:
         fail(exc)
-    err.print(f"report written to {Path(output).resolve()} in {results['wall_s']} s", highlight=False)
+    log_line(f"report written to {Path(output).resolve()} in {results['wall_s']} s")
 
 
 README_START = "<!-- gameqa bench readme-table: start -->"

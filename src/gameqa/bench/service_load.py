@@ -204,10 +204,10 @@ def _metric(text: str, name: str) -> float:
 
 def print_load_report(report: dict, console=None) -> None:
     """The report as a table."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
-    console = console or Console()
+    console = console or plain_console()
     table = Table(title=f"service load: {report['clients']} clients for {report['seconds']:g} s "
                         f"({report['cpu_cores']} CPU cores, loopback)")
     table.add_column("measure")

@@ -474,10 +474,12 @@ def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Itera
     present are skipped. Every new report is appended to ``out_dir/captures.jsonl``.
     Game homes (caches, configs) persist under ``home_root`` (default ``out_dir/.homes``).
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    console = console or Console()
+    from gameqa.console import console as plain_console
+
+    console = console or plain_console()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     home_root = Path(home_root) if home_root is not None else out_dir / ".homes"
@@ -510,9 +512,10 @@ def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Itera
             reports.append(report)
             with open(manifest, "a") as handle:
                 handle.write(json.dumps(report.to_dict()) + "\n")
-            mark = "[green]kept[/]" if report.accepted else "[red]rejected[/]"
-            progress.console.print(f"{report.game}/{report.variant}#{report.segment}: {mark} "
-                                   f"{report.measured_fps:.1f} fps, {report.duplicate_share:.1%} duplicated - {report.reason}")
+            mark = ("kept", "green") if report.accepted else ("rejected", "red")
+            progress.console.print(Text.assemble(
+                f"{report.game}/{report.variant}#{report.segment}: ", mark,
+                f" {report.measured_fps:.1f} fps, {report.duplicate_share:.1%} duplicated - {report.reason}"))
             progress.advance(task)
 
         for recipe, run, paths in plan:

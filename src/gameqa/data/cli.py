@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from gameqa.console import Table, fail
+from gameqa.console import Table, console, fail
 from gameqa.errors import GameQAError
 from gameqa.paths import REPO_ROOT, corpus_dir
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Build the gaming-video corpus and its manifest.")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 DEFAULT_LADDER = REPO_ROOT / "configs" / "corpus" / "ladder.toml"
 DEFAULT_GAMES = REPO_ROOT / "configs" / "corpus" / "games.toml"
@@ -54,7 +53,7 @@ def _stage(name: str):
 def _exit_on_failures(failures: list[str]) -> None:
     """Each failed clip on a line of its own, then exit 1 (the other clips are built and in the manifest)."""
     for f in failures:
-        err.print(f"  {f}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"  {f}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -118,7 +117,7 @@ def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: i
 
         try:
             rows, failures = build_corpus(root, spec, workers=workers, natural=natural,
-                                          warn=lambda m: progress.console.print(m, style="yellow", markup=False, highlight=False),
+                                          warn=lambda m: progress.console.print(m, style="yellow", highlight=False),
                                           progress=step, max_sources=max_sources, previous=previous)
         except GameQAError as exc:
             _fail(str(exc), progress)
@@ -237,7 +236,7 @@ def soften(
             manifest, rows, failures = soften_corpus(
                 from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
                 kinds=[k.strip() for k in kinds.split(",") if k.strip()], workers=workers,
-                log=lambda m: progress.console.print(m, markup=False, highlight=False, soft_wrap=True),
+                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)
@@ -289,7 +288,7 @@ def rebuild(
         try:
             folders, soft_failures = build_plus_folders(
                 root, others, root.parent, load_ladder(ladder), workers=workers,
-                log=lambda m: progress.console.print(m, markup=False, highlight=False, soft_wrap=True),
+                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)

@@ -103,7 +103,7 @@ def correlation_table(pred, labels, *, logistic: bool = True, bootstrap: int = 1
 
 def print_table(rows: list[dict], *, title: str | None = None, console=None) -> None:
     """Print a correlation table with rich: one line per metric, raw and logistic-mapped columns."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
     def cell(row: dict | None) -> str:
@@ -127,7 +127,7 @@ def print_table(rows: list[dict], *, title: str | None = None, console=None) -> 
         if has_mapped:
             cells.append(cell(by_key.get((name, True))))
         table.add_row(*cells)
-    (console or Console()).print(table)
+    (console or plain_console()).print(table)
 
 
 def content_rich_table(rows: list[dict], *, title: str, pristine: bool = False):

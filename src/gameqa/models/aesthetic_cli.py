@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from gameqa.console import Table, exit_on_failures, fail as _fail, log_line
+from gameqa.console import Table, console, exit_on_failures, fail as _fail, log_line
 from gameqa.errors import GameQAError
 
 DEFAULT_MODEL = "clive-quality-spread"
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 
 def aesthetics(

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
-from gameqa.console import fail as _fail
+from gameqa.console import console, fail as _fail
 from gameqa.errors import GameQAError
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console()
 
 
 def serve_command(
@@ -66,8 +66,8 @@ def serve_command(
     except OSError as exc:
         _fail(f"{exc.filename}: {exc.strerror}", 2)
     if not keys and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print("[yellow]warning:[/] no API key set and listening beyond this machine: anyone who reaches "
-                  "it can submit jobs (use --api-key)", highlight=False)
+        err.print(Text.assemble(("warning:", "yellow"), " no API key set and listening beyond this machine: "
+                                "anyone who reaches it can submit jobs (use --api-key)"), highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=15)
 
 

@@ -182,7 +182,7 @@ def write_manifest(result, path: str | os.PathLike) -> Path:
 
 def print_mos_table(result, console=None, title: str | None = None) -> None:
     """Print a result's per-stimulus table with rich (the manifest's columns)."""
-    from rich.console import Console
+    from gameqa.console import console as plain_console
     from gameqa.console import Table
 
     columns, rows = _manifest_rows(result)
@@ -192,7 +192,7 @@ def print_mos_table(result, console=None, title: str | None = None) -> None:
     for row in rows:
         table.add_row(*[_cell(v) if not isinstance(v, (float, np.floating)) or math.isnan(v)
                         else f"{float(v):.3f}" for v in row])
-    (console or Console()).print(table)
+    (console or plain_console()).print(table)
     if isinstance(result, ScreeningResult):
         rejected = ", ".join(result.rejected_observer_ids) or "none"
-        (console or Console()).print(f"BT.500 rejected observers: {rejected}")
+        (console or plain_console()).print(f"BT.500 rejected observers: {rejected}")

@@ -13,16 +13,16 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.console import Console
+from rich.text import Text
 
-from gameqa.console import fail as _fail
+from gameqa.console import console, fail as _fail
 from gameqa.errors import GameQAError
 
 study_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Subjective studies: run the rating app, export and analyze votes.")
 
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 MODELS = ("mos", "bt500", "mle")
 
@@ -48,8 +48,8 @@ def serve(
     except GameQAError as exc:
         _fail(str(exc))
     base = f"http://{host}:{port}"
-    out.print(f"study [bold]{study.name}[/]: {len(study.stimuli)} stimuli, {study.method.description}",
-              highlight=False)
+    out.print(Text.assemble("study ", (study.name, "bold"), f": {len(study.stimuli)} stimuli, "
+                            f"{study.method.description}"), highlight=False)
     out.print(f"votes in {app.state.store.url}", highlight=False)
     out.print(f"participants: {base}/join    experimenter: {base}/admin", highlight=False)
     if not study.experimenter_token:

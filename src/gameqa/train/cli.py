@@ -13,14 +13,13 @@ import json
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from gameqa.console import fail, log_line
+from gameqa.console import console, fail, log_line
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -168,7 +167,7 @@ def export_cmd(
     for c in summary.checks:
         table.add_row(c.file, c.format, c.model_name or "-", f"{c.size_bytes / 1e6:.2f}", f"{c.max_abs_diff:.2e}",
                       f"{c.mean_abs_diff:.2e}")
-    Console(width=None if out.is_terminal else 140).print(table)
+    console(width=None if out.is_terminal else 140).print(table)
     out.print(f"wrote {summary.folder}", highlight=False)
 
 
@@ -222,7 +221,7 @@ def bench_cmd(
                             f"{s['one_run_steps_per_h']:.0f}", "1.00")
         lanes_table.add_row(f"{s['lanes']} runs, {s['lane_threads']} thread(s) each", f"{s['lane_step_s']:.3f}",
                             f"{s['lanes_steps_per_h']:.0f}", f"{s['lanes_over_one_run']:.2f}")
-        Console(width=None if out.is_terminal else 140).print(lanes_table)
+        console(width=None if out.is_terminal else 140).print(lanes_table)
     if json_out:
         from gameqa.sinks import write_atomic
 

@@ -716,10 +716,10 @@ class Trainer:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from rich.console import Console
+        from gameqa.console import console as plain_console
 
         bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                       TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+                       TimeElapsedColumn(), TimeRemainingColumn(), console=plain_console(stderr=True))
         task = bar.add_task("train", total=stop, completed=step, loss=float("nan"))
         bar.start()
         return bar, task

@@ -100,6 +100,9 @@ def test_file_names_with_brackets_are_printed_as_they_are(clips, tmp_path):
     assert table.returncode == 0 and "│ shot[red].png │" in table.stdout, table.stdout
     probe = subprocess.run([*GAMEQA, "probe", str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert probe.returncode == 1 and f"error: {bad}: " in probe.stderr
+    batch = subprocess.run([*GAMEQA, "batch", str(bad), str(good), "--model", "niqe", "--out", str(tmp_path / "b.jsonl")],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert f"  {bad}: not an image or video file" in batch.stderr, batch.stderr[-2000:]
 
 
 def test_huge_image_is_refused(tmp_path):

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+
 def console(stderr: bool = False, width: int | None = None) -> Console:
     """A console that prints strings as they are (no markup)."""
     return Console(stderr=stderr, width=width, markup=False)
@@ -18,14 +19,14 @@ def console(stderr: bool = False, width: int | None = None) -> Console:
 err = console(stderr=True)
 
 
-def error_line(message: object, to: Console = err) -> None:
+def error_line(message: object) -> None:
     """``error: <message>`` on stderr."""
-    to.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
 
 
 def log_line(message: str) -> None:
     """A progress or log line of a long command, on stderr, as it is."""
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    err.print(message, highlight=False, soft_wrap=True)
 
 
 def fail(message: object, code: int = 1) -> NoReturn:
@@ -34,11 +35,13 @@ def fail(message: object, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def exit_on_failures(failures: Sequence[str], total: int) -> None:
-    """A batch's failed inputs, one line each after a count, then exit 1; nothing if every input went through."""
+def exit_on_failures(failures: Sequence[str], total: int | None = None) -> None:
+    """A batch's failed inputs, one line each (after a count out of ``total``, if given), then exit 1; nothing if
+    every input went through."""
     if not failures:
         return
-    err.print(Text(f"{len(failures)} of {total} inputs failed:", style="bold red"))
+    if total is not None:
+        err.print(Text(f"{len(failures)} of {total} inputs failed:", style="bold red"))
     for line in failures:
         err.print(f"  {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)

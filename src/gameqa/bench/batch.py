@@ -202,8 +202,7 @@ def bench_batch(clips: int = 500, workers: int = 2, model: str = DEFAULT_MODEL, 
 
 def print_batch_table(result: dict, console=None) -> None:
     """The side-by-side table (wall time is the whole job: engine start-up and shut-down included)."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
+    from gameqa.console import Table, console as plain_console
 
     console = console or plain_console()
     rows = result["rows"]

@@ -66,8 +66,7 @@ def bench_decode(path: str | os.PathLike, policy: str = DEFAULT_SAMPLE, repeats:
 
 def print_decode_table(rows: list[dict], title: str | None = None) -> None:
     """Print ``bench_decode`` rows as a rich table."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
+    from gameqa.console import Table, console as plain_console
 
     table = Table(title=title or "Decode speed (best of the interleaved repeats)")
     for name, justify in [("reader", "left"), ("policy", "left"), ("frames decoded", "right"),

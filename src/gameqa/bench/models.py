@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import typer
 
-from gameqa.console import fail, log_line
+from gameqa.console import Table, console as plain_console, fail, log_line
 from gameqa.errors import ConfigError, GameQAError, MediaError
 from gameqa.media import DEFAULT_SAMPLE
 
@@ -243,9 +244,6 @@ def _ort_version() -> str:
 
 def print_models_table(report: dict, console=None) -> None:
     """The report as one rich table."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
-
     console = console or plain_console()
     threads, heights = report["threads"], report["heights"]
     clip = report.get("clip")
@@ -336,8 +334,6 @@ def bench_models_command(
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
     """Size, MACs, ms/frame, clip throughput (and SROCC/PLCC) of several models, side by side in one run."""
-    from gameqa.console import console as plain_console
-
     try:
         report = bench_models(
             models, threads=_ints(threads, "--threads"), heights=_ints(heights, "--heights"), repeats=repeats,
@@ -351,4 +347,4 @@ def bench_models_command(
             write_atomic(json.dumps(report, indent=2, default=float) + "\n", json_out)
     except GameQAError as exc:
         fail(exc)
-    print_models_table(report, plain_console(width=None if plain_console().is_terminal else 220))
+    print_models_table(report, plain_console(width=None if sys.stdout.isatty() else 220))

@@ -204,8 +204,7 @@ def _metric(text: str, name: str) -> float:
 
 def print_load_report(report: dict, console=None) -> None:
     """The report as a table."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
+    from gameqa.console import Table, console as plain_console
 
     console = console or plain_console()
     table = Table(title=f"service load: {report['clients']} clients for {report['seconds']:g} s "

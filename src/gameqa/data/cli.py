@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, console, fail
+from gameqa.console import Table, console, exit_on_failures, fail
 from gameqa.errors import GameQAError
 from gameqa.paths import REPO_ROOT, corpus_dir
 
@@ -50,14 +50,6 @@ def _stage(name: str):
         out.print(f"== {time.strftime('%H:%M')} {name}: {(time.monotonic() - start) / 60:.1f} min", highlight=False)
 
 
-def _exit_on_failures(failures: list[str]) -> None:
-    """Each failed clip on a line of its own, then exit 1 (the other clips are built and in the manifest)."""
-    for f in failures:
-        err.print(f"  {f}", highlight=False, soft_wrap=True)
-    if failures:
-        raise typer.Exit(1)
-
-
 @corpus_app.command("capture")
 def capture(
     games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
@@ -91,7 +83,7 @@ def build(
     max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
 ) -> None:
     """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
-    _exit_on_failures(_build_folder(ladder, root, manifest, workers, natural, max_sources))
+    exit_on_failures(_build_folder(ladder, root, manifest, workers, natural, max_sources))
 
 
 def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: int, natural: bool,
@@ -193,7 +185,7 @@ def blocks(
         for game, values in sorted(by_game.items()):
             table.add_row(game, Text("mean", style="bold"), Text(f"{sum(values) / len(values):.3f}", style="bold"))
         out.print(table)
-    _exit_on_failures(failures)
+    exit_on_failures(failures)
 
 
 @corpus_app.command("merge")
@@ -243,7 +235,7 @@ def soften(
     sources = len({r["source_id"] for r in rows})
     out.print(f"{len(rows)} soft clips of {sources} sources (train split), manifest written to {manifest}; "
               f"{len(failures)} failed. Join them: gameqa corpus merge {from_root} {out_dir} --out MERGED")
-    _exit_on_failures(failures)
+    exit_on_failures(failures)
 
 
 @corpus_app.command("rebuild")
@@ -275,7 +267,7 @@ def rebuild(
         if manifest.is_file():
             stats(manifest=manifest, plot=manifest.with_suffix(".png"), as_json=False)
     if not plus:
-        _exit_on_failures(failures)
+        exit_on_failures(failures)
         return
     from gameqa.data.ladder import load_ladder
     from gameqa.data.plus import build_plus_folders
@@ -295,4 +287,4 @@ def rebuild(
     failures += soft_failures
     out.print(f"training cache ready: {folders['plus_sj']} (train with data.root={folders['plus_sj']} "
               f"'data.groups=[\"game\",\"soft\"]'); {len(failures)} clips failed")
-    _exit_on_failures(failures)
+    exit_on_failures(failures)

@@ -103,8 +103,7 @@ def correlation_table(pred, labels, *, logistic: bool = True, bootstrap: int = 1
 
 def print_table(rows: list[dict], *, title: str | None = None, console=None) -> None:
     """Print a correlation table with rich: one line per metric, raw and logistic-mapped columns."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
+    from gameqa.console import Table, console as plain_console
 
     def cell(row: dict | None) -> str:
         if row is None or not np.isfinite(row["value"]):

@@ -182,8 +182,7 @@ def write_manifest(result, path: str | os.PathLike) -> Path:
 
 def print_mos_table(result, console=None, title: str | None = None) -> None:
     """Print a result's per-stimulus table with rich (the manifest's columns)."""
-    from gameqa.console import console as plain_console
-    from gameqa.console import Table
+    from gameqa.console import Table, console as plain_console
 
     columns, rows = _manifest_rows(result)
     table = Table(title=title)

@@ -15,7 +15,7 @@ import numpy as np
 import typer
 from rich.text import Text
 
-from gameqa.console import console, fail as _fail
+from gameqa.console import Table, console, fail as _fail
 from gameqa.errors import GameQAError
 
 study_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -168,7 +168,6 @@ def _shown(value, pattern: str = "{:.3f}") -> str:
 def print_mle_tables(result, console=None, title: str | None = None) -> None:
     """Print an MLE result: per stimulus (MOS and model quality) and per observer (bias and
     inconsistency with 95% bounds). Values that cannot be estimated show as "n/a"."""
-    from gameqa.console import Table
 
     from gameqa.subjective.analysis import _manifest_rows
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from gameqa.console import console, fail, log_line
+from gameqa.console import Table, console, fail, log_line
 from gameqa.errors import GameQAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
@@ -142,7 +142,6 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON instead of a table."),
 ) -> None:
     """Export a checkpoint to ONNX + model.json (and more formats), each file checked against torch on real frames."""
-    from gameqa.console import Table
 
     try:
         from gameqa.export.formats import export_model
@@ -185,7 +184,6 @@ def bench_cmd(
     """Seconds per training step on this CPU in the trainers' channels-last layout and the plain one, side by
     side in one run, and the projected time of a full training run; with --lanes, steps per hour of several
     runs side by side against one."""
-    from gameqa.console import Table
 
     try:
         from gameqa.train.config import load_config

@@ -139,6 +139,10 @@ def check_bad_votes_are_refused(client) -> None:
     unknown_item = client.post(f"/api/p/{token}/vote",
                                json={"position": 999, "nonce": item["nonce"], "score": 3})
     assert unknown_item.status_code == 404 and unknown_item.json()["error"] == "Unknown item."
+    for position in (-1, 2**31, 2**63, 10**30):  # past any integer column: refused, not a server error
+        reply = client.post(f"/api/p/{token}/vote",
+                            json={"position": position, "nonce": item["nonce"], "score": 3})
+        assert reply.status_code == 404 and reply.json()["error"] == "Unknown item.", position
     ahead = client.post(f"/api/p/{token}/vote",
                         json={"position": item["position"] + 1, "nonce": item["nonce"], "score": 3})
     assert ahead.status_code == 403

@@ -2,7 +2,10 @@
 simulated panel path end to end (tiny backbone), configs and the CLI commands."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,6 +402,31 @@ def test_cli_commands(simulated_config, tmp_path):
     assert set(json.loads(report.read_text())["reports"]) == {"ci", "plain"}
     res = runner.invoke(app, ["train-aesthetic", str(simulated_config), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "simulated ratings" in res.output
+
+
+def test_cli_quotes_csv_cells_and_refuses_bad_options_before_any_work(simulated_config, tmp_path):
+    from PIL import Image
+
+    from gameqa.models.aesthetic_onnx import bundled_models_dir
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    for option, problem in ((["--rank", ","], "names no ranking loss"), (["--seeds", "0"], "greater than or equal to 1"),
+                            (["--json", str(tmp_path / "no" / "s.json")], "does not exist")):
+        res = runner.invoke(app, ["eval-aesthetic", str(simulated_config), *option])
+        assert res.exit_code == 2 and problem in res.output, res.output
+    if not (bundled_models_dir() / "clive-quality-spread" / "model.onnx").exists():
+        pytest.skip("the CLIVE model folder is not bundled in this checkout")
+    rng = np.random.default_rng(0)
+    for name in ("a,b.png", 'q"x.png'):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / name)
+    res = runner.invoke(app, ["aesthetics", str(tmp_path / "a,b.png"), str(tmp_path / 'q"x.png'), "-o", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.reader(io.StringIO(res.stdout)))
+    assert len({len(r) for r in rows}) == 1 and {Path(r[0]).name for r in rows[1:]} == {"a,b.png", 'q"x.png'}
+    res = runner.invoke(app, ["aesthetics", str(tmp_path / "a,b.png"), "--raters", "0"])
+    assert res.exit_code == 2 and "at least 2 raters, not 0" in res.output
 
 
 def test_bundled_clive_model_scores_any_image(tmp_path):

@@ -146,3 +146,16 @@ def test_short_load_test_loses_no_job():
     assert report["errors"] == 0 and report["lost"] == 0 and report["failed"] == 0, report
     assert report["done"] == report["accepted"] > 10
     assert report["latency_p50_s"] <= report["latency_p99_s"]
+
+
+def test_serve_refuses_a_bad_port_or_log_level_before_making_its_data_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    runner = CliRunner()
+    for option in (["--port", "70000"], ["--log-level", "bogus"]):
+        result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "data"), *option])
+        assert result.exit_code == 2, result.output
+    assert "'bogus' is not one of critical, error" in result.output
+    assert not (tmp_path / "data").exists()

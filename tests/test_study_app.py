@@ -69,6 +69,8 @@ def _toml(tmp_path, study_extra="", entries='[[stimuli]]\nid = "a"\nfile = "a.pn
     ('experimenter_token = "short"', None, "16 or more characters"),
     ("", '[[stimuli]]\nid = "a/b"\nfile = "a.png"\n', "must be 1-128 letters"),
     ('stimulus_glob = "../*.png"', "", "must stay inside the stimulus folder"),
+    ('stimulus_glob = "*.png"\ncontent_pattern = "^(x)?"', "", "gives no content for stimulus 'a'"),
+    ('stimulus_glob = "*.png"\ncontent_pattern = 5', "", "content_pattern must be a string"),
 ])
 def test_load_study_refuses_bad_definitions(tmp_path, monkeypatch, extra, entries, problem):
     monkeypatch.delenv("GAMEQA_STUDY_TOKEN", raising=False)
@@ -235,6 +237,37 @@ def test_database_of_another_study_is_refused(tmp_path, study_file):
         StudyStore(load_study(study_file), "nosuchdialect://x")
     with pytest.raises(ConfigError, match="does not exist"):
         StudyStore(load_study(study_file), f"sqlite:///{tmp_path / 'missing' / 'v.sqlite'}")
+
+
+def test_a_study_file_that_dropped_a_stimulus_someone_was_given_is_refused(tmp_path, study_file):
+    """Training stimuli are not in the fingerprint: removing one a participant already has on screen is
+    caught when the database is opened, not by the participant's page failing."""
+    db = f"sqlite:///{tmp_path / 'v.sqlite'}"
+    app = create_app(load_study(study_file), db)
+    with ThreadServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        token, state = join_and_consent(client)
+    assert state["item"]["phase"] == "training"
+    app.state.store.close()
+    text = study_file.read_text()
+    start = text.index("[[training]]")
+    study_file.write_text(text[:start] + text[start:].split("\n", 3)[3])  # the entry's 3 lines gone
+    assert not load_study(study_file).training
+    with pytest.raises(ConfigError, match=r"no longer lists \(train0\)"):
+        StudyStore(load_study(study_file), db)
+
+
+def test_export_and_serve_refuse_bad_options_before_touching_a_database(tmp_path, study_file):
+    runner = CliRunner()
+    typo = tmp_path / "typo.sqlite"
+    result = runner.invoke(study_app, ["export", str(study_file), "--db", f"sqlite:///{typo}",
+                                       "-o", str(tmp_path / "votes.csv")])
+    assert result.exit_code == 1 and "no such database file" in result.output
+    assert not typo.exists() and not (tmp_path / "votes.csv").exists()
+    for option in (["--port", "70000"], ["--log-level", "bogus"]):
+        result = runner.invoke(study_app, ["serve", str(study_file), "--db", f"sqlite:///{typo}", *option])
+        assert result.exit_code == 2, result.output
+        assert not typo.exists()
+    assert "'bogus' is not one of critical, error" in result.output
 
 
 def test_votes_survive_a_killed_server_and_sessions_resume(tmp_path, study_file):

@@ -143,6 +143,49 @@ def test_read_votes_csv_long_format_and_errors(tmp_path):
         read_votes_csv(path, scale=(1, 5))
 
 
+
+def test_votes_csv_rows_that_do_not_fit_the_header_are_refused_with_their_real_line(tmp_path):
+    path = tmp_path / "votes.csv"
+    for rows, problem in (("s1,o1,4\ns1,o2\n", "line 3: 2 field"),  # a vote cut short
+                          ("s1,o1,4,extra\n", "line 2: 4 field"),
+                          ("\n\ns1,o1,4\ns1,o2,four\n", "line 5: score 'four'"),  # blank lines still count
+                          ("s1,o1,\ns1,o2,nan\n", "no votes")):
+        path.write_text("stimulus,observer,score\n" + rows)
+        with pytest.raises(ConfigError, match=problem):
+            read_votes_csv(path)
+    # Excel's "CSV UTF-8" (a byte-order mark) and a spreadsheet's trailing empty cells read as plain CSV
+    path.write_bytes("\ufeffstimulus,observer,score\r\ns1,o1,4,,\r\ns1,o2,5\r\n".encode("utf-8"))
+    table = read_votes_csv(path)
+    assert table.stimulus_ids == ("s1",) and table.observer_ids == ("o1", "o2")
+
+
+def test_analyze_writes_the_manifest_and_plot_together_or_neither(tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.subjective.cli import study_app
+
+    votes = tmp_path / "votes.csv"
+    votes.write_text("stimulus,observer,score\ns1,o1,4\ns1,o2,5\ns2,o1,2\ns2,o2,1\n")
+    runner = CliRunner()
+    manifest = tmp_path / "out" / "m.csv"
+    result = runner.invoke(study_app, ["analyze", str(votes), "--manifest", str(manifest),
+                                       "--plot", str(tmp_path / "out" / "p.xyz")])
+    assert result.exit_code == 1 and "the plot is a PNG file" in result.output
+    assert not manifest.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(study_app, ["analyze", str(votes), "--manifest", str(blocker / "m.csv"),
+                                       "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 1 and str(blocker / "m.csv") in result.output
+    assert not (tmp_path / "p.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "votes.csv"]
+    result = runner.invoke(study_app, ["analyze", str(votes), "--manifest", str(manifest),
+                                       "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert manifest.read_text().splitlines()[1].startswith("s1,4.5,")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
 # --- MOS ------------------------------------------------------------------------------
 
 def test_mos_and_student_t_interval_by_hand():

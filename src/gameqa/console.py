@@ -35,6 +35,15 @@ def fail(message: object, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
+def check_choice(option: str, value: str, choices: Sequence[str]) -> None:
+    """Exit 2 (a usage error) with ``error: --option 'value' is not one of ...`` unless ``value`` is a choice."""
+    if value not in choices:
+        fail(f"{option} {value!r} is not one of {', '.join(choices)}", 2)
+
+
 def exit_on_failures(failures: Sequence[str], total: int | None = None) -> None:
     """A batch's failed inputs, one line each (after a count out of ``total``, if given), then exit 1; nothing if
     every input went through."""

@@ -162,7 +162,7 @@ def read_ava(path: str | os.PathLike, root=None, suffix: str = ".jpg") -> Rating
     return RatingSet(path.name, tuple(ids), mean, std, n, AVA_SCALE, counts, bins, _image_root(root, path))
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     header, rows = read_csv_records(path, "ratings")
     if not rows:
         raise ConfigError(path, "no images")
@@ -213,7 +213,7 @@ def read_rater_table(path: str | os.PathLike, scale=None, root=None) -> RatingSe
     if not raters:
         raise ConfigError(path, "no rater columns")
     ids, per_image = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         scores = []
         for rater in raters:
             text = row.get(rater, "")
@@ -242,7 +242,7 @@ def read_mos_table(path: str | os.PathLike, scale=None, raters: int | None = Non
     if "n" not in header and not raters:
         raise ConfigError(path, "no 'n' column: give the number of raters per image")
     ids, means, stds, counts = [], [], [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         ids.append(row["image"])
         means.append(_number(row[mean_key], path, line, "mean"))
         stds.append(_number(row["std"], path, line, "std"))

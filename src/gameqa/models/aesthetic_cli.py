@@ -5,8 +5,10 @@ onnxruntime; training and evaluation import torch lazily.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,7 +27,7 @@ def aesthetics(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled mean-and-spread model name or model folder."),
     raters: Optional[int] = typer.Option(None, "--raters", help="Panel size for the 95% interval of the mean (default: the model's)."),
     output: str = typer.Option("table", "--output", "-o", help="table, json or csv."),
-    threads: int = typer.Option(1, "--threads", help="Threads for onnxruntime."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads for onnxruntime."),
 ) -> None:
     """Predict each image's mean opinion score, the raters' std and a 95% interval."""
     from gameqa.models.aesthetic_onnx import SpreadScorer
@@ -49,10 +51,10 @@ def aesthetics(
     if output == "json":
         out.print_json(json.dumps({"model": card.name, "scale": list(card.scale), "results": [r.to_dict() for r in results]}))
     elif output == "csv":
-        keys = list(results[0].to_dict()) if results else ["path"]
-        print(",".join(keys))
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # quotes a path with a comma or a quote
+        writer.writerow(list(results[0].to_dict()) if results else ["path"])
         for r in results:
-            print(",".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.to_dict().values()))
+            writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in r.to_dict().values()])
     elif results:
         table = Table(title=f"{card.name} v{card.version} (scale {card.scale[0]:g}-{card.scale[1]:g}, higher is better)")
         for col in ("file", "mean", "std", f"95% CI of mean (n={scorer.raters})", "95% of raters"):
@@ -91,7 +93,7 @@ def _fmt(value: tuple[float, float] | None, digits: int = 3) -> str:
 def eval_aesthetic(
     config: str = typer.Argument(..., help="A TOML config (configs/aesthetic/*.toml)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Random 80/20 splits (default: the config's)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Random 80/20 splits (default: the config's)."),
     rank: Optional[str] = typer.Option(None, "--rank", help="Compare ranking losses, e.g. ci,plain (default: the config's)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write every seed's numbers to this JSON file."),
     validation: bool = typer.Option(False, "--validation",
@@ -100,10 +102,17 @@ def eval_aesthetic(
     """Repeated random 80/20 splits: mean and std agreement, baselines, binary accuracy, ordered pairs."""
     from gameqa.train.aesthetic import load_config, run_protocol, summarise
 
+    from gameqa.sinks import write_atomic
+
     log = log_line
+    variants = None if rank is None else [r.strip() for r in rank.split(",") if r.strip()]
+    if variants is not None and not variants:
+        _fail(f"--rank {rank!r} names no ranking loss (e.g. ci,plain)", 2)
+    if json_out and not Path(json_out).resolve().parent.is_dir():
+        _fail(f"{json_out}: folder {Path(json_out).resolve().parent} does not exist", 2)
     try:
         base = load_config(config, overrides)
-        variants = [base.loss.rank] if not rank else [r.strip() for r in rank.split(",") if r.strip()]
+        variants = variants or [base.loss.rank]
         everything = {}
         for variant in variants:
             cfg = load_config(config, [*overrides, f'loss.rank="{variant}"'])
@@ -124,7 +133,10 @@ def eval_aesthetic(
     out.print(table)
     if json_out:
         record = {"config": base.model_dump(), "validation": validation, "reports": everything}
-        Path(json_out).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        try:
+            write_atomic(json.dumps(record, indent=1) + "\n", json_out)
+        except GameQAError as exc:
+            _fail(str(exc))
 
 
 def register(app: typer.Typer) -> None:

@@ -162,7 +162,7 @@ class SpreadScorer:
 
         self.folder = resolve_model_folder(os.fspath(model))
         self.card = SpreadCard.read(self.folder)
-        self.raters = int(raters) if raters else self.card.raters
+        self.raters = int(raters) if raters is not None else self.card.raters
         if self.raters < 2:
             raise ModelError(None, f"the interval needs at least 2 raters, not {self.raters}")
         options = ort.SessionOptions()

@@ -19,7 +19,7 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import console, fail as _fail
+from gameqa.console import SERVER_LOG_LEVELS, check_choice, console, fail as _fail
 from gameqa.errors import GameQAError
 
 err = console(stderr=True)
@@ -28,7 +28,7 @@ out = console()
 
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     data_dir: Path = typer.Option(Path("gameqa-data"), "--data-dir", help="Folder for uploads and the job database."),
     db_url: Optional[str] = typer.Option(None, "--db-url", envvar="GAMEQA_DB_URL",
                                          help="SQLAlchemy URL (e.g. postgresql+psycopg://...); default SQLite in --data-dir."),
@@ -41,7 +41,7 @@ def serve_command(
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep every uploaded file after its job."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Default model for jobs that name none."),
     on_restart: str = typer.Option("resume", "--on-restart", help="Unfinished jobs at start: resume or fail."),
-    log_level: str = typer.Option("info", "--log-level"),
+    log_level: str = typer.Option("info", "--log-level", help="critical, error, warning, info, debug or trace."),
 ) -> None:
     """Run the scoring service (HTTP API, demo page at /, OpenAPI spec at /openapi.json)."""
     try:
@@ -50,6 +50,7 @@ def serve_command(
         from gameqa.serve.app import ServeConfig, create_app, parse_api_keys
     except ImportError as exc:
         _fail(f"the service needs its extra: pip install 'gameqa[serve]' ({exc.name} is missing)")
+    check_choice("--log-level", log_level, SERVER_LOG_LEVELS)
     if on_restart not in ("resume", "fail"):
         _fail(f"--on-restart must be resume or fail, not {on_restart!r}", 2)
     key_lines = list(api_key) + [k for k in os.environ.get("GAMEQA_API_KEYS", "").split(",") if k.strip()]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, GameQAError
 from gameqa.subjective.votes import VoteTable
 
 __all__ = ["MosResult", "ScreeningResult", "mos", "bt500_screen", "write_manifest",
@@ -164,19 +164,24 @@ def _cell(value) -> str:
 def write_manifest(result, path: str | os.PathLike) -> Path:
     """Write the per-stimulus manifest the trainers read: stimulus, mean, std, n, ci_low,
     ci_high, plus quality (with std and CI) and ambiguity when a subject model gave them.
-    Undefined values (e.g. the std of one vote) are left empty.
+    Undefined values (e.g. the std of one vote) are left empty. Written in one step: a failed
+    write leaves no file (and an older manifest at ``path`` as it was).
     """
+    import io
+
+    from gameqa.sinks import write_atomic
+
     path = Path(path)
     columns, rows = _manifest_rows(result)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_cell(v) for v in row])
-    except OSError as err:
-        raise ConfigError(path, f"cannot write the manifest ({err.strerror or err})") from None
+        write_atomic(buf.getvalue(), str(path))
+    except GameQAError as exc:
+        raise ConfigError(path, f"the manifest: {exc.problem}") from None
     return path
 
 

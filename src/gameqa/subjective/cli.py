@@ -15,8 +15,9 @@ import numpy as np
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, console, fail as _fail
+from gameqa.console import SERVER_LOG_LEVELS, check_choice, Table, console, fail as _fail
 from gameqa.errors import GameQAError
+from gameqa.sinks import save_figure, write_atomic
 
 study_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Subjective studies: run the rating app, export and analyze votes.")
@@ -31,10 +32,10 @@ MODELS = ("mos", "bt500", "mle")
 def serve(
     study_file: str = typer.Argument(..., metavar="STUDY.toml", help="The study definition."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL (default: sqlite file "
                                      "next to the study file; postgresql://... accepted)."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: str = typer.Option("info", "--log-level", help="critical, error, warning, info, debug or trace."),
 ) -> None:
     """Run the study app: participants join at /join, the experimenter page is /admin."""
     import uvicorn
@@ -42,6 +43,7 @@ def serve(
     from gameqa.subjective.app import create_app
     from gameqa.subjective.study import load_study
 
+    check_choice("--log-level", log_level, SERVER_LOG_LEVELS)
     try:
         study = load_study(study_file)
         app = create_app(study, db)
@@ -97,16 +99,14 @@ def export(
     from gameqa.subjective.study import load_study
 
     try:
-        store = StudyStore(load_study(study_file), db)
+        store = StudyStore(load_study(study_file), db, create=False)
         try:
             rows = store.votes(include_all=include_all)
         finally:
             store.close()
-        Path(out_file).write_text(votes_to_csv(rows), encoding="utf-8")
+        write_atomic(votes_to_csv(rows), out_file)
     except GameQAError as exc:
         _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{out_file}: cannot write ({exc.strerror or exc})")
     err.print(f"{len(rows)} votes written to {out_file}", highlight=False)
 
 
@@ -243,9 +243,7 @@ def plot_result(model: str, result, path: str | os.PathLike) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 @study_app.command()
@@ -270,6 +268,8 @@ def analyze(
         _fail(f"--model {model!r} is not one of {', '.join(MODELS)}")
     if output not in ("table", "json"):
         _fail(f"--output {output!r} is not table or json")
+    if plot and not plot.lower().endswith(".png"):
+        _fail(f"{plot}: the plot is a PNG file (name it .png)")
     bounds = _parse_scale(scale)
     try:
         reader = read_sureal_dataset if votes.endswith(".py") else read_votes_csv
@@ -280,13 +280,18 @@ def analyze(
             result = bt500_screen(table)
         else:
             result = mle_subject_model(table, min_inconsistency=min_inconsistency)
-        if manifest:
-            write_manifest(result, manifest)
-        if plot:
+        if plot:  # the plot first: if the manifest then fails, the plot is taken back (both or neither)
             try:
                 plot_result(model, result, plot)
             except OSError as exc:
                 _fail(f"{plot}: cannot write the plot ({exc.strerror or exc})")
+        if manifest:
+            try:
+                write_manifest(result, manifest)
+            except GameQAError:
+                if plot:
+                    Path(plot).unlink(missing_ok=True)
+                raise
     except GameQAError as exc:
         _fail(str(exc))
     if output == "json":

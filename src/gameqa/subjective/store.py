@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, func, insert, select, text, update)
+                        UniqueConstraint, create_engine, event, func, insert, inspect, select, text, update)
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from gameqa.errors import ConfigError
@@ -106,7 +106,9 @@ def observer_name(participant_id: int) -> str:
 class StudyStore:
     """The votes database of one study. Thread-safe: each call uses its own connection."""
 
-    def __init__(self, study: Study, url: str | None = None):
+    def __init__(self, study: Study, url: str | None = None, create: bool = True):
+        """Open (``create``: or make) the study's database; ``create=False`` (export) refuses one that does
+        not exist yet, so a mistyped --db is an error instead of an empty new database."""
         self.study = study
         raw_url = url or default_db_url(study)
         self.url = shown_url(raw_url)  # for messages: the password hidden
@@ -118,6 +120,9 @@ class StudyStore:
                 db_path = Path(raw_url.split("sqlite:///", 1)[-1])
                 if db_path.parent and not db_path.parent.is_dir():
                     raise ConfigError(self.url, f"folder {db_path.parent} does not exist")
+                if not create and not db_path.is_file():
+                    raise ConfigError(self.url, "no such database file (the votes are in the file that "
+                                                "`gameqa study serve` made; check --db)")
                 self.engine = create_engine(raw_url, connect_args={"check_same_thread": False,
                                                                    "timeout": 30})
                 event.listen(self.engine, "connect", _sqlite_on_connect)
@@ -131,8 +136,11 @@ class StudyStore:
             with self._write() as conn:
                 if self.is_postgresql:  # one store at a time creates the tables and fingerprint
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INIT_LOCK_KEY})
+                if not create and not inspect(conn).has_table(meta_table.name):
+                    raise ConfigError(self.url, "holds no study (no gameqa tables); check --db")
                 _metadata.create_all(conn)
                 self._check_fingerprint(conn)
+                self._check_assigned(conn)
         except DBAPIError as err:
             self.engine.dispose()
             problem = " ".join(str(err.orig).split())  # one line
@@ -164,6 +172,16 @@ class StudyStore:
         elif stored != fingerprint:
             raise ConfigError(self.url, "this database holds another study (or the study's "
                                         "name, method or stimuli changed); use a new --db")
+
+    def _check_assigned(self, conn) -> None:
+        """Every stimulus already given to a participant must still be in the study (training stimuli are not
+        in the fingerprint, so a study file edited between runs is caught here, not by a participant)."""
+        assigned = conn.execute(select(items_table.c.stimulus_id).distinct()).scalars()
+        gone = sorted(set(assigned) - set(self.study.by_id))
+        if gone:
+            raise ConfigError(self.url, f"participants were given stimuli the study no longer lists "
+                                        f"({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}); "
+                                        "put them back in the study file, or use a new --db")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -300,7 +318,8 @@ class StudyStore:
         method = self.study.method
         if isinstance(score, bool) or not isinstance(score, int) or not method.low <= score <= method.high:
             raise Rejected(422, f"A rating must be a whole number from {method.low} to {method.high}.")
-        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < 2**31:
+            # (past a 32-bit column's range no item can be there: refused before the database sees it)
             raise Rejected(404, "Unknown item.")
         with self._write() as conn:
             row = self._participant(conn, token, lock=True)

@@ -174,6 +174,8 @@ def _globbed_stimuli(pattern: str, content_pattern: str | None, folder: Path,
                      source: Path) -> list[Stimulus]:
     if os.path.isabs(pattern) or ".." in Path(pattern).parts:
         raise ConfigError(source, f"stimulus_glob {pattern!r} must stay inside the stimulus folder")
+    if content_pattern is not None and not isinstance(content_pattern, str):
+        raise ConfigError(source, f"content_pattern must be a string (a regex), not {content_pattern!r}")
     try:
         regex = re.compile(content_pattern) if content_pattern else None
     except re.error as err:
@@ -189,6 +191,9 @@ def _globbed_stimuli(pattern: str, content_pattern: str | None, folder: Path,
                 raise ConfigError(source, f"content_pattern {content_pattern!r} does not match "
                                           f"stimulus {stimulus_id!r}")
             content = match.group(1) if match.groups() else match.group(0)
+            if not content:
+                raise ConfigError(source, f"content_pattern {content_pattern!r} gives no content for "
+                                          f"stimulus {stimulus_id!r} (its match is empty)")
         result.append(Stimulus(stimulus_id, path, content, _kind_of(path, source)))
     if not result:
         raise ConfigError(source, f"stimulus_glob {pattern!r} matched no file in {folder}")

@@ -269,7 +269,7 @@ def read_votes_csv(path: str | os.PathLike, scale: tuple[float, float] | None = 
     contents: dict[str, str] = {}
     votes: dict[tuple[int, int], float] = {}
     has_content = "content" in header
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         stimulus, observer = row["stimulus"], row["observer"]
         if not stimulus or not observer:
             raise ConfigError(path, f"line {line}: empty stimulus or observer")
@@ -297,5 +297,7 @@ def read_votes_csv(path: str | os.PathLike, scale: tuple[float, float] | None = 
     scores = np.full((len(stimuli), len(observers)), np.nan)
     for (j, i), score in votes.items():
         scores[j, i] = score
+    if np.isnan(scores).all():
+        raise ConfigError(path, "no votes (every score is empty)")
     return VoteTable(tuple(stimuli), tuple(observers), scores,
                      tuple(contents[s] for s in stimuli), scale, path.name)

@@ -89,6 +89,8 @@ def check_upload_video_and_image(tmp_path: Path, media, db_url: str | None = Non
 
         listed = client.get("/v1/jobs", headers=AUTH).json()
         assert len(listed) == 2 and all(j["status"] == "done" for j in listed)
+        # the list links the thumbnails as each job's own page does
+        assert {j["id"]: j["worst_frames"] for j in listed} == {j["id"]: j["worst_frames"] for j in (job, image_job)}
     # uploads are gone after their jobs; only the database (if SQLite) stays in the data folder
     assert files_under(tmp_path / "data").issubset({"jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"})
     return [job, image_job]

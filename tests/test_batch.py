@@ -253,3 +253,109 @@ def test_gameplay_clips_and_the_bench_table(tmp_path):
     print_batch_table(result, console=console)
     text = console.export_text()
     assert "3 gameplay clips 320x180" in text and "x plain" in text and "yes" in text
+
+
+def test_an_output_file_of_another_program_is_refused_and_kept(clip_dir, tmp_path):
+    clip = str(clip_dir / "clip_00000.mp4")
+    for text in ("my important notes\n", "my notes, no newline", '{"score": 3}\n', "5\n"):
+        notes = tmp_path / "notes.jsonl"
+        notes.write_text(text)
+        with pytest.raises(ConfigError, match="line 1: not a row of scores"):
+            batch_score([clip], out=str(notes))
+        assert notes.read_text() == text
+    torn = tmp_path / "torn.jsonl"  # the start of a row, cut by a killed writer: cut off, and the file scored
+    torn.write_text('{"path": "/x", "ove')
+    assert batch_score([clip], out=str(torn)).scored == 1 and len(read_rows(str(torn))) == 1
+    with pytest.raises(ConfigError, match="cannot make its folder"):
+        batch_score([clip], out=clip + "/x.jsonl")
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(ConfigError, match="is a folder"):
+        batch_score([clip], out=str(tmp_path / "folder.jsonl"))
+    with pytest.raises(ConfigError, match="'psnr' is full-reference"):
+        batch_score([clip], out=str(tmp_path / "fr.jsonl"), model="psnr")
+    assert not (tmp_path / "fr.jsonl").exists()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": 5}\n')
+    report = batch_score([str(manifest)], out=str(tmp_path / "o.jsonl"))
+    assert report.total == 0 and "line 1: 'path' must be a string" in report.input_errors[0]
+
+
+def test_a_rerun_with_other_pooling_or_per_frame_scores_again(clip_dir, tmp_path):
+    clip = str(clip_dir / "clip_00001.mp4")
+    out = str(tmp_path / "o.jsonl")
+    assert batch_score([clip], out=out, per_frame=False).scored == 1
+    assert batch_score([clip], out=out, per_frame=False).skipped == 1
+    assert batch_score([clip], out=out).scored == 1  # per-frame scores asked for: the first row has none
+    assert batch_score([clip], out=out, per_frame=False).skipped == 1  # a row with them answers a run without
+    worst = batch_score([clip], out=out, pooling="worst:10")
+    assert worst.scored == 1
+    rows = read_rows(out)
+    assert [r["pooling"] for r in rows] == ["mean", "mean", "worst:10"]
+    assert rows[2]["overall"] <= rows[1]["overall"]
+
+
+def test_a_rerun_reports_the_files_that_failed_before(clip_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    out = tmp_path / "o.jsonl"
+    runner = CliRunner()
+    first = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])
+    assert first.exit_code == 1 and "broken.mp4" in first.output
+    again = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])
+    assert again.exit_code == 1 and "0 scored, 0 failed, 7 already in" in again.output
+    assert "1 of the files already in" in again.output and "broken.mp4" in again.output
+
+
+@pytest.fixture(scope="module")
+def busy_clips(tmp_path_factory) -> Path:
+    """Ten clips that keep a pool busy for a while (320x180, 2 s at 30 fps, every frame scored)."""
+    folder = tmp_path_factory.mktemp("busy") / "clips"
+    make_clips(folder, 10, size=(320, 180), seconds=2.0, fps=30, seed=2)
+    return folder
+
+
+@pytest.mark.parametrize("to_group, presses", [(True, 1), (False, 2)], ids=["terminal-ctrl-c", "driver-sigint-twice"])
+def test_ctrl_c_stops_a_process_pool_without_hanging_or_worker_tracebacks(busy_clips, tmp_path, to_group, presses):
+    """Ctrl-C in a terminal reaches the driver and every pool worker; a supervisor's SIGINT only the driver, maybe
+    twice. Either way the driver stops the workers itself: no traceback from each, no worker left, no hang
+    waiting for the chunks they hold (two SIGINTs to the driver used to hang it for good), and a rerun resumes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.jsonl"
+    command = [sys.executable, "-m", "gameqa.cli", "batch", str(busy_clips), "-o", str(out), "--workers", "2",
+               "--chunk-size", "1", "--sample", "all"]
+
+    def foreground_job():  # its own process group, Ctrl-C not ignored (as a shell's foreground job)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgrp()
+
+    process = subprocess.Popen(command, preexec_fn=foreground_job, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    for press in range(presses):
+        if to_group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the batch did not stop within 60 s of Ctrl-C")
+    assert process.returncode in ((130,) if presses == 1 else (130, -signal.SIGINT)), stderr
+    assert "interrupted: finished rows are in" in stderr
+    if presses == 1:
+        assert "Traceback" not in stderr
+    done = len(read_rows(str(out)))
+    assert 1 <= done < 10
+    assert subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).stdout == b""
+    if presses == 1:
+        report = batch_score([str(busy_clips)], out=str(out), sample="all")
+        assert report.skipped == done and report.scored == 10 - done

@@ -345,7 +345,6 @@ def test_torchrun_two_processes_agree(corpus, tmp_path):
     """The unchanged trainer under torchrun with 2 CPU processes (gloo): both ranks end with the same weights."""
     config = tmp_path / "ddp.toml"
     tree = tiny_tree(corpus, tmp_path, train={"max_steps": 2, "threads": 1})
-    import tomllib  # noqa: F401  (the file below must parse as TOML)
 
     config.write_text(_to_toml(tree))
     env = dict(os.environ, OMP_NUM_THREADS="1")

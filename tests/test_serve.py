@@ -3,6 +3,8 @@ jobs, results, restart, bad input and security, metrics, the OpenAPI spec under 
 short version of the loopback load test."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -10,7 +12,7 @@ pytest.importorskip("python_multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from gameqa.serve.app import parse_api_keys  # noqa: E402
-from serve_checks import (AUTH, check_clients_see_only_their_own_jobs, check_health_and_metrics,  # noqa: E402
+from serve_checks import (AUTH, KEY, check_clients_see_only_their_own_jobs, check_health_and_metrics,  # noqa: E402
                           files_under,
                           check_queue_full_and_cancel, check_restart, check_storage_root,
                           check_upload_video_and_image, make_app, media, upload, wait_done)
@@ -154,8 +156,35 @@ def test_serve_refuses_a_bad_port_or_log_level_before_making_its_data_folder(tmp
     from gameqa.cli import app
 
     runner = CliRunner()
-    for option in (["--port", "70000"], ["--log-level", "bogus"]):
+    for option in (["--port", "70000"], ["--workers", "0"], ["--max-queued", "-1"], ["--max-upload-mb", "-5"],
+                   ["--log-level", "bogus"]):
         result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "data"), *option])
         assert result.exit_code == 2, result.output
     assert "'bogus' is not one of critical, error" in result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_server_error(tmp_path, caplog):
+    """A lying Content-Length, then the connection closed: the partial upload is removed, the log says the client
+    went away (no traceback) and the metrics count no 500."""
+    import logging
+    import socket
+
+    import httpx
+    from webtest import ThreadServer
+
+    app = make_app(tmp_path)
+    with caplog.at_level(logging.INFO, logger="gameqa.serve"), ThreadServer(app) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /v1/jobs?filename=c.mp4 HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode()
+                         + b"\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+                         + b"\0" * 1000)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "disconnected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert "a client disconnected before its upload was complete" in caplog.text
+    assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
+    assert 'status="500"' not in metrics
+    assert list((tmp_path / "data" / "uploads").iterdir()) == []

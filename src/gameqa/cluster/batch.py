@@ -68,6 +68,7 @@ class BatchReport:
     engine_stop_s: float = 0.0
     input_errors: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    earlier_failures: list[str] = field(default_factory=list)  # failed rows of earlier runs, not retried
 
     @property
     def files_per_s(self) -> float:
@@ -181,6 +182,9 @@ def _manifest_paths(manifest: str) -> list[str]:
                         obj = json.loads(line)
                         if not isinstance(obj, dict) or not obj.get("path"):
                             raise ConfigError(manifest, f"line {lineno}: no 'path'")
+                        if not isinstance(obj["path"], str):
+                            raise ConfigError(manifest, f"line {lineno}: 'path' must be a string, "
+                                                        f"not {obj['path']!r}")
                         paths.append(obj["path"])
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(manifest, f"cannot read manifest ({exc})") from None
@@ -226,26 +230,34 @@ class _ParquetSink:
         os.unlink(self._journal.path)
 
 
+_ROW_START = b'{"path": '  # how every row this module writes begins (json.dumps of a dict with path first)
+
+
 def _read_jsonl_truncating(path: str) -> list[dict]:
-    """Rows of a JSONL file; a torn or bad last line (a killed writer) is cut off the file."""
+    """Rows of a JSONL file; a torn last line (a killed writer: the start of a row, no newline) is cut off the
+    file. Anything else that is not a row (a file of another program) is an error and the file is left as it is."""
     if not os.path.exists(path):
         return []
+    if os.path.isdir(path):
+        raise ConfigError(path, "is a folder; give a .jsonl or .parquet file name")
     rows, good_end = [], 0
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read ({exc.strerror or exc})") from None
     pos = 0
-    for line in data.splitlines(keepends=True):
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
         end = pos + len(line)
-        if not line.endswith(b"\n"):
-            break
+        if not line.endswith(b"\n") and (line.startswith(_ROW_START) or _ROW_START.startswith(line)):
+            break  # torn
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            if end == len(data):
-                break
-            raise ConfigError(path, f"byte {pos}: not a JSON line; is this a gameqa batch output?") from None
-        if isinstance(obj, dict):
-            rows.append(obj)
+            obj = None
+        if not isinstance(obj, dict) or "path" not in obj:
+            raise ConfigError(path, f"line {number}: not a row of scores; is this a gameqa batch output?")
+        rows.append(obj)
         good_end = pos = end
     if good_end < len(data):
         with open(path, "r+b") as fh:
@@ -297,11 +309,25 @@ def _open_sink(out: str):
     suffix = Path(out).suffix.lower()
     if suffix not in OUT_SUFFIXES:
         raise ConfigError(out, f"output must end in {' or '.join(OUT_SUFFIXES)}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(out, f"cannot make its folder {folder} ({exc.strerror or exc})") from None
+    if os.path.isdir(out):
+        raise ConfigError(out, "is a folder; give a .jsonl or .parquet file name")
     return _ParquetSink(out) if suffix == ".parquet" else _JsonlSink(out)
 
 
 # -- the driver ----------------------------------------------------------------------------------------
+def _same_job(row: dict, probe, sample: str, per_frame: bool) -> bool:
+    """Whether an earlier row answers this run: same model, sampling and pooling, and per-frame scores if this
+    run keeps them (a row with them also answers a run without)."""
+    return (row.get("model") == probe.card.name and row.get("sample") == sample
+            and row.get("pooling") == probe.pooling
+            and (not per_frame or row.get("error") is not None or row.get("frame_scores") is not None))
+
+
 def batch_score(
     inputs: Iterable[str],
     model: str = DEFAULT_MODEL,
@@ -330,6 +356,9 @@ def batch_score(
     from gameqa.scoring import Scorer
 
     probe = Scorer(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling)
+    if probe.card.full_reference:
+        raise ConfigError(None, f"model {probe.card.name!r} is full-reference (it needs each file's reference); "
+                                "a batch scores with no-reference models")
     if probe.card.weights is not None and (probe.card.weights.parent / "model.json").is_file():
         model = str(probe.card.weights.parent.resolve())  # worker processes find the model by its folder
     spec = ScoreSpec(model=model, sample=sample, batch_size=batch_size, threads=threads, pooling=pooling,
@@ -340,9 +369,11 @@ def batch_score(
     start = time.perf_counter()
     sink = _open_sink(out)
     try:
-        finished = {r["path"] for r in sink.rows
-                    if r.get("model") == probe.card.name and r.get("sample") == sample
+        finished = {r["path"] for r in sink.rows if _same_job(r, probe, sample, per_frame)
                     and not (retry_failed and r.get("error"))}
+        wanted = set(files)
+        report.earlier_failures = [r["error"] for r in sink.rows if r.get("error") and r["path"] in wanted
+                                   and _same_job(r, probe, sample, per_frame) and not retry_failed]
         todo = [f for f in files if f not in finished]
         report.total, report.skipped = len(files), len(files) - len(todo)
         chunks = [todo[i:i + max(1, chunk_size)] for i in range(0, len(todo), max(1, chunk_size))]
@@ -378,22 +409,58 @@ def _run_local(chunks, spec: ScoreSpec, workers, _address, report: BatchReport) 
     t0 = time.perf_counter()
     # fork on Linux: workers start at once and need no importable __main__; spawn elsewhere
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+    finished = False
+    try:
         for fut in [pool.submit(warm_up, spec, 0.2) for _ in range(workers)]:
             fut.result()
         report.engine_start_s = time.perf_counter() - t0
         queue = iter(chunks)
         ahead: deque = deque(pool.submit(score_chunk, chunk, spec) for chunk in islice(queue, 2 * workers))
-        try:
-            while ahead:
-                rows = ahead.popleft().result()  # the oldest chunk: output keeps the input order
-                nxt = next(queue, None)
-                if nxt is not None:
-                    ahead.append(pool.submit(score_chunk, nxt, spec))
-                yield rows
-        finally:
-            for fut in ahead:
-                fut.cancel()
+        while ahead:
+            rows = ahead.popleft().result()  # the oldest chunk: output keeps the input order
+            nxt = next(queue, None)
+            if nxt is not None:
+                ahead.append(pool.submit(score_chunk, nxt, spec))
+            yield rows
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # interrupted (Ctrl-C, SIGTERM) or failed: the chunks in the workers' hands are not waited for
+            _stop_pool(pool)
+
+
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the driver (a terminal sends it to the whole process group), which stops
+    them itself: no traceback from each worker, no worker that dies between two tasks and hangs the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End a process pool now: queued chunks cancelled, the workers terminated (their rows would be dropped
+    anyway: only the rows written to the output count, and a rerun scores the rest)."""
+    import signal
+
+    import threading
+
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # a 2nd Ctrl-C waits for this
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 # -- the Ray engine: one long-lived actor per CPU ------------------------------------------------------

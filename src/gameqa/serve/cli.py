@@ -35,9 +35,9 @@ def serve_command(
     storage_root: Optional[Path] = typer.Option(None, "--storage-root", help="Folder whose files clients may name for scoring."),
     api_key: List[str] = typer.Option([], "--api-key", help="Client key, KEY or NAME:KEY (repeatable)."),
     api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one KEY or NAME:KEY per line."),
-    workers: int = typer.Option(1, "--workers", help="Scoring worker threads."),
-    max_queued: int = typer.Option(32, "--max-queued", help="Most jobs waiting at once; more get 429."),
-    max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", help="Largest accepted upload, in MiB."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Scoring worker threads."),
+    max_queued: int = typer.Option(32, "--max-queued", min=1, help="Most jobs waiting at once; more get 429."),
+    max_upload_mb: float = typer.Option(256.0, "--max-upload-mb", min=0.001, help="Largest accepted upload, in MiB."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep every uploaded file after its job."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Default model for jobs that name none."),
     on_restart: str = typer.Option("resume", "--on-restart", help="Unfinished jobs at start: resume or fail."),
@@ -69,7 +69,21 @@ def serve_command(
     if not keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(Text.assemble(("warning:", "yellow"), " no API key set and listening beyond this machine: "
                                 "anyone who reaches it can submit jobs (use --api-key)"), highlight=False)
+    _service_logging(log_level)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=15)
+
+
+def _service_logging(level: str) -> None:
+    """The service's own messages (jobs resumed after a restart, errors) at --log-level, beside uvicorn's."""
+    import logging
+
+    logger = logging.getLogger("gameqa.serve")
+    logger.setLevel("DEBUG" if level == "trace" else level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def batch_command(
@@ -119,6 +133,10 @@ def run_batch(inputs, model, out_file, engine="local", address=None, workers=Non
     err.print(f"{report.scored} scored, {report.failed} failed, {report.skipped} already in {out_file} "
               f"({report.total} files, {report.seconds:.1f} s, engine {report.engine}{started})", highlight=False)
     problems = report.input_errors + report.failures
+    if report.earlier_failures:  # a rerun that skipped them must not read as a clean run
+        err.print(f"{len(report.earlier_failures)} of the files already in {out_file} failed in an earlier run "
+                  "(--retry-failed scores them again):", highlight=False)
+        problems += report.earlier_failures
     for line in problems[:20]:
         err.print(f"  {line}", highlight=False, soft_wrap=True)
     if len(problems) > 20:

@@ -127,7 +127,15 @@ class JobStore:
         if status is not None:
             query = query.where(jobs_table.c.status == status)
         with self.engine.connect() as conn:
-            return [_job_of(r) for r in conn.execute(query).mappings().all()]
+            rows = conn.execute(query).mappings().all()
+            thumbs: dict[str, list[int]] = {}
+            if rows:  # the listed jobs' kept thumbnails, in one query (the list links them as a job's page does)
+                kept = conn.execute(select(frames_table.c.job_id, frames_table.c.frame_index)
+                                    .where(frames_table.c.job_id.in_([r["id"] for r in rows]))
+                                    .order_by(frames_table.c.frame_index))
+                for job_id, index in kept:
+                    thumbs.setdefault(job_id, []).append(index)
+        return [_job_of(r, thumbs.get(r["id"])) for r in rows]
 
     def ids_with_status(self, *statuses: str) -> list[str]:
         """Job ids in these states, oldest first (to re-queue them in order after a restart)."""

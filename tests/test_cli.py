@@ -288,3 +288,37 @@ def test_crops_draws_where_the_model_looks_and_scores_as_score_does(x264_clip, t
     assert bad.exit_code == 1 and "has 30 frames, no frame 99" in bad.output and not (tmp_path / "x.png").exists()
     whole = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "y.png"), "-m", "niqe"])
     assert whole.exit_code == 1 and "not an ONNX crop model" in whole.output and not (tmp_path / "y.png").exists()
+
+
+def test_frames_without_a_score_are_null_in_json_and_never_the_worst_frame(tmp_path):
+    """NIQE has no score for a flat black frame (NaN): JSON says null (NaN is not JSON), and the table's worst
+    frame is a frame with a score."""
+    clip = clipgen.make_clip(tmp_path / "halfblack.mp4", size=(192, 144), fps=4, seconds=2.0,
+                             video_filter="drawbox=enable='lt(t,1)':x=0:y=0:w=iw:h=ih:color=black:t=fill")
+    done = invoke("score", str(clip), "-m", "niqe", "-s", "all", "--per-frame", "-o", "json")
+    assert done.exit_code == 0, done.output
+    [row] = json.loads(done.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    scores = row["frame_scores"]
+    assert scores[:4] == [None] * 4 and all(isinstance(v, float) for v in scores[4:])
+    table = invoke("score", str(clip), "-m", "niqe", "-s", "all")
+    worst = max(scores[4:])  # NIQE: lower is better
+    assert f"{scores.index(worst)} @ " in table.stdout and "nan" not in table.stdout.lower()
+
+
+def test_a_list_file_that_names_itself_is_one_error_and_the_rest_is_scored(clips, tmp_path):
+    loop = tmp_path / "loop.txt"
+    other = tmp_path / "other.txt"
+    loop.write_text(f"loop.txt\nother.txt\n{clips / 'shot.png'}\n")
+    other.write_text("loop.txt\n")
+    done = invoke("score", str(loop), "-m", "niqe", "-o", "jsonl")
+    assert done.exit_code == 1 and len(done.stdout.splitlines()) == 1
+    assert done.output.count("list file names itself") == 2
+
+
+def test_crops_to_a_folder_or_inside_a_file_is_one_line(x264_clip, tmp_path):
+    for out in (tmp_path, Path(x264_clip) / "x.png"):
+        done = runner.invoke(app, ["crops", str(x264_clip), "--out", str(out), "-m", "eraque-student"])
+        assert done.exit_code == 1 and str(out) in done.output and "Traceback" not in done.output, done.output
+    png = tmp_path / "c.png"
+    assert runner.invoke(app, ["crops", str(x264_clip), "--out", str(png), "-m", "eraque-student"]).exit_code == 0
+    assert png.stat().st_mode & 0o777 == 0o644

@@ -431,3 +431,25 @@ def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus
     folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None)
     assert failures == [] and [p.stat().st_mtime_ns for p in clips] == stamps
     assert len(read_manifest(folders["plus_sj"] / "manifests" / "corpus.csv")) == len(merged)
+
+
+def test_files_that_are_not_utf8_are_one_line_errors_naming_them(tmp_path):
+    from gameqa.train.config import load_config
+
+    text = "clip_id,path,game\nécran,a.mp4,jeu\n".encode("latin-1")
+    for name, read in (("m.csv", read_manifest), ("ladder.toml", load_ladder), ("c.toml", load_config)):
+        path = tmp_path / name
+        path.write_bytes(text)
+        with pytest.raises(ConfigError, match="is not UTF-8 text") as caught:
+            read(path)
+        assert str(caught.value).startswith(str(path))
+
+
+def test_corpus_build_elsewhere_writes_its_manifest_there_not_the_repositorys(tmp_path):
+    """`corpus build --root X` without --manifest writes X/manifests/corpus.csv: the repository's committed
+    manifest is written (and read as the previous one) only for the default corpus."""
+    from gameqa.data.cli import DEFAULT_MANIFEST, _manifest_for
+
+    assert _manifest_for(None, None) == DEFAULT_MANIFEST
+    assert _manifest_for(tmp_path, None) == tmp_path / "manifests" / "corpus.csv"
+    assert _manifest_for(tmp_path, tmp_path / "m.csv") == tmp_path / "m.csv"

@@ -277,3 +277,15 @@ def test_init_from_teacher_copies_the_shared_backbone(corpus, teacher, tmp_path)
     other = torch.nn.Sequential(torch.nn.Linear(3, 3))
     with pytest.raises(ConfigError, match="shares no layer"):
         copy_weights(other, source)
+
+
+def test_unlabelled_frames_leave_the_held_out_game_out_entirely(corpus):  # noqa: F811
+    """Leaving a game out, none of its clips (its soft and JPEG-blocked variants neither) may be an unlabelled
+    frame: they are not val or test rows of the split, so the content filter alone would let them in."""
+    from gameqa.train.distill import unlabelled_rows
+
+    manifest = corpus / "manifests" / "corpus.csv"
+    every = unlabelled_rows(manifest, [])
+    assert {r["game"] for r in every} == {"game_a", "game_b"}
+    held = unlabelled_rows(manifest, [], logo_game="game_b")
+    assert held and {r["game"] for r in held} == {"game_a"}

@@ -33,6 +33,16 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
     b = result["games"]["game_b"]
     expected = run_scores(held, manifest, "test", logo_game="game_b")  # every game_b clip, all its splits
     assert b["clips"] == 9 == len(expected.clip_ids)
+    # the predictions cached in the run folder are for this manifest's content, not only its path: a manifest
+    # rebuilt in place (here one game_b clip fewer) is scored again
+    text = manifest.read_text()
+    try:
+        lines = text.splitlines(keepends=True)
+        dropped = next(i for i, line in enumerate(lines) if i and "game_b" in line)
+        manifest.write_text("".join(lines[:dropped] + lines[dropped + 1:]))
+        assert len(run_scores(held, manifest, "test", logo_game="game_b").clip_ids) == 8
+    finally:
+        manifest.write_text(text)
     assert b["srocc"] == pytest.approx(expected.metrics["srocc"]) and b["passes"] == (b["srocc"] >= 0.5)
     low, high = b["runs"][0]["srocc_ci"]
     assert low <= b["srocc"] <= high

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from gameqa.console import Table, console, error_line, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
+from gameqa.sinks import json_safe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table measured in one run.")
@@ -289,8 +290,8 @@ def evaluate(
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps({"items": len(ev.keys), "unlabelled": ev.pred_only, "unpredicted": ev.labels_only,
-                                   "table": ev.table}, default=float))
+        doc = {"items": len(ev.keys), "unlabelled": ev.pred_only, "unpredicted": ev.labels_only, "table": ev.table}
+        out.print_json(json.dumps(json_safe(json.loads(json.dumps(doc, default=float))), allow_nan=False))
     else:
         print_table(ev.table, title=f"{len(ev.keys)} items ({Path(pred).name} vs {Path(labels).name})", console=out)
         if ev.pred_only or ev.labels_only:

@@ -6,6 +6,7 @@ and version that made it, so stored results can be trusted later.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
@@ -68,10 +69,8 @@ class ScoreResult(BaseModel):
         return row
 
     def worst_frames(self, k: int = 3) -> list[tuple[int, float, float]]:
-        """The k worst sampled frames as (index, timestamp, score), worst first."""
-        order = sorted(
-            range(len(self.frame_scores)),
-            key=lambda i: self.frame_scores[i],
-            reverse=self.lower_better,
-        )
+        """The k worst sampled frames as (index, timestamp, score), worst first; frames without a score (NaN: e.g.
+        NIQE on a flat black frame) are not candidates."""
+        scored = [i for i, v in enumerate(self.frame_scores) if math.isfinite(v)]
+        order = sorted(scored, key=lambda i: self.frame_scores[i], reverse=self.lower_better)
         return [(self.frame_indices[i], self.timestamps[i], self.frame_scores[i]) for i in order[:k]]

@@ -210,8 +210,9 @@ class InputError:
         return f"{self.path}: {self.problem}"
 
 
-def collect_inputs(items: Iterable[str]) -> tuple[list[str], list[InputError]]:
-    """Expand files, folders (recursively: video and image files), globs and list files (.txt/.lst, or @FILE)."""
+def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = ()) -> tuple[list[str], list[InputError]]:
+    """Expand files, folders (recursively: video and image files), globs and list files (.txt/.lst, or @FILE;
+    a list may name other lists, but not itself, directly or through them)."""
     files: list[str] = []
     errors: list[InputError] = []
     media_suffixes = VIDEO_SUFFIXES | IMAGE_SUFFIXES
@@ -219,14 +220,20 @@ def collect_inputs(items: Iterable[str]) -> tuple[list[str], list[InputError]]:
         is_list = item.startswith("@") or Path(item).suffix.lower() in LIST_SUFFIXES
         if is_list:
             list_path = Path(item.lstrip("@"))
+            if os.path.realpath(list_path) in _lists:
+                errors.append(InputError(str(list_path), "list file names itself (directly or through another list)"))
+                continue
             try:
                 lines = list_path.read_text().splitlines()
             except OSError as exc:
                 errors.append(InputError(str(list_path), f"cannot read list file ({exc.strerror})"))
                 continue
+            except UnicodeDecodeError:
+                errors.append(InputError(str(list_path), "list file is not UTF-8 text"))
+                continue
             sub = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
             sub = [s if os.path.isabs(s) else str(list_path.parent / s) for s in sub]
-            more, errs = collect_inputs(sub)
+            more, errs = collect_inputs(sub, (*_lists, os.path.realpath(list_path)))
             files.extend(more)
             errors.extend(errs)
         elif os.path.isdir(item):

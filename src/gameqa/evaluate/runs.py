@@ -214,15 +214,18 @@ def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: st
     ckpt = run / "best.pt"
     if not ckpt.is_file():
         raise ConfigError(run, "no best.pt in this run folder")
+    if not Path(manifest).is_file():
+        raise ConfigError(manifest, "no such manifest file")
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
            + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
-    stamp = {"checkpoint": file_digest(ckpt), "manifest": str(Path(manifest).resolve()), "split": tag}
+    stamp = {"checkpoint": file_digest(ckpt), "manifest": str(Path(manifest).resolve()),
+             "manifest_digest": file_digest(Path(manifest)), "split": tag}
     path = run / f"{kind}-{tag}.json"
     saved = None
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("checkpoint") != stamp["checkpoint"] or saved.get("manifest") != stamp["manifest"]:
-            saved = None
+        if any(saved.get(key) != stamp[key] for key in ("checkpoint", "manifest", "manifest_digest")):
+            saved = None  # another checkpoint, or a manifest rebuilt or edited since: scored again
     return _RunCache(run, ckpt, path, stamp, saved)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gameqa.errors import MediaError
+from gameqa.errors import GameQAError, MediaError
 
 
 @dataclass
@@ -78,12 +78,18 @@ def draw_crops(frame: np.ndarray, crops: list[CropScore], score_range: tuple[flo
 def save_png(image, out: str | os.PathLike) -> None:
     """Write a PIL image as PNG in one step (no half-written file on failure)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gameqa-", suffix=".png")
-    os.close(fd)
+    if out.is_dir():
+        raise GameQAError(out, "is a folder; give a .png file name")
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gameqa-", suffix=".png")
+        os.close(fd)
         image.save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a picture is for everyone to read
         os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise GameQAError(out, f"cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)

@@ -16,6 +16,7 @@ import typer
 
 from gameqa.console import Table, console, fail, log_line
 from gameqa.errors import GameQAError
+from gameqa.sinks import json_safe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export ERAQUE models.")
 out = console()
@@ -103,7 +104,8 @@ def eval_cmd(
         _fail(str(exc))
     if as_json:
         doc = {"clips": len(ev.clip_ids), "table": ev.table, "predictions": dict(zip(ev.clip_ids, ev.predictions))}
-        out.print_json(json.dumps({**doc, **(contents or {})}, default=float))
+        doc = json.loads(json.dumps({**doc, **(contents or {})}, default=float))
+        out.print_json(json.dumps(json_safe(doc), allow_nan=False))
         return
     print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
     if contents:

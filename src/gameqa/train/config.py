@@ -261,6 +261,8 @@ def _read_tree(path: Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(path, f"cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"the config is not UTF-8 text (byte {exc.start})") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

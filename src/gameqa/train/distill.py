@@ -82,15 +82,17 @@ def _tag(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def unlabelled_rows(manifest: Path, held_out: list[dict]) -> list[dict]:
+def unlabelled_rows(manifest: Path, held_out: list[dict], logo_game: str = "") -> list[dict]:
     """The rows of ``manifest`` (clip paths resolved, files checked) whose content and source are in none of
-    ``held_out`` (the val and test rows), so that no held-out scene reaches training even unlabelled."""
+    ``held_out`` (the val and test rows), and (leaving one game out) not of ``logo_game`` at all, its soft and
+    JPEG-blocked variants included, so that no held-out scene reaches training even unlabelled."""
     from gameqa.data.manifest import manifest_root, read_manifest
 
     contents = {r["content"] for r in held_out} - {""}  # a row without a content is checked by its source
     sources = {r["source_id"] for r in held_out}
     rows = [r for r in read_manifest(manifest, root=manifest_root(manifest), check_files=True)
-            if r["content"] not in contents and r["source_id"] not in sources]
+            if r["content"] not in contents and r["source_id"] not in sources
+            and not (logo_game and r["game"] == logo_game)]
     if not rows:
         raise ConfigError(manifest, "every clip is of a val or test content: no unlabelled clips left")
     return rows
@@ -149,7 +151,8 @@ class DistillTrainer(Trainer):
         self._adapter_run: nn.Module | None = None
         self.unlabelled, self.unlabelled_ids = [], []
         self.unlabelled_pool = (self.splits["train"] if extra is None else
-                                unlabelled_rows(extra, self.splits.get("val", []) + self.splits.get("test", [])))
+                                unlabelled_rows(extra, self.splits.get("val", []) + self.splits.get("test", []),
+                                                logo_game=cfg.data.logo_game))
         self.extra_log = {"distill_output": 0.0, "distill_feature": 0.0}
 
     # -- setup --------------------------------------------------------------------------------------------------

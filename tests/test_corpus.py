@@ -453,3 +453,35 @@ def test_corpus_build_elsewhere_writes_its_manifest_there_not_the_repositorys(tm
     assert _manifest_for(None, None) == DEFAULT_MANIFEST
     assert _manifest_for(tmp_path, None) == tmp_path / "manifests" / "corpus.csv"
     assert _manifest_for(tmp_path, tmp_path / "m.csv") == tmp_path / "m.csv"
+
+
+def test_a_manifest_with_one_clip_id_twice_is_refused(tmp_path):
+    import csv as csv_module
+
+    from gameqa.data.manifest import COLUMNS
+
+    row = {c: "1" for c in COLUMNS}
+    row.update(clip_id="c1", mos="3", split="test")
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv_module.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows([row, {**row, "mos": "4"}])
+    with pytest.raises(ConfigError, match="line 3: clip_id 'c1' is also on line 2"):
+        read_manifest(path)
+
+
+def test_the_same_source_file_twice_is_one_source(tiny_corpus, tmp_path):
+    import shutil
+
+    root, _, _, _ = tiny_corpus
+    sources = tmp_path / "sources"
+    shutil.copytree(root / "sources", sources)
+    first = next(p for p in sorted(sources.rglob("*")) if p.is_file())
+    (sources / "copied").mkdir()
+    shutil.copy(first, sources / "copied" / first.name)
+    warnings = []
+    found = find_sources(sources, 0.1, warnings.append)
+    assert len(found) == len(find_sources(root / "sources", 0.1, lambda m: None))
+    assert len({s.source_id for s in found}) == len(found)
+    assert any("the same file as" in w and "copied" in w for w in warnings)

@@ -101,18 +101,24 @@ def source_files(sources_dir: Path) -> list[Path]:
 def find_sources(sources_dir: Path, min_seconds: float, warn: Callable[[str], None]) -> list[Source]:
     """Every source video (see the layout above); sources too short or unreadable are reported and skipped."""
     found = []
+    seen: dict[str, Path] = {}  # source id (the file's digest) -> the first file with it
     for path in source_files(sources_dir):
         game, content = source_game_content(sources_dir, path)
+        digest = file_digest(path, 12)
+        if digest in seen:  # the same bytes twice would give two rows of one clip id, under two games maybe
+            warn(f"skipped source {path}: the same file as {seen[digest]}")
+            continue
         try:
             info = probe_video(path)
         except GameQAError as exc:
             warn(f"skipped source {exc}")
             continue
+        seen[digest] = path
         if info.duration + 1e-6 < min_seconds:
             warn(f"skipped source {path}: {info.duration:.2f} s is shorter than the ladder's {min_seconds:g} s")
             continue
         found.append(Source(
-            source_id=file_digest(path, 12), game=game, content=content,
+            source_id=digest, game=game, content=content,
             group=NATURAL_GROUP if game == NATURAL_GROUP else "game", path=path,
             width=info.display_width, height=info.display_height, fps=info.fps, duration=info.duration,
         ))

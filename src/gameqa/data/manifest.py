@@ -94,8 +94,13 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
     if missing:
         raise ConfigError(path, f"missing columns {sorted(missing)}")
     rows = []
+    first_line: dict[str, int] = {}
     for lineno, raw in enumerate(reader, start=2):
         row = dict(raw)
+        if row["clip_id"] in first_line:  # evaluations key by clip id: a second row would silently replace the first
+            raise ConfigError(path, f"line {lineno}: clip_id {row['clip_id']!r} is also on line "
+                                    f"{first_line[row['clip_id']]}")
+        first_line[row["clip_id"]] = lineno
         for key, conv in NUMERIC.items():
             try:
                 row[key] = conv(float(row[key])) if conv is int else conv(row[key])

@@ -178,3 +178,10 @@ def test_prefetch_stops_its_producer_when_the_consumer_stops_early():
     ahead.close()
     assert not [t for t in threading.enumerate() if t.name == "gameqa-decode"]
     assert len(made) <= 3 + 2 + 1  # taken, queued, and the one in hand
+
+
+def test_an_array_at_a_frame_rate_that_is_no_number_is_refused():
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    for fps in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(GameQAError, match="fps must be a positive finite number"):
+            load("niqe").score(frames, fps=fps)

@@ -322,3 +322,14 @@ def test_crops_to_a_folder_or_inside_a_file_is_one_line(x264_clip, tmp_path):
     png = tmp_path / "c.png"
     assert runner.invoke(app, ["crops", str(x264_clip), "--out", str(png), "-m", "eraque-student"]).exit_code == 0
     assert png.stat().st_mode & 0o777 == 0o644
+
+
+def test_out_takes_its_format_from_its_name_and_options_out_of_range_are_refused(clips, tmp_path):
+    shot = str(clips / "shot.png")
+    for name, check in (("r.csv", lambda t: t.startswith("path,")), ("r.jsonl", lambda t: json.loads(t)["path"]),
+                        ("r.json", lambda t: json.loads(t)[0]["path"])):
+        done = invoke("score", shot, "-m", "niqe", "--out", str(tmp_path / name))
+        assert done.exit_code == 0 and check((tmp_path / name).read_text()), name
+    for args in (["score", shot, "--batch-size", "0"], ["eval", shot, shot, "--bootstrap", "-5"]):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2 and "Invalid value" in done.output, args

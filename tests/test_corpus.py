@@ -167,6 +167,10 @@ def test_ladder_config_errors(tmp_path):
     cfg.write_text("seconds = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_ladder(cfg)
+    for value in ("0.5", "0", "true"):  # 0.5 used to become 0 codecs: a build of no clips that exited 0
+        cfg.write_text(LADDER.replace("codecs_per_source = 2", f"codecs_per_source = {value}"))
+        with pytest.raises(ConfigError, match="codecs_per_source must be a whole number >= 1"):
+            load_ladder(cfg)
 
 
 def test_capture_segments_share_their_session_content(tmp_path):

@@ -127,10 +127,21 @@ def test_int8_folders_register_score_and_their_reported_diffs_hold(exported, tin
 
 
 def test_bad_inputs_fail_in_one_line_and_leave_no_folder(tiny_run, tmp_path):
+    import torch
+
+    from gameqa.train.trainer import CHECKPOINT_FORMAT
+
     not_ckpt = tmp_path / "notes.pt"
     not_ckpt.write_text("not a checkpoint\n")
+    tag_only = tmp_path / "tag-only.pt"
+    torch.save({"format": CHECKPOINT_FORMAT}, tag_only)
+    misfit = tmp_path / "misfit.pt"
+    ckpt = torch.load(tiny_run["ckpt"], map_location="cpu", weights_only=False)
+    torch.save({**ckpt, "model": {"head.weight": torch.zeros(1)}}, misfit)
     cases = [
         ([str(not_ckpt)], "cannot read checkpoint"),
+        ([str(tag_only)], "not a complete ERAQUE checkpoint"),
+        ([str(misfit)], "its weights do not fit its config's network"),
         ([str(tiny_run["ckpt"]), "--int8", "static"], "give --calibration MANIFEST"),
         ([str(tiny_run["ckpt"]), "--int8", "static", "--calibration", str(tmp_path / "nope.csv")],
          "calibration manifest not found"),
@@ -143,7 +154,7 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_folder(tiny_run, tmp_path):
         text = done.output.strip()
         assert message in text and len(text.splitlines()) == 1 and "Traceback" not in text, text
         assert not out.exists()
-        assert [p.name for p in tmp_path.iterdir()] == ["notes.pt"]  # no temporary folder left either
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["misfit.pt", "notes.pt", "tag-only.pt"]  # no temporary folder left either
 
     # A manifest whose clips are missing: the error comes before anything is written.
     bad = tmp_path / "bad"

@@ -51,7 +51,11 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a run that trained on the game cannot stand for it held out; unknown games and bad specs are named
-    for spec, message in ((f"game_b={everything}", "trained with data.logo_game = '', so it saw game_b"),
+    odd = tmp_path / "odd-run"  # a folder whose config.json is not a run's: one line, no traceback
+    odd.mkdir()
+    (odd / "config.json").write_text("[]")
+    for spec, message in ((f"game_b={odd}", "cannot tell which game this run held out"),
+                          (f"game_b={everything}", "trained with data.logo_game = '', so it saw game_b"),
                           (f"game_a={held}", "trained with data.logo_game = 'game_b', so it saw game_a"),
                           (f"game_z={held}", "no game 'game_z' here"),
                           (f"game_b={tmp_path}/nothing*", "matches no run folder")):

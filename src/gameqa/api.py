@@ -11,6 +11,7 @@ the same model in the same batches and pooled the same way.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Callable, Optional, Union
@@ -83,8 +84,8 @@ class QualityScorer:
             refs, _ = _frames_of(ref, "<ref array>")
             if refs.shape != frames.shape:
                 raise MediaError(ARRAY_NAME, f"shape {frames.shape} differs from the reference's {refs.shape}")
-        if fps <= 0:
-            raise GameQAError(ARRAY_NAME, f"fps must be positive, not {fps}")
+        if not fps > 0 or not math.isfinite(fps):
+            raise GameQAError(ARRAY_NAME, f"fps must be a positive finite number, not {fps}")
         scores: list[float] = []
         timing = Timing()
         step = self._scorer.batch_size

@@ -141,8 +141,9 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
     if out_file and not results:  # keep whatever the file held: an empty result would wipe it
         err.print(f"nothing scored: {out_file} not written", highlight=False, soft_wrap=True)
     elif output == "table":
-        if out_file:
-            write_atomic(render(results, "json", per_frame), out_file)
+        if out_file:  # the file's format from its name (.csv, .jsonl), else JSON
+            fmt = {".csv": "csv", ".jsonl": "jsonl"}.get(Path(out_file).suffix.lower(), "json")
+            write_atomic(render(results, fmt, per_frame), out_file)
     else:
         write_atomic(render(results, output, per_frame), out_file)
     exit_on_failures(failures, len(files) + len(input_errors))
@@ -157,7 +158,7 @@ def score(
     output: str = typer.Option("table", "--output", "-o", help="table, json, jsonl or csv."),
     per_frame: bool = typer.Option(False, "--per-frame", help="Include per-frame scores, indices, timestamps."),
     out_file: Optional[str] = typer.Option(None, "--out", help="Write results to this file (all or nothing)."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="Frames per model batch."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help="Frames per model batch."),
     threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray: score as Ray tasks (needs --out)."),
@@ -250,7 +251,7 @@ def evaluate(
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling for --model (default: the model's)."),
     pred_col: Optional[str] = typer.Option(None, "--pred-col", help="Prediction column (default: overall/score)."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Label column (default: mos/label)."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
     crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
                                         "input.crops_per_frame)."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "

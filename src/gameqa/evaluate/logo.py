@@ -25,8 +25,9 @@ def held_out_game(run: str | os.PathLike) -> str:
     """The game a run left out of training, from its ``config.json`` ('' if it trained on every game)."""
     path = Path(run) / "config.json"
     try:
-        return str(json.loads(path.read_text()).get("data", {}).get("logo_game", "") or "")
-    except (OSError, ValueError) as exc:
+        data = json.loads(path.read_text()).get("data") or {}
+        return str(data.get("logo_game", "") or "")
+    except (OSError, ValueError, AttributeError) as exc:
         raise ConfigError(path, f"cannot tell which game this run held out ({exc})") from None
 
 

@@ -155,7 +155,12 @@ def card_from_model_dir(folder: str | Path) -> ModelCard:
     weights = folder / spec["weights"]
     if not weights.is_file():
         raise ModelError(weights, "weight file not found")
-    lo, hi = (float(v) for v in spec["score_range"])
+    try:
+        lo, hi = (float(v) for v in spec["score_range"])
+    except (TypeError, ValueError):
+        raise ConfigError(spec_path, f"score_range must be [low, high] numbers, not {spec['score_range']!r}") from None
+    if not lo < hi:
+        raise ConfigError(spec_path, f"score_range [{lo:g}, {hi:g}]: low must be below high")
     from gameqa.models.onnx_engine import OnnxFrameModel
 
     return ModelCard(

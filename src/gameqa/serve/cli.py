@@ -95,7 +95,7 @@ def batch_command(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (local, default 1) or CPUs (local Ray)."),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size"),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1),
     pooling: Optional[str] = typer.Option(None, "--pooling"),
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Keep per-frame scores in the rows."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Score again files that failed before."),

@@ -77,7 +77,7 @@ def eval_cmd(
     root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy (default: the model's, else uniform:8)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling (default: the model's)."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
     crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
                                         "input.crops_per_frame); a model folder uses its own."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "

@@ -263,6 +263,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ConfigError(path, f"cannot read checkpoint ({text})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(path, "not an ERAQUE checkpoint")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise ConfigError(path, "not a complete ERAQUE checkpoint (its config or weights are missing)")
     return ckpt
 
 
@@ -297,11 +299,15 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
 
 
 def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
-    """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode."""
+    """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode; weights of
+    another network are a ConfigError."""
     cfg = build_config(ckpt["config"])
     model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, head_hidden=cfg.model.head_hidden,
                       dropout=cfg.model.dropout, context_rows=cfg.model.context_rows)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ConfigError(None, f"its weights do not fit its config's network ({str(exc).splitlines()[0]})") from None
     return channels_last(model).eval(), cfg
 
 

@@ -236,6 +236,15 @@ def test_merge_links_two_corpora_into_one_manifest(tiny_corpus, tmp_path):
                                       str(tmp_path / "m2")])
     assert result.exit_code == 1 and "no manifest here" in result.output and "nothing" in result.output
     assert not (tmp_path / "m2").exists()
+    # a source file gone from an input: named, and no merged folder with a dangling link
+    source = other / "sources" / "gamma" / "s1.mkv"
+    source.rename(source.with_suffix(".bak"))
+    try:
+        with pytest.raises(ConfigError, match=r"source file .*s1\.mkv of clip .* is missing"):
+            merge_corpora([root, other], tmp_path / "m3")
+        assert not (tmp_path / "m3").exists()
+    finally:
+        source.with_suffix(".bak").rename(source)
 
 
 def test_a_source_keeps_its_codecs_when_sources_are_added(tiny_corpus, tmp_path):
@@ -489,3 +498,17 @@ def test_the_same_source_file_twice_is_one_source(tiny_corpus, tmp_path):
     assert len(found) == len(find_sources(root / "sources", 0.1, lambda m: None))
     assert len({s.source_id for s in found}) == len(found)
     assert any("the same file as" in w and "copied" in w for w in warnings)
+
+
+def test_clips_without_a_content_stand_for_their_own_source_when_softened(tmp_path):
+    """A manifest row may leave content empty (each source its own content): softening must not fold every such
+    source into one content named '' (whose soft file then had no game)."""
+    from gameqa.data.corpus import source_game_content
+    from gameqa.data.soften import _picked_sources
+
+    rows = [{"split": "train", "group": "game", "game": g, "content": "", "source_id": s, "source_path": f"sources/{g}/{s}.mkv"}
+            for g, s in (("ga", "s1"), ("ga", "s2"), ("gb", "s3"))]
+    picked = _picked_sources(rows, (), 1)
+    assert [c for c, _ in picked] == ["ga--s1", "ga--s2", "gb--s3"]
+    root = tmp_path / "sources"
+    assert source_game_content(root, root / f"{picked[2][0]}-softblur--00.mkv")[0] == "gb"

@@ -42,6 +42,8 @@ def merge_corpora(roots: Sequence[str | os.PathLike], out: str | os.PathLike) ->
             if row["clip_id"] in owner:
                 raise ConfigError(manifest, f"clip {row['clip_id']} is also in {owner[row['clip_id']]}")
             owner[row["clip_id"]] = manifest
+            if not os.path.isfile(row["abs_source_path"]):  # a merged corpus would link a missing source
+                raise ConfigError(manifest, f"source file {row['abs_source_path']} of clip {row['clip_id']} is missing")
             for column in ("path", "source_path"):
                 name, target = _entry(root, row[column], manifest, column)
                 if links.setdefault(name, target) != target:

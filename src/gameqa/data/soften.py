@@ -81,7 +81,8 @@ def _picked_sources(rows: list[dict], exclude_games: Sequence[str], per_content:
     by_content: dict[str, dict[str, dict]] = {}
     for r in rows:
         if r["split"] == "train" and r["group"] == "game" and r["game"] not in exclude_games:
-            by_content.setdefault(r["content"], {}).setdefault(r["source_path"], r)
+            content = r["content"] or f"{r['game']}--{r['source_id']}"  # no content: its own source, in its game
+            by_content.setdefault(content, {}).setdefault(r["source_path"], r)
     return [(c, [srcs[p] for p in sorted(srcs)[:per_content]]) for c, srcs in sorted(by_content.items())]
 
 

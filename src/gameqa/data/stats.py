@@ -90,7 +90,7 @@ def source_block_edges(rows: list[dict], frames: int = 5, every: int = 30,
 
     firsts: dict[str, dict] = {}
     for r in sorted(rows, key=lambda r: r["source_path"]):
-        firsts.setdefault(r["content"], r)
+        firsts.setdefault(r["content"] or f"{r['game']}--{r['source_id']}", r)  # no content: its own source
     out = []
     for content, r in sorted(firsts.items(), key=lambda kv: (kv[1]["game"], kv[0])):
         try:

@@ -333,3 +333,22 @@ def test_out_takes_its_format_from_its_name_and_options_out_of_range_are_refused
     for args in (["score", shot, "--batch-size", "0"], ["eval", shot, shot, "--bootstrap", "-5"]):
         done = runner.invoke(app, args)
         assert done.exit_code == 2 and "Invalid value" in done.output, args
+
+
+def test_a_reference_at_another_frame_rate_is_refused(clips, tmp_path):
+    fast = clipgen.make_clip(tmp_path / "ref20.mkv", codec="libx264", size=(192, 144), fps=20, seconds=1.0,
+                             source="mandelbrot", extra=["-crf", "0"])
+    done = invoke("score", str(clips / "dist.mp4"), "-m", "psnr", "--ref", str(fast))
+    assert done.exit_code == 1 and "reference is 20 fps" in done.output and "is 10 fps" in done.output
+
+
+def test_the_same_picture_in_another_memory_layout_scores_the_same():
+    from gameqa.api import load
+    from gameqa.models.classical.luma import luma
+
+    picture = np.random.default_rng(3).integers(0, 256, (144, 192, 3)).astype(np.uint8)
+    for limited in (True, False):  # BT.601 sums land on .5 exactly: another summation order rounded them otherwise
+        np.testing.assert_array_equal(luma(picture, limited=limited), luma(np.asfortranarray(picture), limited=limited))
+    for model in ("niqe", "brisque"):
+        scorer = load(model)
+        assert scorer.score(picture).overall == scorer.score(np.asfortranarray(picture)).overall, model

@@ -512,3 +512,18 @@ def test_clips_without_a_content_stand_for_their_own_source_when_softened(tmp_pa
     assert [c for c, _ in picked] == ["ga--s1", "ga--s2", "gb--s3"]
     root = tmp_path / "sources"
     assert source_game_content(root, root / f"{picked[2][0]}-softblur--00.mkv")[0] == "gb"
+
+
+def test_stats_plot_must_be_png_and_merge_out_must_not_be_a_file(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    root, _, _, _ = tiny_corpus
+    done = CliRunner().invoke(app, ["corpus", "stats", str(root / "manifests" / "corpus.csv"), "--plot",
+                                    str(tmp_path / "p.txt")])
+    assert done.exit_code == 1 and "the plot is a PNG file" in done.output and not (tmp_path / "p.txt").exists()
+    target = tmp_path / "file"
+    target.write_text("")
+    done = CliRunner().invoke(app, ["corpus", "merge", str(root), str(root), "--out", str(target)])
+    assert done.exit_code == 1 and "is a file" in done.output and "Traceback" not in done.output

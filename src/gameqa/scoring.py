@@ -107,6 +107,7 @@ class Scorer:
         batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size), timing))
         ref_batches = None
         if self.card.full_reference:
+            _check_same_rate(path, ref)
             ref_batches = ahead(_timed(iter_batches(ref, self.policy, self.batch_size), timing))
         for batch in batches:
             frames = [f.rgb for f in batch]
@@ -208,6 +209,17 @@ class InputError:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
+
+
+def _check_same_rate(path: str, ref) -> None:
+    """Full-reference frames are compared one to one (frame i with reference frame i): a reference at another
+    frame rate would compare different moments, so it is refused."""
+    from gameqa.media import probe_video
+
+    ours, theirs = probe_video(path).fps, probe_video(ref).fps
+    if ours > 0 and theirs > 0 and abs(ours - theirs) > 0.01 * max(ours, theirs):
+        raise MediaError(ref, f"reference is {theirs:g} fps, {path} is {ours:g} fps: frames are compared one to one, "
+                              "give a reference at the same frame rate")
 
 
 def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = ()) -> tuple[list[str], list[InputError]]:

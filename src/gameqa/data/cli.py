@@ -140,14 +140,17 @@ def stats(
     """Counts per game, codec, height and split; label range and histogram; ladder monotonicity."""
     from gameqa.data.manifest import read_manifest
     from gameqa.data.stats import corpus_stats, plot_stats
+    from gameqa.sinks import json_safe
 
+    if plot is not None and plot.suffix.lower() != ".png":
+        _fail(f"{plot}: the plot is a PNG file (name it .png)")
     try:
         rows = read_manifest(manifest)
     except GameQAError as exc:
         _fail(str(exc))
     s = corpus_stats(rows)
     if as_json:
-        out.print_json(json.dumps(s))
+        out.print_json(json.dumps(json_safe(s), allow_nan=False))
     else:
         table = Table("what", "value", title=f"corpus {manifest}")
         for key, value in s.items():

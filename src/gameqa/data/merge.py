@@ -33,6 +33,8 @@ def merge_corpora(roots: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     out = Path(out)
     if len(roots) < 2:
         raise ConfigError(None, "name at least two corpus folders to merge")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "is a file; --out names the merged folder")
     rows, owner, links = [], {}, {}
     for root in map(Path, roots):
         manifest = corpus_manifest(root)

@@ -33,7 +33,8 @@ def luma(frame, *, limited: bool = True) -> np.ndarray:
     if arr.ndim == 2:
         return arr.astype(np.float64)
     weights = _LIMITED if limited else _FULL
-    y = arr.astype(np.float64) @ weights
+    y = arr.astype(np.float64, order="C") @ weights  # one memory layout, one summation order: the same luma for
+    # the same picture (BT.601 sums often land on .5 exactly, where another order would round the other way)
     if limited:
         y += 16.0
     return np.clip(np.floor(y + 0.5), 0.0, 255.0)

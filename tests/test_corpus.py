@@ -377,8 +377,9 @@ def test_soften_jpeg_kind_puts_8x8_block_edges_into_the_source(tiny_corpus, tmp_
     assert softened > 1.1 * original, (softened, original)
     # the corpus command measures each content's first source: the JPEG-softened one stands out
     soft_manifest = write_manifest(
-        [dict(rows[0], content="c--plain", source_path="sources/beta/s1.mkv", game="beta"),
-         dict(rows[0], content="c--jpeg", source_path="sources/alpha--beta-softjpeg--00.mkv", game="beta")],
+        [dict(rows[0], clip_id="plain", content="c--plain", source_path="sources/beta/s1.mkv", game="beta"),
+         dict(rows[0], clip_id="jpeg", content="c--jpeg", source_path="sources/alpha--beta-softjpeg--00.mkv",
+              game="beta")],
         tmp_path / "manifests" / "corpus.csv")
     for name in ("beta", "alpha--beta-softjpeg--00.mkv"):
         (tmp_path / "sources").mkdir(exist_ok=True)

@@ -528,3 +528,10 @@ def test_stats_plot_must_be_png_and_merge_out_must_not_be_a_file(tiny_corpus, tm
     target.write_text("")
     done = CliRunner().invoke(app, ["corpus", "merge", str(root), str(root), "--out", str(target)])
     assert done.exit_code == 1 and "is a file" in done.output and "Traceback" not in done.output
+
+
+def test_leaving_out_a_game_the_manifest_lacks_names_the_manifest_and_its_games(tiny_corpus):
+    root, rows, _, _ = tiny_corpus
+    manifest = root / "manifests" / "corpus.csv"
+    with pytest.raises(ConfigError, match=r"corpus\.csv: no clips of game 'zelda' in the manifest \(its games: alpha, beta\)"):
+        logo_split(rows, "zelda", manifest)

@@ -288,6 +288,11 @@ def test_bad_inputs_fail_before_training(corpus, tmp_path):
     with pytest.raises(ConfigError, match=r"type.yaml: .*context_rows must be a multiple of the backbone's stride "
                                           r"\(32 for efficientnet-lite0\) \(got 48\)"):
         load_config(tmp_path / "type.yaml", ["train.batch_size=8", "model.context_rows=48"])
+    for override, words in (("export.pooling=worst:x", "type.yaml: export.pooling: bad pooling 'worst:x'"),
+                            ("data.sample=bogus", "type.yaml: data.sample: bad sample policy 'bogus'")):
+        with pytest.raises(ConfigError) as caught:  # the file and the key, not only the value's problem
+            load_config(tmp_path / "type.yaml", ["train.batch_size=8", override])
+        assert str(caught.value).startswith(f"{tmp_path / words}"), str(caught.value)
 
     manifest = (corpus / "manifests" / "corpus.csv").read_text()
     bad = tmp_path / "bad"

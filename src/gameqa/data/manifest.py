@@ -46,12 +46,13 @@ def assign_splits(contents_by_game: dict[str, list[str]], val: float = 0.15, tes
     return out
 
 
-def logo_split(rows: list[dict], game: str) -> dict[str, list[dict]]:
+def logo_split(rows: list[dict], game: str, source: str | Path | None = None) -> dict[str, list[dict]]:
     """Leave-one-game-out: ``game``'s clips are test; the others keep their train/val assignment (test -> train).
 
     Clips made from the held-out game's own sources (group ``soft``: ``gameqa corpus soften``) are in no split."""
     if not any(r["game"] == game for r in rows):
-        raise ConfigError(None, f"no clips of game {game!r} in the manifest")
+        games = ", ".join(sorted({r["game"] for r in rows}))
+        raise ConfigError(source, f"no clips of game {game!r} in the manifest (its games: {games})")
     out = {"train": [], "val": [], "test": []}
     for r in rows:
         if r["game"] == game and r["group"] == SOFT_GROUP:

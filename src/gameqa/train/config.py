@@ -51,7 +51,10 @@ class DataConfig(_Section):
     def _policy(cls, value: str) -> str:
         from gameqa.media import SamplePolicy
 
-        return str(SamplePolicy.parse(value))
+        try:
+            return str(SamplePolicy.parse(value))
+        except ConfigError as exc:  # a ValueError, so the config error names the file and the key
+            raise ValueError(exc.problem) from None
 
 
 class ModelConfig(_Section):
@@ -155,7 +158,10 @@ class ExportConfig(_Section):
 
         from gameqa.models.pooling import pool_scores
 
-        pool_scores(np.ones(1), value)
+        try:
+            pool_scores(np.ones(1), value)
+        except ConfigError as exc:  # a ValueError, so the config error names the file and the key
+            raise ValueError(exc.problem) from None
         return value
 
 
@@ -192,7 +198,10 @@ class DistillConfig(_Section):
     def _policy(cls, value: str) -> str:
         from gameqa.media import SamplePolicy
 
-        return str(SamplePolicy.parse(value))
+        try:
+            return str(SamplePolicy.parse(value))
+        except ConfigError as exc:  # a ValueError, so the config error names the file and the key
+            raise ValueError(exc.problem) from None
 
     def teacher_path(self) -> Optional[Path]:
         """The teacher file; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
@@ -344,7 +353,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     value = error.get("input")
-    return f"{where}: {error['msg']} (got {json.dumps(value, default=str)})"
+    message = error["msg"].removeprefix("Value error, ")  # our validators' own words
+    return f"{where}: {message} (got {json.dumps(value, default=str)})"
 
 
 def build_config(tree: dict, source: str | Path | None = None) -> EraqueConfig:

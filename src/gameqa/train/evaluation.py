@@ -63,7 +63,7 @@ def _check_split(split: str, crop_mode: Optional[str]) -> None:
 def _split_of(manifest: Path, split: str, logo_game: Optional[str], root: Optional[str] = None) -> list[dict]:
     """The rows of ``split`` (every clip file checked), of the leave-one-game-out split when ``logo_game``."""
     rows = read_manifest(manifest, root=manifest_root(manifest, root), check_files=True)
-    return (logo_split(rows, logo_game) if logo_game else split_rows(rows)).get(split, [])
+    return (logo_split(rows, logo_game, manifest) if logo_game else split_rows(rows)).get(split, [])
 
 
 def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", *, logo_game: Optional[str] = None,

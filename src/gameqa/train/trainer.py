@@ -119,7 +119,7 @@ def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
         for line, row in enumerate(rows, start=2):
             if not os.path.isfile(row["abs_source_path"]):
                 raise ConfigError(manifest, f"line {line}: reference file {row['abs_source_path']} is missing")
-    splits = logo_split(rows, cfg.data.logo_game) if cfg.data.logo_game else split_rows(rows)
+    splits = logo_split(rows, cfg.data.logo_game, manifest) if cfg.data.logo_game else split_rows(rows)
     splits = {name: list(splits.get(name, [])) for name in ("train", "val", "test")}
     if cfg.data.limit_clips:
         splits = {name: part[: cfg.data.limit_clips] for name, part in splits.items()}

@@ -93,6 +93,11 @@ def test_parquet_output_and_its_journal(clip_dir, tmp_path):
     assert (report.skipped, report.scored, report.failed) == (3, 3, 1)
     rows = read_rows(str(out))
     assert len(rows) == 7 and not journal.exists()
+    stamp = out.stat().st_mtime_ns  # a rerun with nothing new leaves the Parquet file as it is
+    assert batch_score([str(clip_dir)], out=str(out)).skipped == 7 and out.stat().st_mtime_ns == stamp
+    assert not journal.exists()
+    batch_score([str(tmp_path / "nothing")], out=str(tmp_path / "none.parquet"))
+    assert not (tmp_path / "none.parquet").exists()
     local = by_path(read_rows(str(side)))
     assert by_path(rows)[str(clip_dir / "clip_00002.mp4")]["overall"] == local[str(clip_dir / "clip_00002.mp4")]["overall"]
     assert all(isinstance(r["frame_scores"], list) for r in rows if r["error"] is None)
@@ -115,6 +120,7 @@ def test_manifest_and_bad_arguments(clip_dir, tmp_path):
         batch_score([str(clip_dir)], out=str(tmp_path / "x.jsonl"), engine="spark")
     report = batch_score([str(tmp_path / "missing")], out=str(tmp_path / "y.jsonl"))
     assert report.total == 0 and "no such file" in report.input_errors[0]
+    assert not (tmp_path / "y.jsonl").exists()  # nothing to score: no empty output file either
 
 
 def test_onnx_model_in_a_process_pool(clip_dir, tmp_path):

@@ -198,13 +198,17 @@ class _JsonlSink:
     def __init__(self, path: str):
         self.path = path
         self.rows = _read_jsonl_truncating(path)
-        self._fh = open(path, "a")
+        self._fh = None  # opened at the first row: a run with nothing to score makes no file
 
     def write(self, row: dict) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a")
         self._fh.write(json.dumps(row) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
+        if self._fh is None:
+            return
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -225,9 +229,11 @@ class _ParquetSink:
 
     def close(self) -> None:
         self._journal.close()
-        rows = self._earlier + _read_jsonl_truncating(self._journal.path)
-        _write_parquet(rows, self.path)
-        os.unlink(self._journal.path)
+        journal = _read_jsonl_truncating(self._journal.path)
+        if journal:  # else the Parquet file stays as it was (or is not made)
+            _write_parquet(self._earlier + journal, self.path)
+        if os.path.exists(self._journal.path):
+            os.unlink(self._journal.path)
 
 
 _ROW_START = b'{"path": '  # how every row this module writes begins (json.dumps of a dict with path first)

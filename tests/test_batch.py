@@ -312,6 +312,16 @@ def test_a_rerun_reports_the_files_that_failed_before(clip_dir, tmp_path):
     again = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])
     assert again.exit_code == 1 and "0 scored, 0 failed, 7 already in" in again.output
     assert "1 of the files already in" in again.output and "broken.mp4" in again.output
+    # once a retry scores it, the file's earlier failure is history: a rerun is clean
+    (clip_dir / "broken.mp4").rename(clip_dir / "broken.bak")
+    try:
+        (clip_dir / "broken.mp4").write_bytes((clip_dir / "clip_00000.mp4").read_bytes())
+        retried = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out), "--retry-failed"])
+        assert retried.exit_code == 0 and "1 scored, 0 failed, 6 already in" in retried.output, retried.output
+        clean = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])
+        assert clean.exit_code == 0 and "failed in an earlier run" not in clean.output, clean.output
+    finally:
+        (clip_dir / "broken.bak").replace(clip_dir / "broken.mp4")
 
 
 @pytest.fixture(scope="module")

@@ -377,9 +377,9 @@ def batch_score(
     try:
         finished = {r["path"] for r in sink.rows if _same_job(r, probe, sample, per_frame)
                     and not (retry_failed and r.get("error"))}
-        wanted = set(files)
-        report.earlier_failures = [r["error"] for r in sink.rows if r.get("error") and r["path"] in wanted
-                                   and _same_job(r, probe, sample, per_frame) and not retry_failed]
+        latest = {r["path"]: r for r in sink.rows if _same_job(r, probe, sample, per_frame)}  # a retry's row is later
+        report.earlier_failures = [] if retry_failed else [
+            latest[f]["error"] for f in files if f in latest and latest[f].get("error")]
         todo = [f for f in files if f not in finished]
         report.total, report.skipped = len(files), len(files) - len(todo)
         chunks = [todo[i:i + max(1, chunk_size)] for i in range(0, len(todo), max(1, chunk_size))]

@@ -352,3 +352,9 @@ def test_the_same_picture_in_another_memory_layout_scores_the_same():
     for model in ("niqe", "brisque"):
         scorer = load(model)
         assert scorer.score(picture).overall == scorer.score(np.asfortranarray(picture)).overall, model
+
+
+def test_demo_with_a_full_reference_model_says_it_needs_a_reference():
+    done = runner.invoke(app, ["demo", "-m", "psnr"])
+    assert done.exit_code == 2 and "'psnr' is full-reference: the demo clip has no reference" in done.output
+    assert "scoring the bundled clip" not in done.output

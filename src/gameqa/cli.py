@@ -181,6 +181,14 @@ def demo(
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame"),
 ) -> None:
     """Score the bundled gameplay clip with the bundled default model."""
+    from gameqa.models.registry import get_card
+
+    try:
+        if get_card(model).full_reference:
+            _fail(f"model {model!r} is full-reference: the demo clip has no reference; use gameqa score CLIP "
+                  f"--ref REFERENCE -m {model}, or a no-reference model here", 2)
+    except GameQAError as exc:
+        _fail(str(exc), 2)
     clip = bundled_clip()
     err.print(f"scoring the bundled clip {clip}", highlight=False)
     _score_paths([str(clip)], model, "fps:2", None, "table", per_frame, None, 8, 1, None)

@@ -85,6 +85,15 @@ def init_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _deterministic_cuda() -> None:
+    """Seeded runs on a GPU repeat exactly, as on the CPU: deterministic cuDNN and cuBLAS kernels (an op with no
+    deterministic kernel warns and runs as it is)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _barrier(d: Dist) -> None:
     if d.active:
         torch.distributed.barrier()
@@ -569,6 +578,7 @@ class Trainer:
 
     def _checkpoint(self, model, optimizer, step, epoch, batch, best, name="last.pt") -> None:
         rng_states = _gather(self.dist, torch.get_rng_state())
+        cuda_rng = _gather(self.dist, torch.cuda.get_rng_state()) if self.device == "cuda" else None
         if not self.dist.main:
             return
         weights = {"model": _unwrap(model).state_dict()}
@@ -578,7 +588,8 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "config": self.cfg.model_dump(mode="json"),
             **weights, "optimizer": optimizer.state_dict(),
             "step": step, "epoch": epoch, "batch": batch, "best": best, "world": self.dist.world,
-            "rng": rng_states, "display_height": self.display_height(), **self.extra_state(),
+            "rng": rng_states, **({"cuda_rng": cuda_rng} if cuda_rng is not None else {}),
+            "display_height": self.display_height(), **self.extra_state(),
         }, self.run_dir / name)
 
     def display_height(self) -> int:
@@ -591,8 +602,10 @@ class Trainer:
         cfg = self.cfg
         t_start = time.monotonic()
         self.dist = d = init_distributed(self.device)
-        if self.device == "cuda" and d.active:
-            torch.cuda.set_device(d.local_rank)
+        if self.device == "cuda":
+            if d.active:
+                torch.cuda.set_device(d.local_rank)
+            _deterministic_cuda()
         self._threads()
         if d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -619,6 +632,8 @@ class Trainer:
             self.load_extra_state(ckpt)
             if ckpt.get("world") == d.world:
                 torch.set_rng_state(ckpt["rng"][d.rank])
+                if self.device == "cuda" and "cuda_rng" in ckpt:  # dropout on a GPU draws from its own generator
+                    torch.cuda.set_rng_state(ckpt["cuda_rng"][d.rank])
             else:
                 self.log(f"resuming with {d.world} processes instead of {ckpt.get('world')}: not bit-identical")
                 torch.manual_seed(cfg.seed + 1000 * step + d.rank)

@@ -343,6 +343,28 @@ def test_truncated_webm_is_caught_by_its_duration(media_dir, clip_factory):
     assert_one_line_error(err, broken, "ends early", "truncated")
 
 
+@pytest.mark.parametrize("suffix, codec", [("webm", "libvpx-vp9"), ("mkv", "libx264")])
+def test_uniform_sampling_of_a_truncated_matroska_file_fails(media_dir, clip_factory, suffix, codec):
+    """uniform:K stops decoding at its last pick, and the frame count of WebM/Matroska comes from counting the
+    packets that are there: the packets' timestamps must still reach the header's duration."""
+    clip = clip_factory(f"{codec}_4s.{suffix}", codec=codec, size=(96, 64), fps=15, seconds=4.0)
+    assert len(read_frames(clip, "uniform:8")) == 8
+    broken = clipgen.truncate_file(clip, media_dir / f"truncated_uniform.{suffix}", keep=0.5)
+    with pytest.raises(MediaError) as err:
+        read_frames(broken, "uniform:8")
+    assert_one_line_error(err, broken, "ends early", "truncated")
+
+
+def test_uniform_sampling_of_a_variable_rate_matroska_file_is_not_called_truncated(media_dir, need_ffmpeg):
+    """150 frames at 30 fps then 150 at 5 fps (35 s): the packet count says little about the time reached."""
+    clip = media_dir / "vfr_uniform.mkv"
+    clipgen.run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-frames:v", "300", "-vf",
+                        "setpts='if(lt(N,150),N/30,5+(N-150)/5)/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
+                        "-preset", "veryfast", str(clip)])
+    frames = read_frames(clip, "uniform:8")
+    assert len(frames) == 8 and frames[-1].timestamp > 25
+
+
 def test_corrupt_stream(media_dir, x264_clip):
     data = bytearray(Path(x264_clip).read_bytes())
     noise = np.random.default_rng(0).integers(0, 256, size=len(data) // 3, dtype=np.uint8).tobytes()

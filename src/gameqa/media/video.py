@@ -205,19 +205,23 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
 
 
 def _check_not_truncated(path, container, stream, last_frame, last_seconds, rate, decoded) -> None:
-    expected = _stream_duration(container, stream, container_ok=len(container.streams) == 1)
-    if not expected:
-        return
     if last_frame.duration and stream.time_base is not None:
         frame_span = last_frame.duration * stream.time_base
     else:
         frame_span = 1 / rate
-    decoded_end = float(last_seconds + frame_span)
+    _check_stream_end(path, container, stream, float(last_seconds + frame_span), f"{decoded} frames")
+
+
+def _check_stream_end(path, container, stream, end_seconds: float, what: str) -> None:
+    """Raise when the stream's data ends well before the duration its header gives (a truncated file)."""
+    expected = _stream_duration(container, stream, container_ok=len(container.streams) == 1)
+    if not expected:
+        return
     slack = max(_TRUNCATION_SLACK_SECONDS, _TRUNCATION_SLACK_SHARE * expected)
-    if decoded_end + slack < expected:
+    if end_seconds + slack < expected:
         raise MediaError(
             path,
-            f"video stream ends early: {decoded} frames up to {decoded_end:.2f} s of the "
+            f"video stream ends early: {what} up to {end_seconds:.2f} s of the "
             f"{expected:.2f} s the header gives (truncated or corrupt file)",
         )
 
@@ -276,19 +280,30 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
 
 
 def _count_packets(path: str) -> int:
-    """Frame count by demuxing (no decoding), for containers whose header does not say."""
+    """Frame count by demuxing (no decoding), for containers whose header does not say (e.g. WebM/Matroska).
+    The packets' timestamps must also reach the duration the header gives: ``uniform:K`` stops decoding at its
+    last pick, so this is where a truncated file of such a container shows."""
     with _open_container(path) as container:
         stream = _video_stream(container, path)
         for other in container.streams:
             if other.index != stream.index:
                 other.discard = Discard.all
         count = 0
+        first = end = None
         try:
             for packet in container.demux(stream):
-                if packet.size:
-                    count += 1
+                if not packet.size:
+                    continue
+                count += 1
+                start = packet.pts if packet.pts is not None else packet.dts
+                if start is not None:
+                    first = start if first is None else min(first, start)
+                    stop = start + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
         except av.error.FFmpegError as err:
             raise MediaError(path, f"corrupt or truncated container after {count} packets ({_reason(err)})") from err
+        if end is not None and stream.time_base is not None:
+            _check_stream_end(path, container, stream, float((end - first) * stream.time_base), f"{count} packets")
         return count
 
 

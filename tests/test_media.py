@@ -365,6 +365,18 @@ def test_uniform_sampling_of_a_variable_rate_matroska_file_is_not_called_truncat
     assert len(frames) == 8 and frames[-1].timestamp > 25
 
 
+def test_uniform_sampling_of_an_mp4_cut_with_an_edit_list_spreads_over_the_shown_frames(media_dir, need_ffmpeg):
+    """Cutting mid-GOP with stream copy keeps the GOP's start, hidden by an edit list (packets flagged discard):
+    the header counts 2x the frames shown. uniform:8 must still give 8 frames spread over the shown ones."""
+    whole = clipgen.make_clip(media_dir / "gop120.mp4", size=(96, 64), fps=30, seconds=6.0, extra=["-g", "120"])
+    cut = media_dir / "edit_list_cut.mp4"
+    clipgen.run_ffmpeg(["-ss", "3.5", "-i", str(whole), "-c", "copy", "-t", "2", str(cut)])
+    shown = len(read_frames(cut, "all"))
+    frames = read_frames(cut, "uniform:8")
+    assert [f.index for f in frames] == uniform_indices(shown, 8)
+    assert probe_video(cut).frame_count == shown
+
+
 def test_corrupt_stream(media_dir, x264_clip):
     data = bytearray(Path(x264_clip).read_bytes())
     noise = np.random.default_rng(0).integers(0, 256, size=len(data) // 3, dtype=np.uint8).tobytes()

@@ -78,8 +78,8 @@ class Frame:
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Read a video's properties. Decodes only the first frame (for its rotation); counts packets
-    when the container does not store a frame count (e.g. WebM/Matroska)."""
+    """Read a video's properties. Decodes only the first frame (for its rotation); counts the frames by
+    demuxing (``_count_packets``)."""
     path_text = _check_file(path)
     with _open_container(path_text) as container:
         stream = _video_stream(container, path_text)
@@ -91,7 +91,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if first is None:
             raise MediaError(path_text, "the video stream has no frames")
         pix_fmt = codec_context.pix_fmt or first.format.name
-        frame_count = stream.frames or _count_packets(path_text)
+        frame_count = _count_packets(path_text)
         fps = _average_rate(stream)
         duration = _stream_duration(container, stream)
         if duration is None:
@@ -156,7 +156,7 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
         stream = _video_stream(container, path)
         frame_count = None
         if policy.needs_frame_count:
-            frame_count = stream.frames or _count_packets(path)
+            frame_count = _count_packets(path)
         selector = FrameSelector(policy, frame_count)
         for other in container.streams:
             if other.index != stream.index:
@@ -280,9 +280,12 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
 
 
 def _count_packets(path: str) -> int:
-    """Frame count by demuxing (no decoding), for containers whose header does not say (e.g. WebM/Matroska).
+    """The frames the decoder will give, counted by demuxing (no decoding; milliseconds for a 10 s clip).
+
+    Not the header's count: WebM/Matroska store none, and an MP4 cut with an edit list counts the frames it
+    hides (packets flagged discard, e.g. the start of a GOP before the cut), which would skew ``uniform:K``.
     The packets' timestamps must also reach the duration the header gives: ``uniform:K`` stops decoding at its
-    last pick, so this is where a truncated file of such a container shows."""
+    last pick, so this is where a truncated file shows."""
     with _open_container(path) as container:
         stream = _video_stream(container, path)
         for other in container.streams:
@@ -292,7 +295,7 @@ def _count_packets(path: str) -> int:
         first = end = None
         try:
             for packet in container.demux(stream):
-                if not packet.size:
+                if not packet.size or packet.is_discard:
                     continue
                 count += 1
                 start = packet.pts if packet.pts is not None else packet.dts

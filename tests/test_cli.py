@@ -342,6 +342,18 @@ def test_a_reference_at_another_frame_rate_is_refused(clips, tmp_path):
     assert done.exit_code == 1 and "reference is 20 fps" in done.output and "is 10 fps" in done.output
 
 
+@pytest.mark.parametrize("sample", ["fps:5", "uniform:4"])
+def test_a_reference_with_more_frames_is_refused_before_any_frame_is_compared(clips, tmp_path, sample):
+    """A 2 s reference for a 1 s clip: by index the first second would be compared and the rest dropped (fps:N),
+    or other moments compared (uniform:K picks by each clip's own count)."""
+    longer = clipgen.make_clip(tmp_path / "ref2s.mkv", codec="libx264", size=(192, 144), fps=10, seconds=2.0,
+                               source="mandelbrot", extra=["-crf", "0"])
+    out = tmp_path / "scores.jsonl"
+    done = invoke("score", str(clips / "dist.mp4"), "-m", "psnr", "--ref", str(longer), "-s", sample, "--out", str(out))
+    assert done.exit_code == 1 and "reference has 20 frames" in done.output and "has 10:" in done.output
+    assert not out.exists()
+
+
 def test_the_same_picture_in_another_memory_layout_scores_the_same():
     from gameqa.api import load
     from gameqa.models.classical.luma import luma

@@ -107,7 +107,7 @@ class Scorer:
         batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size), timing))
         ref_batches = None
         if self.card.full_reference:
-            _check_same_rate(path, ref)
+            _check_same_timeline(path, ref)
             ref_batches = ahead(_timed(iter_batches(ref, self.policy, self.batch_size), timing))
         for batch in batches:
             frames = [f.rgb for f in batch]
@@ -211,15 +211,19 @@ class InputError:
         return f"{self.path}: {self.problem}"
 
 
-def _check_same_rate(path: str, ref) -> None:
+def _check_same_timeline(path: str, ref) -> None:
     """Full-reference frames are compared one to one (frame i with reference frame i): a reference at another
-    frame rate would compare different moments, so it is refused."""
+    frame rate, or with another number of frames, would compare different moments (or leave frames out), so it is
+    refused."""
     from gameqa.media import probe_video
 
-    ours, theirs = probe_video(path).fps, probe_video(ref).fps
-    if ours > 0 and theirs > 0 and abs(ours - theirs) > 0.01 * max(ours, theirs):
-        raise MediaError(ref, f"reference is {theirs:g} fps, {path} is {ours:g} fps: frames are compared one to one, "
-                              "give a reference at the same frame rate")
+    ours, theirs = probe_video(path), probe_video(ref)
+    if ours.fps > 0 and theirs.fps > 0 and abs(ours.fps - theirs.fps) > 0.01 * max(ours.fps, theirs.fps):
+        raise MediaError(ref, f"reference is {theirs.fps:g} fps, {path} is {ours.fps:g} fps: frames are compared one "
+                              "to one, give a reference at the same frame rate")
+    if ours.frame_count != theirs.frame_count:
+        raise MediaError(ref, f"reference has {theirs.frame_count} frames, {path} has {ours.frame_count}: frames are "
+                              "compared one to one, give the reference cut to the same frames")
 
 
 def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = ()) -> tuple[list[str], list[InputError]]:

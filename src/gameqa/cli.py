@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, console, error_line, exit_on_failures, fail as _fail
+from gameqa.console import Table, check_png, console, error_line, exit_on_failures, fail as _fail
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -347,8 +347,7 @@ def bench_logo_cmd(
     from gameqa.evaluate.runs import expand_group
     from gameqa.sinks import write_atomic
 
-    if plot and (not plot.lower().endswith(".png") or not Path(plot).parent.is_dir()):
-        _fail(f"{plot}: the plot is a PNG file in an existing folder")
+    check_png(plot)
     try:
         runs: dict = {}
         for spec in run:
@@ -411,10 +410,7 @@ def bench_runs_cmd(
         _fail("--plot draws the per-content table: add --by-content")
     if pristine and not by_content:
         _fail("--pristine adds a column to the per-content table: add --by-content")
-    if plot and not plot.lower().endswith(".png"):
-        _fail(f"{plot}: the plot is a PNG file (name it .png)")
-    if plot and not Path(plot).parent.is_dir():
-        _fail(f"{plot}: folder {Path(plot).parent} does not exist")
+    check_png(plot)
     try:
         groups = dict(expand_group(g) for g in group)
         result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,

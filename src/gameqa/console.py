@@ -3,6 +3,7 @@ user's text (a path, a message, a name) is never read as rich markup, so ``clip[
 named. A command that styles a word passes rich ``Text`` (``Text.assemble(("warning:", "yellow"), " ...")``)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 import rich.table
@@ -42,6 +43,20 @@ def check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     """Exit 2 (a usage error) with ``error: --option 'value' is not one of ...`` unless ``value`` is a choice."""
     if value not in choices:
         fail(f"{option} {value!r} is not one of {', '.join(choices)}", 2)
+
+
+def check_png(path: object) -> None:
+    """Exit 1 with one line unless ``path`` (a plot to write; None: no plot) is named .png, in a folder that
+    exists, and is no folder itself; checked before any work, so a long job does not fail at its end."""
+    if path is None or path == "":
+        return
+    text = str(path)
+    if not text.lower().endswith(".png"):
+        fail(f"{text}: the plot is a PNG file (name it .png)")
+    if not Path(text).parent.is_dir():
+        fail(f"{text}: folder {Path(text).parent} does not exist")
+    if Path(text).is_dir():
+        fail(f"{text}: is a folder; give a .png file name")
 
 
 def exit_on_failures(failures: Sequence[str], total: int | None = None) -> None:

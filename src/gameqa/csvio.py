@@ -1,8 +1,11 @@
-"""Reading small CSV tables people write by hand: header and cells trimmed, column names lower-case."""
+"""CSV in and out: reading small tables people write by hand (header and cells trimmed, column names lower-case),
+and the one way gameqa writes a table as CSV text."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from gameqa.errors import ConfigError
 
@@ -30,3 +33,14 @@ def read_csv_records(path: Path, what: str) -> tuple[list[str], list[tuple[int, 
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(path, f"not a readable CSV file ({exc})") from None
     return header, rows
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[dict], ignore_extra: bool = False) -> str:
+    """Rows (dicts) as CSV text under a header of ``columns``, "\\n" line ends, cells quoted where they must be (a
+    path with a comma or a quote); a key outside ``columns`` is an error unless ``ignore_extra``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n",
+                            extrasaction="ignore" if ignore_extra else "raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

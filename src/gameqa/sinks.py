@@ -1,16 +1,15 @@
 """Where results go: JSON, JSONL and CSV writers and PNG figures, each all-or-nothing (temp file, then rename)."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from gameqa.csvio import csv_text
 from gameqa.errors import GameQAError
 from gameqa.result import ScoreResult
 
@@ -40,32 +39,31 @@ def render(results: Sequence[ScoreResult], fmt: str, per_frame: bool = False) ->
             for r in results
         )
     if fmt == "csv":
-        buf = io.StringIO()
         if per_frame:  # one row per frame: easy to plot and join
             fields = ["path", "model", "model_version", "frame_index", "timestamp", "score", "overall"]
-            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-            for r in results:
-                for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores):
-                    writer.writerow({"path": r.path, "model": r.model, "model_version": r.model_version,
-                                     "frame_index": i, "timestamp": t, "score": s, "overall": r.overall})
-        else:
-            rows = [r.summary() for r in results]
-            fields = list(rows[0]) if rows else ["path", "overall"]
-            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        return buf.getvalue()
+            return csv_text(fields, ({"path": r.path, "model": r.model, "model_version": r.model_version,
+                                      "frame_index": i, "timestamp": t, "score": s, "overall": r.overall}
+                                     for r in results
+                                     for i, t, s in zip(r.frame_indices, r.timestamps, r.frame_scores)))
+        rows = [r.summary() for r in results]
+        return csv_text(list(rows[0]) if rows else ["path", "overall"], rows)
     raise ValueError(f"unknown format {fmt!r}")
 
 
 def write_atomic(text: str, path: str | None) -> None:
-    """Write text to a file in one step (a reader never sees half a file), or to stdout when path is None.
+    """Write text (UTF-8) to a file in one step (a reader never sees half a file), or to stdout when path is None.
     A file that cannot be written (its folder cannot be made, a folder in its place, no permission) is a
     GameQAError naming it, and nothing is left behind."""
     if path is None or path == "-":
         sys.stdout.write(text)
         return
+    write_via_temp(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` writes the file's content to a temporary name beside ``path``, which then replaces ``path`` in
+    one step (mode 0644). Its folder is made if need be; an OSError is a GameQAError naming ``path``, and no
+    temporary file is left behind whatever fails."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -74,8 +72,8 @@ def write_atomic(text: str, path: str | None) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gameqa-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        os.close(fd)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
         os.replace(tmp, path)
     except OSError as exc:
@@ -86,17 +84,12 @@ def write_atomic(text: str, path: str | None) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure as PNG in one step (written beside ``path`` as ``.NAME.tmp.png``, then moved) and
-    close it; a failed save leaves no file behind."""
-    out = Path(path)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
+    """Save a matplotlib figure as PNG in one step (``write_via_temp``) and close it; a failed save leaves no file
+    behind."""
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, out)
+        write_via_temp(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     finally:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    return Path(path)

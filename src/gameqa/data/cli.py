@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, console, exit_on_failures, fail
+from gameqa.console import Table, check_png, console, exit_on_failures, fail
 from gameqa.errors import GameQAError
 from gameqa.paths import REPO_ROOT, corpus_dir
 
@@ -122,10 +122,13 @@ def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: i
         except GameQAError as exc:
             _fail(str(exc), progress)
     if rows:
-        write_manifest(rows, manifest)
-        # a copy inside the corpus folder, where the trainers look for it (data.manifest is relative to the corpus)
-        if inside.resolve() != manifest.resolve():
-            write_manifest(rows, inside)
+        try:
+            write_manifest(rows, manifest)
+            # a copy inside the corpus folder, where the trainers look for it (data.manifest is relative to the corpus)
+            if inside.resolve() != manifest.resolve():
+                write_manifest(rows, inside)
+        except GameQAError as exc:
+            _fail(str(exc))
     out.print(f"{len(rows)} clips labelled, manifest written to {manifest} (and {root / 'manifests'}); "
               f"{len(failures)} failed")
     return failures
@@ -142,8 +145,7 @@ def stats(
     from gameqa.data.stats import corpus_stats, plot_stats
     from gameqa.sinks import json_safe
 
-    if plot is not None and plot.suffix.lower() != ".png":
-        _fail(f"{plot}: the plot is a PNG file (name it .png)")
+    check_png(plot)
     try:
         rows = read_manifest(manifest)
     except GameQAError as exc:

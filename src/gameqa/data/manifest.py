@@ -11,12 +11,13 @@ import csv
 import hashlib
 import io
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from gameqa.csvio import csv_text
 from gameqa.errors import ConfigError
+from gameqa.sinks import write_atomic
 
 COLUMNS = [
     "clip_id", "source_id", "game", "content", "group", "codec", "encoder", "encoder_args", "height", "width", "display_height",
@@ -67,17 +68,10 @@ def logo_split(rows: list[dict], game: str, source: str | Path | None = None) ->
 def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
     """Write rows as CSV in one step (temp file, then rename)."""
     path = Path(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for r in sorted(rows, key=lambda r: (r["game"], r["content"], r["source_id"], r["clip_id"])):
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".csv")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(buf.getvalue())
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a manifest is for everyone to read
-    os.replace(tmp, path)
+    ordered = sorted(rows, key=lambda r: (r["game"], r["content"], r["source_id"], r["clip_id"]))
+    text = csv_text(COLUMNS, ({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in ordered),
+                    ignore_extra=True)
+    write_atomic(text, str(path))
     return path
 
 

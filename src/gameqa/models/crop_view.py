@@ -7,13 +7,13 @@ part of the screen), so this draws them on the frame, each with its own score.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gameqa.errors import GameQAError, MediaError
+from gameqa.sinks import write_via_temp
 
 
 @dataclass
@@ -77,19 +77,6 @@ def draw_crops(frame: np.ndarray, crops: list[CropScore], score_range: tuple[flo
 
 def save_png(image, out: str | os.PathLike) -> None:
     """Write a PIL image as PNG in one step (no half-written file on failure)."""
-    out = Path(out)
-    if out.is_dir():
+    if Path(out).is_dir():
         raise GameQAError(out, "is a folder; give a .png file name")
-    tmp = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gameqa-", suffix=".png")
-        os.close(fd)
-        image.save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a picture is for everyone to read
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise GameQAError(out, f"cannot write ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    write_via_temp(out, lambda tmp: image.save(tmp, format="PNG"))

@@ -1,7 +1,6 @@
 """MOS with Student-t intervals, ITU-R BT.500 observer screening, the trainers' manifest."""
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -167,19 +166,13 @@ def write_manifest(result, path: str | os.PathLike) -> Path:
     Undefined values (e.g. the std of one vote) are left empty. Written in one step: a failed
     write leaves no file (and an older manifest at ``path`` as it was).
     """
-    import io
-
+    from gameqa.csvio import csv_text
     from gameqa.sinks import write_atomic
 
     path = Path(path)
     columns, rows = _manifest_rows(result)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(v) for v in row])
     try:
-        write_atomic(buf.getvalue(), str(path))
+        write_atomic(csv_text(columns, (dict(zip(columns, map(_cell, row))) for row in rows)), str(path))
     except GameQAError as exc:
         raise ConfigError(path, f"the manifest: {exc.problem}") from None
     return path

@@ -11,9 +11,7 @@ need ``Authorization: Bearer <experimenter token>``.
 """
 from __future__ import annotations
 
-import csv
 import html
-import io
 import secrets
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -27,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gameqa.csvio import csv_text
 from gameqa.subjective.store import Rejected, StudyStore
 from gameqa.subjective.study import Study
 
@@ -221,9 +220,4 @@ def create_app(study: Study, db_url: str | None = None,
 def votes_to_csv(rows: list[dict]) -> str:
     """The rows of ``StudyStore.votes`` as CSV text (header from the first row's keys;
     stimulus, observer, score, content when there are none)."""
-    columns = list(rows[0]) if rows else ["stimulus", "observer", "score", "content"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(list(rows[0]) if rows else ["stimulus", "observer", "score", "content"], rows)

@@ -15,7 +15,7 @@ import numpy as np
 import typer
 from rich.text import Text
 
-from gameqa.console import SERVER_LOG_LEVELS, check_choice, Table, console, fail as _fail
+from gameqa.console import SERVER_LOG_LEVELS, check_choice, check_png, Table, console, fail as _fail
 from gameqa.errors import GameQAError
 from gameqa.sinks import save_figure, write_atomic
 
@@ -268,8 +268,7 @@ def analyze(
         _fail(f"--model {model!r} is not one of {', '.join(MODELS)}")
     if output not in ("table", "json"):
         _fail(f"--output {output!r} is not table or json")
-    if plot and not plot.lower().endswith(".png"):
-        _fail(f"{plot}: the plot is a PNG file (name it .png)")
+    check_png(plot)
     bounds = _parse_scale(scale)
     try:
         reader = read_sureal_dataset if votes.endswith(".py") else read_votes_csv

@@ -184,6 +184,26 @@ def test_reexport_replaces_an_earlier_model_folder(tiny_run, tmp_path):
     assert not (out / "int8-dynamic").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_reexport_never_deletes_the_checkpoint_or_other_files(tiny_run, tmp_path):
+    """--out is replaced as a whole: an earlier export holding the checkpoint, or a file of the user's, is refused."""
+    import shutil
+
+    out = tmp_path / "m"
+    assert _export([str(tiny_run["ckpt"]), "--out", str(out)]).exit_code == 0
+    inside = out / "best.pt"
+    shutil.copy(tiny_run["ckpt"], inside)
+    done = _export([str(inside), "--out", str(out)])
+    assert done.exit_code == 2 and "holds the checkpoint being exported" in done.output and inside.is_file()
+    inside.unlink()
+    (out / "NOTES.md").write_text("mine")
+    done = _export([str(tiny_run["ckpt"]), "--out", str(out)])
+    assert done.exit_code == 2 and "holds files an export does not write (NOTES.md)" in done.output
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "model.onnx").is_file()
+    (out / "NOTES.md").unlink()
+    assert _export([str(tiny_run["ckpt"]), "--out", str(out)]).exit_code == 0
+    assert oct(out.stat().st_mode & 0o777) == "0o755"  # a model folder is for everyone to read
+
+
 def test_full_reference_model_exports_to_int8_with_reference_frames(corpus, tiny_run, tmp_path):  # noqa: F811
     from gameqa.export.formats import export_model
     from gameqa.models.registry import card_from_model_dir

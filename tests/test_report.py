@@ -194,6 +194,25 @@ def test_bad_logo_options_are_one_line_and_write_nothing(corpus, tmp_path):  # n
     assert not out.exists()
 
 
+def test_an_output_folder_that_is_no_earlier_report_is_refused_and_kept(corpus, tmp_path, monkeypatch):  # noqa: F811
+    """The report replaces --output as a whole: a folder of the user's files, or the current folder, is refused."""
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    mine = tmp_path / "precious"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("important")
+    base = ["bench", "all", "--quick", "--manifest", str(corpus / "manifests" / "corpus.csv"),
+            "--runs-dir", str(tmp_path / "none"), "--model", "ssim", "--no-store"]
+    done = CliRunner().invoke(app, base + ["--output", str(mine)])
+    assert done.exit_code == 1 and "not an earlier report (it holds thesis.tex)" in done.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"] and sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
+    monkeypatch.chdir(mine)
+    done = CliRunner().invoke(app, base + ["--output", "."])
+    assert done.exit_code == 1 and "current folder" in done.output and [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
 def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     """Without --quick: every test clip, the runs scored by compare_groups / run_scores (cached in the run
     folders), and an existing report folder replaced whole."""
@@ -207,13 +226,14 @@ def test_full_mode_scores_runs_through_their_prediction_cache(report, tmp_path):
     runs, base = report["runs"], report["base"]
     out = tmp_path / "full"
     out.mkdir()
-    (out / "stale.txt").write_text("from an older report")
+    (out / "results.json").write_text("{}")  # an older report, with a plot the new one does not draw
+    (out / "stale.png").write_bytes(b"from an older report")
     args = ["bench", "all", "--output", str(out), "--manifest", str(report["manifest"]),
             "--runs-dir", str(runs), "--frames-cache", str(base / "frames"), "--model", "ssim", "--bootstrap", "20",
             "--no-speed", "--no-store", "--logo-runs", "eraque-logo-{game}*", "--logo-crop-mode", "texture"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    assert not (out / "stale.txt").exists() and (out / "report.md").is_file()
+    assert not (out / "stale.png").exists() and (out / "report.md").is_file()
     res = json.loads((out / "results.json").read_text())
     assert res["quick"] is False and res["accuracy"]["clips"] == 3  # the fixture's whole test split
     assert (runs / "abl-default-s0" / "predictions-test.json").is_file()

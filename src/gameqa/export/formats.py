@@ -80,15 +80,35 @@ def _bundled_pairs(count: int, full_reference: bool) -> list[Pair]:
     return [(_degrade(f), f) if full_reference else (f, None) for f in frames]
 
 
-def _prepare_out(out: Path) -> None:
+def _is_export_output(name: str) -> bool:
+    """Whether a file or folder of this name is one ``export_model`` writes (so replacing it loses nothing)."""
+    return (name in ("model.json", "model.onnx", "export.json", "model.torchscript.pt", *INT8_FOLDERS.values())
+            or (name.startswith("model.b") and name.endswith(".onnx")))
+
+
+def _prepare_out(out: Path, checkpoint: Path) -> None:
+    """``out`` is replaced as a whole: refuse a file, a folder that is not an earlier export, one that holds
+    anything an export does not write, and one that holds the checkpoint itself."""
     if out.exists() and not out.is_dir():
         raise ConfigError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
+    if not out.is_dir():
+        return
+    if os.path.realpath(checkpoint).startswith(os.path.realpath(out) + os.sep):
+        raise ConfigError(out, f"holds the checkpoint being exported ({checkpoint}); choose another --out")
+    entries = [p.name for p in out.iterdir()]
+    if entries and not (out / "model.json").is_file():
         raise ConfigError(out, "exists and is not a model folder; choose another --out")
+    foreign = sorted(n for n in entries if not _is_export_output(n))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ConfigError(out, f"holds files an export does not write ({', '.join(foreign[:3])}{more}), which "
+                               "replacing it would delete; choose another --out")
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing an earlier export there."""
+    """Move the finished ``tmp`` to ``out``, replacing an earlier export there (readable by all, as a model
+    folder is meant to be; mkdtemp makes it 0700)."""
+    os.chmod(tmp, 0o755)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -195,7 +215,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     model, cfg = model_from_checkpoint(ckpt)
     full_ref = cfg.model.reference == "full"
     out = Path(out_dir)
-    _prepare_out(out)
+    _prepare_out(out, Path(checkpoint))
     base_name = name or cfg.name
 
     pairs = _bundled_pairs(bundled_frames, full_ref)
@@ -221,8 +241,11 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                            "fp32_stride": int8_fp32_stride, "fp32_head": int8_fp32_head}
     check_info["frames"] = len(pairs)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as exc:
+        raise ConfigError(out, f"cannot make the model folder ({exc.strerror or exc})") from None
     try:
         summary = ExportSummary(out, base_name, check_frames=check_info, calibration=calibration)
         log("exporting fp32 ONNX (dynamic batch)")

@@ -375,3 +375,60 @@ def test_ctrl_c_stops_a_process_pool_without_hanging_or_worker_tracebacks(busy_c
     if presses == 1:
         report = batch_score([str(busy_clips)], out=str(out), sample="all")
         assert report.skipped == done and report.scored == 10 - done
+
+
+def test_bench_batch_json_is_strict_and_synthetic_clips_are_reused_only_for_the_same_settings(tmp_path):
+    """Without the pool engine its ratios are NaN: the JSON says null. A clip folder made at one size is not
+    taken for clips of another."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    base = ["bench", "batch", "-m", "niqe", "-s", "uniform:1", "--clips", "2", "--synthetic", "--seconds", "0.3",
+            "--engines", "local-1", "--clip-dir", str(tmp_path / "clips"), "--json"]
+    done = CliRunner().invoke(app, base + ["--width", "64", "--height", "48"])
+    assert done.exit_code == 0, done.output
+
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    report = json.loads(done.stdout, parse_constant=no_constants)
+    assert report["rows"][0]["x_pool"] is None
+    done = CliRunner().invoke(app, base + ["--width", "96", "--height", "64"])
+    assert done.exit_code == 0, done.output
+    from gameqa.media.video import probe_video
+
+    sizes = sorted({(probe_video(p).width, probe_video(p).height) for p in (tmp_path / "clips").glob("*.mp4")})
+    assert sizes == [(64, 48), (96, 64)] and len(list((tmp_path / "clips").glob("*.mp4"))) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "batch", "--width", "63", "--synthetic"], "must be even"),
+    (["bench", "batch", "--clips", "0"], "--clips"),
+    (["bench", "service-load", "--clients", "0"], "--clients"),
+    (["bench", "service-load", "--model", "no-such-model", "--seconds", "1"], "unknown model 'no-such-model'"),
+    (["bench", "models", "niqe", "--clip-fps", "0"], "--clip-fps"),
+    (["bench", "models", "niqe", "--clip-seconds", "0"], "--clip-seconds"),
+])
+def test_bench_options_out_of_range_fail_before_any_work(args, message):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code in (1, 2) and message in done.output and "Traceback" not in done.output, done.output
+
+
+def test_a_benchmark_clip_that_cannot_be_made_leaves_no_file(tmp_path):
+    from gameqa.bench.decode import make_bench_clip
+    from gameqa.errors import MediaError
+
+    with pytest.raises(MediaError):
+        make_bench_clip(tmp_path / "zero.mp4", seconds=0)
+    with pytest.raises(MediaError):
+        make_bench_clip(tmp_path / "odd.mp4", seconds=1, preset="no-such-preset")
+    assert list(tmp_path.iterdir()) == []
+    clip = make_bench_clip(tmp_path / "ok.mp4", seconds=0.5, preset="ultrafast")
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.mp4"] and clip.stat().st_size > 0

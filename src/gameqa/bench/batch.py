@@ -35,14 +35,15 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
     import av
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     width, height = size
     frames = max(1, round(seconds * fps))
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    tag = f"synthetic_{width}x{height}_{seconds:g}s_{fps}fps_s{seed}"  # a clip is reused only for the same settings
     paths = []
     for n in range(count):
-        path = folder / f"clip_{n:05d}.mp4"
+        path = folder / f"{tag}_{n:05d}.mp4"
         paths.append(path)
         if path.exists():
             continue
@@ -65,6 +66,15 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
                 container.mux(packet)
         os.replace(tmp, path)
     return paths
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from gameqa.errors import ConfigError
+
+        raise ConfigError(folder, f"cannot make the clip folder ({exc.strerror or exc})") from None
 
 
 def bundled_gameplay_clip() -> Path:
@@ -97,7 +107,7 @@ def make_gameplay_clips(folder: str | os.PathLike, count: int, source: str | os.
         if duration < seconds:
             raise MediaError(str(path), f"is {duration:.2f} s long, shorter than the {seconds:g} s clips")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     width, height = size
     rng = np.random.default_rng(seed)
     tag = f"{source.stem}_{width}x{height}_{seconds:g}s_{fps}fps_s{seed}"

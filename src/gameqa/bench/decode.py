@@ -91,15 +91,25 @@ def make_bench_clip(path: str | os.PathLike, seconds: float = 10.0, preset: str 
     else:
         source = ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"]
         filters = []
+    if not seconds > 0:
+        raise MediaError(path, f"the benchmark clip must last more than 0 s, not {seconds:g}")
+    out = Path(path)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # written here, then moved: whole or not at all
     command = [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *source, "-t", str(seconds),
         *filters, "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-        os.fspath(path),
+        os.fspath(tmp),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise MediaError(path, f"ffmpeg could not write the benchmark clip: {done.stderr.strip().splitlines()[-1:]}")
-    return Path(path)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise MediaError(path, f"ffmpeg could not write the benchmark clip: {last}")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
 
 
 def _run_ffmpeg_null(path: str) -> int:

@@ -58,6 +58,9 @@ def run_load_test(clients: int = 50, seconds: float = 60.0, workers: int = 2, ma
     any lost or failed job)."""
     import httpx
 
+    from gameqa.models.registry import get_card
+
+    get_card(model)  # an unknown model fails here, not as hundreds of refused uploads
     with tempfile.TemporaryDirectory(prefix="gameqa-load-") as tmp:
         tmp_path = Path(tmp)
         inputs = _make_inputs(tmp_path / "inputs")

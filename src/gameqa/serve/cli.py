@@ -21,6 +21,7 @@ from rich.text import Text
 
 from gameqa.console import SERVER_LOG_LEVELS, check_choice, console, fail as _fail
 from gameqa.errors import GameQAError
+from gameqa.sinks import json_safe
 
 err = console(stderr=True)
 out = console()
@@ -146,10 +147,10 @@ def run_batch(inputs, model, out_file, engine="local", address=None, workers=Non
 
 
 def bench_service_load_command(
-    clients: int = typer.Option(50, "--clients", help="Concurrent clients."),
-    seconds: float = typer.Option(60.0, "--seconds", help="How long clients keep submitting."),
-    workers: int = typer.Option(2, "--workers", help="Service worker threads."),
-    max_queued: int = typer.Option(64, "--max-queued"),
+    clients: int = typer.Option(50, "--clients", min=1, help="Concurrent clients."),
+    seconds: float = typer.Option(60.0, "--seconds", min=0.1, help="How long clients keep submitting."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Service worker threads."),
+    max_queued: int = typer.Option(64, "--max-queued", min=1),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -163,7 +164,7 @@ def bench_service_load_command(
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(json_safe(report), allow_nan=False))
     else:
         print_load_report(report, console=out)
     if not report["ok"]:
@@ -171,14 +172,14 @@ def bench_service_load_command(
 
 
 def bench_batch_command(
-    clips: int = typer.Option(500, "--clips", help="How many short clips."),
-    workers: int = typer.Option(2, "--workers", help="Processes (local pool) and CPUs (Ray)."),
+    clips: int = typer.Option(500, "--clips", min=1, help="How many short clips."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Processes (local pool) and CPUs (Ray)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
     sample: str = typer.Option("fps:2", "--sample", "-s"),
-    chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
-    width: int = typer.Option(640, "--width"),
-    height: int = typer.Option(360, "--height"),
-    seconds: float = typer.Option(2.0, "--seconds", help="Length of each clip."),
+    chunk_size: int = typer.Option(8, "--chunk-size", min=1, help="Files per task."),
+    width: int = typer.Option(640, "--width", min=16, help="Even (H.264 4:2:0)."),
+    height: int = typer.Option(360, "--height", min=16, help="Even (H.264 4:2:0)."),
+    seconds: float = typer.Option(2.0, "--seconds", min=0.1, help="Length of each clip."),
     source: Optional[Path] = typer.Option(None, "--source", help="Video or folder of videos to cut clips from (default: the bundled gameplay capture)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Tiny generated pattern clips instead of gameplay."),
     clip_dir: Optional[Path] = typer.Option(None, "--clip-dir", help="Keep the clips here (and reuse them next time)."),
@@ -190,6 +191,8 @@ def bench_batch_command(
 
     from gameqa.bench.batch import BENCH_ENGINES, bench_batch, print_batch_table
 
+    if width % 2 or height % 2:
+        _fail(f"--width and --height must be even (H.264 4:2:0), not {width}x{height}", 2)
     chosen = [e.strip() for e in engines.split(",") if e.strip()]
     unknown = [e for e in chosen if e not in BENCH_ENGINES]
     if unknown or not chosen:
@@ -205,7 +208,7 @@ def bench_batch_command(
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps(result))
+        out.print_json(json.dumps(json_safe(result), allow_nan=False))
     else:
         print_batch_table(result, console=out)
 

@@ -1,6 +1,7 @@
 """The Python API: gameqa.api.load(model).score(path or numpy array) -> ScoreResult."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -185,3 +186,14 @@ def test_an_array_at_a_frame_rate_that_is_no_number_is_refused():
     for fps in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(GameQAError, match="fps must be a positive finite number"):
             load("niqe").score(frames, fps=fps)
+
+
+def test_results_record_the_canonical_policy_and_folders_take_every_known_picture_type(tmp_path):
+    from gameqa.scoring import Scorer, collect_inputs
+
+    assert Scorer("niqe", sample=" ALL ").sample == "all" and Scorer("niqe", sample="fps:1e3").sample == "fps:1000"
+    picture = Image.fromarray(np.full((48, 64, 3), 128, np.uint8))
+    for name in ("a.tiff", "b.tif", "c.gif", "d.png"):
+        picture.save(tmp_path / name)
+    files, errors = collect_inputs([str(tmp_path)])
+    assert sorted(os.path.basename(f) for f in files) == ["a.tiff", "b.tif", "c.gif", "d.png"] and not errors

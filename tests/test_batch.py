@@ -400,8 +400,8 @@ def test_bench_batch_json_is_strict_and_synthetic_clips_are_reused_only_for_the_
     assert done.exit_code == 0, done.output
     from gameqa.media.video import probe_video
 
-    sizes = sorted({(probe_video(p).width, probe_video(p).height) for p in (tmp_path / "clips").glob("*.mp4")})
-    assert sizes == [(64, 48), (96, 64)] and len(list((tmp_path / "clips").glob("*.mp4"))) == 4
+    sizes = sorted({(probe_video(p).width, probe_video(p).height) for p in (tmp_path / "clips").rglob("*.mp4")})
+    assert sizes == [(64, 48), (96, 64)] and len(list((tmp_path / "clips").rglob("*.mp4"))) == 4
 
 
 @pytest.mark.parametrize("args, message", [

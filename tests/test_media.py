@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import inspect
 from fractions import Fraction
 from pathlib import Path
@@ -565,3 +566,73 @@ def test_bench_decode_rows(tiny_video, capsys):
     assert rows[0]["ratio_to_ffmpeg"] == pytest.approx(1.0)
     print_decode_table(rows)
     assert "ffmpeg" in capsys.readouterr().out
+
+
+def test_video_with_latin1_metadata_is_read(media_dir, x264_clip):
+    """A title in Latin-1 (not UTF-8): PyAV raised UnicodeDecodeError on opening, which no caller expected."""
+    clip = media_dir / "latin1.mkv"
+    clipgen.run_ffmpeg(["-i", str(x264_clip), "-c", "copy", "-metadata", "title=caf\udce9", str(clip)])
+    assert media_kind(clip) == "video" and len(read_frames(clip, "uniform:2")) == 2
+    assert probe_video(clip).frame_count > 0
+
+
+def test_matroska_whose_timestamps_start_late_is_not_called_truncated(media_dir, x264_clip):
+    """Matroska's duration is where the stream ends: a stream starting at 3 s lasts 3 s less than it says."""
+    clip = media_dir / "offset.mkv"
+    clipgen.run_ffmpeg(["-i", str(x264_clip), "-c", "copy", "-output_ts_offset", "3", str(clip)])
+    whole = read_frames(x264_clip, "all")
+    assert len(read_frames(clip, "all")) == len(whole) and len(read_frames(clip, "uniform:3")) == 3
+    assert abs(probe_video(clip).duration - probe_video(x264_clip).duration) < 0.1
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for read in (media_kind, probe_video, load_image, lambda p: read_frames(p, "all")):
+        with pytest.raises(MediaError) as err:
+            read(fifo)
+        assert_one_line_error(err, fifo, "not a regular file")
+
+
+def _bad_exif_jpeg(path, tag):
+    """Orientation 6 and the ASCII Make tag renumbered to a tag of another type (Pillow's re-pack fails)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[271] = "Maker"
+    raw = exif.tobytes().replace((271).to_bytes(2, "big") + (2).to_bytes(2, "big"),
+                                 tag.to_bytes(2, "big") + (2).to_bytes(2, "big"))
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(path, exif=raw)
+    return path
+
+
+def test_damaged_images_fail_in_one_line(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(good)
+    ihdr = bytearray(good.read_bytes())
+    ihdr[11] = 4  # the IHDR chunk's length
+    (tmp_path / "ihdr.png").write_bytes(bytes(ihdr))
+    cases = [(tmp_path / "ihdr.png", "corrupt image header"),
+             (_bad_exif_jpeg(tmp_path / "exif_long.jpg", 278), "exif orientation cannot be applied"),
+             (_bad_exif_jpeg(tmp_path / "exif_rational.jpg", 318), "exif orientation cannot be applied")]
+    for path, problem in cases:
+        with pytest.raises(MediaError) as err:
+            load_image(path)
+        assert_one_line_error(err, path, problem)
+
+
+def test_32_bit_pictures_are_refused_and_palette_transparency_reads_quietly(tmp_path):
+    import warnings
+
+    Image.fromarray(np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)).save(tmp_path / "float.tiff")
+    Image.fromarray(np.full((48, 64), 239_000, np.int32)).save(tmp_path / "int32.tiff")
+    for name, problem in (("float.tiff", "32-bit float"), ("int32.tiff", "outside 0-65535")):
+        with pytest.raises(MediaError) as err:
+            load_image(tmp_path / name)
+        assert_one_line_error(err, tmp_path / name, problem)
+    palette = Image.fromarray(np.arange(48 * 64, dtype=np.uint8).reshape(48, 64) % 16, mode="L").convert("P")
+    palette.info["transparency"] = bytes([0] + [255] * 255)
+    palette.save(tmp_path / "tRNS.png", transparency=bytes([0] + [255] * 255))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = load_image(tmp_path / "tRNS.png")
+    assert rgb.shape == (48, 64, 3)

@@ -24,8 +24,9 @@ from gameqa.models.registry import create_model
 from gameqa.result import ScoreResult, Timing
 
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ivf", ".y4m", ".ts", ".flv", ".m4v", ".mpg"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ivf", ".y4m", ".ts", ".flv", ".m4v", ".mpg", ".mpeg",
+                  ".m2ts", ".mts", ".wmv", ".3gp", ".ogv"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
 LIST_SUFFIXES = {".txt", ".lst"}
 
 
@@ -43,7 +44,7 @@ class Scorer:
     ):
         self.prefetch = bool(prefetch)  # decode the next batch while the model scores this one
         self.policy = SamplePolicy.parse(sample)
-        self.sample = str(sample)
+        self.sample = str(self.policy)  # canonical (" ALL " -> "all", "fps:1e3" -> "fps:1000"), for grouping results
         self.model = create_model(model, threads=threads)
         self.card = self.model.card
         self.batch_size = max(1, int(batch_size))

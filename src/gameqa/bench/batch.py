@@ -40,10 +40,9 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
     frames = max(1, round(seconds * fps))
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    tag = f"synthetic_{width}x{height}_{seconds:g}s_{fps}fps_s{seed}"  # a clip is reused only for the same settings
     paths = []
     for n in range(count):
-        path = folder / f"{tag}_{n:05d}.mp4"
+        path = folder / f"clip_{n:05d}.mp4"
         paths.append(path)
         if path.exists():
             continue
@@ -161,7 +160,9 @@ def bench_batch(clips: int = 500, workers: int = 2, model: str = DEFAULT_MODEL, 
         clip_dir = Path(folder) if folder else Path(tmp) / "clips"
         t0 = time.perf_counter()
         if synthetic:
-            paths = make_clips(clip_dir, clips, size=size, seconds=seconds)
+            # a folder per setting: a clip is reused only for the same size and length
+            paths = make_clips(Path(clip_dir) / f"synthetic_{size[0]}x{size[1]}_{seconds:g}s", clips, size=size,
+                               seconds=seconds)
         else:
             paths = make_gameplay_clips(clip_dir, clips, source=source, size=size, seconds=seconds)
         made_s = time.perf_counter() - t0

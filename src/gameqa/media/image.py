@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import warnings
 
 import numpy as np
@@ -43,6 +44,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             raise MediaError(path_text, "not an image file that can be read (unknown or damaged format)") from err
         except OSError as err:
             raise MediaError(path_text, f"cannot read image ({err.strerror or err})") from err
+        except (ValueError, SyntaxError, EOFError, RuntimeError) as err:  # a damaged header (PNG IHDR, ...)
+            raise MediaError(path_text, f"corrupt image header ({_reason(err)})") from err
     with image:
         width, height = image.size
         if width <= 0 or height <= 0:
@@ -51,20 +54,31 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             raise MediaError(path_text, _too_large_message(width * height, max_pixels, (width, height)))
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb_array(upright)
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
+        except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as err:  # RuntimeError: AVIF payloads
             raise MediaError(path_text, f"truncated or corrupt image ({_reason(err)})") from err
+        try:
+            upright = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as err:
+            raise MediaError(path_text, f"its EXIF orientation cannot be applied, the EXIF block is malformed "
+                                        f"({_reason(err)})") from err
+        return _to_rgb_array(upright, path_text)
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """8-bit RGB from any Pillow mode; 16-bit greyscale is scaled, not clipped."""
+def _to_rgb_array(image: Image.Image, path: str = "") -> np.ndarray:
+    """8-bit RGB from any Pillow mode; 16-bit greyscale is scaled, not clipped; 32-bit float or integer pictures
+    (scientific TIFFs), whose scale is unknown, are refused."""
+    if image.mode == "F":
+        raise MediaError(path, "32-bit float image: its value range is unknown; convert it to 8 or 16 bits")
     if image.mode in _HIGH_BIT_MODES:
         values = np.asarray(image).astype(np.int64)
+        if values.max(initial=0) > 65535 or values.min(initial=0) < 0:
+            raise MediaError(path, "32-bit integer image with values outside 0-65535: convert it to 8 or 16 bits")
         # "I" holds 16-bit PNGs in some Pillow versions, or plain 8-bit values: scale only the former.
         shift = 8 if image.mode != "I" or values.max(initial=0) > 255 else 0
         grey = np.clip(values >> shift, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette with transparency goes through RGBA (Pillow warns otherwise)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8).copy()
@@ -75,6 +89,8 @@ def _check_image_file(path: str) -> None:
         raise MediaError(path, "file not found")
     if os.path.isdir(path):
         raise MediaError(path, "is a directory, not a media file")
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file (a pipe, device or socket)")
     if os.path.getsize(path) == 0:
         raise MediaError(path, "empty file (0 bytes)")
 

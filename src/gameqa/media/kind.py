@@ -26,6 +26,8 @@ def media_kind(path: str | os.PathLike) -> MediaKind:
         raise MediaError(path_text, "file not found")
     if os.path.isdir(path_text):
         raise MediaError(path_text, "is a directory, not a media file")
+    if not os.path.isfile(path_text):
+        raise MediaError(path_text, "not a regular file (a pipe, device or socket)")  # opening a FIFO would block
     try:
         with open(path_text, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
@@ -90,7 +92,7 @@ def _kind_by_opening(path: str) -> MediaKind:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
         pass
     try:
-        with av.open(path, mode="r") as container:
+        with av.open(path, mode="r", metadata_errors="replace") as container:
             pictures = av.stream.Disposition.attached_pic
             if any(not (stream.disposition & pictures) for stream in container.streams.video):
                 return "video"

@@ -250,6 +250,8 @@ def _check_file(path: str | os.PathLike) -> str:
         raise MediaError(path_text, "file not found")
     if file.is_dir():
         raise MediaError(path_text, "is a directory, not a media file")
+    if not file.is_file():
+        raise MediaError(path_text, "not a regular file (a pipe, device or socket)")
     if file.stat().st_size == 0:
         raise MediaError(path_text, "empty file (0 bytes)")
     return path_text
@@ -257,7 +259,8 @@ def _check_file(path: str | os.PathLike) -> str:
 
 def _open_container(path: str) -> av.container.InputContainer:
     try:
-        return av.open(path, mode="r")
+        # Metadata in another encoding than UTF-8 (a Latin-1 title) must not stop the pictures from being read.
+        return av.open(path, mode="r", metadata_errors="replace")
     except av.error.FileNotFoundError as err:
         raise MediaError(path, "file not found") from err
     except av.error.PermissionError as err:
@@ -321,13 +324,18 @@ def _stream_duration(container, stream, container_ok: bool = True) -> float | No
     """The video stream's duration in seconds from the headers, or None when unknown."""
     if stream.duration and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    # Matroska's DURATION tag and segment duration are where the stream ends, not how long it lasts: a file whose
+    # timestamps start later (-output_ts_offset, a cut with -copyts) lasts that much less.
+    start = 0.0
+    if "matroska" in (container.format.name or "") and stream.start_time and stream.time_base is not None:
+        start = max(0.0, float(stream.start_time * stream.time_base))
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
     if tag:
         seconds = _parse_clock(tag)
-        if seconds:
-            return seconds
-    if container_ok and container.duration:
-        return container.duration / av.time_base
+        if seconds and seconds > start:
+            return seconds - start
+    if container_ok and container.duration and container.duration / av.time_base > start:
+        return container.duration / av.time_base - start
     return None
 
 

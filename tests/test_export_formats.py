@@ -204,6 +204,27 @@ def test_reexport_never_deletes_the_checkpoint_or_other_files(tiny_run, tmp_path
     assert oct(out.stat().st_mode & 0o777) == "0o755"  # a model folder is for everyone to read
 
 
+def test_export_options_and_damaged_checkpoints_fail_in_one_line(tiny_run, tmp_path):
+    import torch
+
+    ckpt = torch.load(tiny_run["ckpt"], map_location="cpu", weights_only=False)
+    ckpt.pop("step")
+    torch.save(ckpt, tmp_path / "nostep.pt")
+    ckpt["display_height"] = "abc"
+    torch.save(ckpt, tmp_path / "baddisplay.pt")
+    (tmp_path / "afile").write_text("x")
+    out = str(tmp_path / "m")
+    assert _export([str(tmp_path / "nostep.pt"), "--out", out]).exit_code == 0  # a step count is not needed
+    cases = [([str(tiny_run["ckpt"]), "--out", out, "--crops", "0"], "--crops"),
+             ([str(tiny_run["ckpt"]), "--out", out, "--crops", "-1"], "--crops"),
+             ([str(tmp_path / "baddisplay.pt"), "--out", str(tmp_path / "m2")], "display_height is 'abc'"),
+             ([str(tiny_run["ckpt"]), "--out", str(tmp_path / "afile" / "sub")], "cannot make the model folder")]
+    for args, message in cases:
+        done = _export(args)
+        assert done.exit_code in (1, 2) and message in done.output and "Traceback" not in done.output, done.output
+    assert not (tmp_path / "m2").exists()
+
+
 def test_full_reference_model_exports_to_int8_with_reference_frames(corpus, tiny_run, tmp_path):  # noqa: F811
     from gameqa.export.formats import export_model
     from gameqa.models.registry import card_from_model_dir

@@ -101,7 +101,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
         "description": cfg.export.description or (
             f"ERAQUE ({'full' if reference == 'full' else 'no'}-reference): {cfg.model.backbone} on "
             f"{size}px full-resolution crops, trained with L{'1' if cfg.loss.regression == 'l1' else '2'} "
-            f"regression + hard pairwise ranking (step {ckpt['step']})"),
+            f"regression + hard pairwise ranking (step {ckpt.get('step', '?')})"),
         "pooling": cfg.export.pooling,
         "input": {
             "layout": "NCHW", "scale": PIXEL_SCALE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),

@@ -119,7 +119,7 @@ def export_cmd(
     checkpoint: str = typer.Argument(..., help="Trainer checkpoint (best.pt)."),
     out_dir: str = typer.Option(..., "--out", "-o", help="Model folder to write (model.json + model.onnx, ...)."),
     name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: the config's name)."),
-    crops: Optional[int] = typer.Option(None, "--crops", help="Grid crops per frame at inference (default: the "
+    crops: Optional[int] = typer.Option(None, "--crops", min=1, help="Grid crops per frame at inference (default: the "
                                         "checkpoint's input.crops_per_frame)."),
     fixed_batch: Optional[int] = typer.Option(None, "--fixed-batch", help="Also write model.b<B>.onnx with a fixed "
                                               "B x C x crop x crop input (for on-device runtimes)."),
@@ -129,9 +129,9 @@ def export_cmd(
                                              "(OUT/int8-dynamic, name-int8-dynamic). Repeat or comma-separate."),
     calibration: Optional[str] = typer.Option(None, "--calibration", help="Manifest whose train-split cached frames "
                                               "calibrate static int8 (and whose val split joins the checks)."),
-    calibration_clips: int = typer.Option(16, "--calibration-clips", help="Train clips to calibrate on."),
-    calibration_frames: int = typer.Option(4, "--calibration-frames", help="Frames per calibration/check clip."),
-    check_clips: int = typer.Option(4, "--check-clips", help="Val-split clips of the manifest added to the checks."),
+    calibration_clips: int = typer.Option(16, "--calibration-clips", min=1, help="Train clips to calibrate on."),
+    calibration_frames: int = typer.Option(4, "--calibration-frames", min=1, help="Frames per calibration/check clip."),
+    check_clips: int = typer.Option(4, "--check-clips", min=0, help="Val-split clips of the manifest added to the checks."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="Where the engine puts the crops: grid (even "
                                             "grid) or texture (the most detailed windows); default: the "
                                             "checkpoint's input.crop_mode."),

@@ -274,6 +274,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ConfigError(path, "not an ERAQUE checkpoint")
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise ConfigError(path, "not a complete ERAQUE checkpoint (its config or weights are missing)")
+    height = ckpt.get("display_height")
+    if height is not None and (isinstance(height, bool) or not isinstance(height, int) or height < 0):
+        raise ConfigError(path, f"damaged ERAQUE checkpoint: display_height is {height!r}, not a whole number")
     return ckpt
 
 

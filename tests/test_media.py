@@ -636,3 +636,26 @@ def test_32_bit_pictures_are_refused_and_palette_transparency_reads_quietly(tmp_
         warnings.simplefilter("error")
         rgb = load_image(tmp_path / "tRNS.png")
     assert rgb.shape == (48, 64, 3)
+
+
+def test_fps_sampling_goes_on_after_the_timestamps_start_again(media_dir, need_ffmpeg):
+    """Two MPEG-TS clips joined byte for byte: the second's timestamps start at 0 again. fps:2 must sample it too
+    (it stopped at the first clip's end), on a timeline that goes on."""
+    parts = [clipgen.make_clip(media_dir / f"part{k}.ts", size=(96, 64), fps=10, seconds=2.0, source=source,
+                               extra=["-g", "10"])
+             for k, source in enumerate(("testsrc2", "mandelbrot"))]
+    joined = media_dir / "joined.ts"
+    joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    frames = read_frames(joined, "fps:2")
+    total = len(read_frames(joined, "all"))
+    assert total == 40 and [f.index for f in frames] == list(range(0, 40, 5))
+    stamps = [f.timestamp for f in frames]
+    assert stamps == sorted(stamps) and stamps[-1] > 3
+
+
+def test_a_foreign_file_named_like_an_image_is_no_video(tmp_path):
+    text = tmp_path / "data.png"
+    text.write_text('{"a": 1}\n')
+    with pytest.raises(MediaError) as err:
+        media_kind(text)
+    assert_one_line_error(err, text, "named like an image, but its content is not one")

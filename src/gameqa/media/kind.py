@@ -94,6 +94,12 @@ def _kind_by_opening(path: str) -> MediaKind:
     try:
         with av.open(path, mode="r", metadata_errors="replace") as container:
             pictures = av.stream.Disposition.attached_pic
+            name = container.format.name or ""
+            if (name == "image2" or name.endswith("_pipe")) and not _first_frame_decodes(container):
+                # FFmpeg picked an image reader from the file's name (x.png) and it reads no picture either:
+                # a damaged or foreign file, not a one-frame video.
+                raise MediaError(path, "not an image or video file that can be read (named like an image, "
+                                       "but its content is not one)")
             if any(not (stream.disposition & pictures) for stream in container.streams.video):
                 return "video"
             if container.streams.audio:
@@ -101,3 +107,10 @@ def _kind_by_opening(path: str) -> MediaKind:
     except av.error.FFmpegError:
         pass
     raise MediaError(path, "not an image or video file that can be read")
+
+
+def _first_frame_decodes(container) -> bool:
+    try:
+        return next(container.decode(video=0), None) is not None
+    except (av.error.FFmpegError, IndexError):
+        return False

@@ -27,6 +27,8 @@ from gameqa.media.policy import DEFAULT_SAMPLE, FrameSelector, SamplePolicy
 # duration if larger) is reported as truncated.
 _TRUNCATION_SLACK_SECONDS = 0.5
 _TRUNCATION_SLACK_SHARE = 0.1
+# A frame this much earlier than the one before it starts a new run of timestamps (a discontinuity).
+_BACKWARDS_SLACK_SECONDS = Fraction(1, 2)
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
         first_pts = None
         last_frame = None
         last_seconds = Fraction(0)
+        offset = Fraction(0)
         last_kept = -1
         stopped_early = False
         decoder = container.decode(stream)
@@ -185,7 +188,13 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
             else:
                 if first_pts is None:
                     first_pts = frame.pts
-                seconds = (frame.pts - first_pts) * time_base
+                raw = (frame.pts - first_pts) * time_base
+                seconds = raw + offset
+                if index and seconds + _BACKWARDS_SLACK_SECONDS < last_seconds:
+                    # Timestamps went back (concatenated MPEG-TS, a wrapped clock): the timeline goes on from the
+                    # last frame, or fps:F would never sample again.
+                    offset = last_seconds + 1 / rate - raw
+                    seconds = raw + offset
             last_frame, last_seconds = frame, seconds
             if selector.keep(index, seconds):
                 last_kept = index

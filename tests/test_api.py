@@ -197,3 +197,26 @@ def test_results_record_the_canonical_policy_and_folders_take_every_known_pictur
         picture.save(tmp_path / name)
     files, errors = collect_inputs([str(tmp_path)])
     assert sorted(os.path.basename(f) for f in files) == ["a.tiff", "b.tif", "c.gif", "d.png"] and not errors
+
+
+def test_callbacks_from_two_threads_see_only_their_own_batches(niqe_clip):
+    """Each call's on_batch sees its own batches; none stays attached to the shared scorer afterwards."""
+    import threading
+
+    scorer = load("niqe", sample="uniform:4", batch_size=1)
+    seen = {"a": 0, "b": 0}
+    start = threading.Barrier(2)
+
+    def run(key):
+        start.wait()
+        for _ in range(3):
+            scorer.score(niqe_clip, on_batch=lambda frames, scores: seen.__setitem__(key, seen[key] + len(frames)))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": 12, "b": 12}
+    scorer.score(niqe_clip)
+    assert seen == {"a": 12, "b": 12} and type(scorer._scorer.model).__name__ != "_ObservedModel"

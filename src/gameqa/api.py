@@ -11,6 +11,7 @@ the same model in the same batches and pooled the same way.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -65,12 +66,11 @@ class QualityScorer:
             raise GameQAError(os.fspath(source), "give the reference as a file when the input is a file")
         if on_batch is None:
             return self._scorer.score(source, ref=ref)
-        model = self._scorer.model
-        self._scorer.model = _ObservedModel(model, on_batch)
-        try:
-            return self._scorer.score(source, ref=ref)
-        finally:
-            self._scorer.model = model
+        # A shallow copy that sees the batches: the shared scorer is never changed, so calls from several threads
+        # (each with its own callback) do not see each other's batches, and nothing stays attached afterwards.
+        observed = copy.copy(self._scorer)
+        observed.model = _ObservedModel(self._scorer.model, on_batch)
+        return observed.score(source, ref=ref)
 
     def _score_array(self, array: np.ndarray, ref, fps: float, on_batch) -> ScoreResult:
         start = time.perf_counter()

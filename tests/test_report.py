@@ -162,6 +162,26 @@ def test_readme_table_is_written_between_the_markers(report, tmp_path):
     assert bad.exit_code == 1 and "marker" in bad.output and unmarked.read_text() == "no markers\n"
 
 
+def test_readme_table_of_a_damaged_report_or_readme_is_one_line(report, tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    cases = []
+    for k, content in enumerate(("[]", '{"accuracy": {}}', '{"accuracy": {"models": 3}}')):
+        folder = tmp_path / f"r{k}"
+        folder.mkdir()
+        (folder / "results.json").write_text(content)
+        cases.append((["--report", str(folder)], "not a gameqa report"))
+    latin = tmp_path / "latin.md"
+    latin.write_bytes(b"caf\xe9\n")
+    cases.append((["--report", str(report["out"]), "--write", str(latin)], "is not UTF-8 text"))
+    for args, message in cases:
+        done = CliRunner().invoke(app, ["bench", "readme-table", *args])
+        assert done.exit_code == 1 and message in done.output and "Traceback" not in done.output, done.output
+    assert latin.read_bytes() == b"caf\xe9\n"
+
+
 def test_bad_manifest_is_one_line_and_writes_nothing(corpus, tmp_path):  # noqa: F811
     from typer.testing import CliRunner
 

@@ -1005,10 +1005,15 @@ def readme_table(report_dir: str | os.PathLike) -> str:
     """The README's Markdown results table, made from a report's results.json only."""
     path = Path(report_dir) / "results.json"
     try:
-        results = json.loads(path.read_text())
-        accuracy = results["accuracy"]
-    except (OSError, ValueError, KeyError) as exc:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        return _readme_table(results)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        # a report of another version or a damaged one: any missing or misshapen part says so in one line
         raise ConfigError(path, f"not a gameqa report ({exc.__class__.__name__}: {exc})") from None
+
+
+def _readme_table(results: dict) -> str:
+    accuracy = results["accuracy"]
     lines = [markdown_table(ACCURACY_HEADER, accuracy_rows(accuracy)), "",
              f"{accuracy['split']} split, {accuracy['clips']} clips from {accuracy['sources']} sources"
              f"{' (QUICK subset)' if results.get('quick') else ''}; 95% bootstrap intervals ({accuracy['bootstrap']} "
@@ -1097,9 +1102,11 @@ def write_readme_table(report_dir: str | os.PathLike, readme: str | os.PathLike)
 
     readme = Path(readme)
     try:
-        text = readme.read_text()
+        text = readme.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(readme, f"cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(readme, "is not UTF-8 text") from None
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         raise ConfigError(readme, f"needs the marker lines {README_START!r} and then {README_END!r}")

@@ -118,6 +118,7 @@ def test_bench_models_bad_input_fails_in_one_line(models, tmp_path):
         ([str(models["fp32"]), "--clip", str(tmp_path / "missing.mp4")], "missing.mp4"),
         ([str(models["fp32"]), "--threads", "one"], "--threads must be comma-separated integers"),
         ([str(models["fp32"]), "--clip-size", "big"], "clip size must be WIDTHxHEIGHT"),
+        ([str(models["fp32"]), "psnr"], "'psnr' is full-reference: bench models times no-reference models"),
     ]
     for extra, message in cases:
         done = CliRunner().invoke(app, ["bench", "models", *extra, "--no-clip", "--repeats", "1",

@@ -38,8 +38,8 @@ def _export(args: list[str]):
 def exported(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny"
     done = _export([str(tiny_run["ckpt"]), "--out", str(out), "--int8", "static,dynamic", "--fixed-batch", "2",
-                    "--torchscript", "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "4",
-                    "--calibration-frames", "2", "--check-clips", "3", "--frames-cache", str(tiny_run["frames"]),
+                    "--torchscript", "--calibration", str(tiny_run["manifest"]), "--calibration-clips", "20",
+                    "--calibration-frames", "2", "--check-clips", "5", "--frames-cache", str(tiny_run["frames"]),
                     "--json"])
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout[done.stdout.index("{"):])
@@ -57,7 +57,9 @@ def test_every_format_is_written_and_checked_against_torch(exported):
     for name in ("int8/model.onnx", "int8-dynamic/model.onnx"):
         c = checks[name]
         assert 0 < c["mean_abs_diff"] <= c["max_abs_diff"] < 0.5, c  # quantized: close to torch, yet not equal
-    assert summary["calibration"]["frames"] == 4 * 2 and summary["calibration"]["split"] == "train"
+    # Asked for 20 train and 5 val clips, the corpus has 12 and 3: the summary says what was used.
+    assert summary["calibration"]["clips"] == 12 and summary["calibration"]["frames"] == 12 * 2
+    assert summary["calibration"]["split"] == "train" and summary["check_frames"]["manifest_clips"] == 3
     # The fixed-batch graph has a fully static input; the main graph keeps its dynamic axes.
     fixed = onnx.load(str(out / "model.b2.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in fixed] == [2, 3, 64, 64]
@@ -146,6 +148,9 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_folder(tiny_run, tmp_path):
         ([str(tiny_run["ckpt"]), "--int8", "static", "--calibration", str(tmp_path / "nope.csv")],
          "calibration manifest not found"),
         ([str(tiny_run["ckpt"]), "--int8", "fp16"], "--int8 takes static or dynamic"),
+        ([str(tiny_run["ckpt"]), "--name", "niqe"], "model name 'niqe' belongs to a built-in metric"),
+        ([str(tiny_run["ckpt"]), "--name", "psnr", "--int8", "dynamic"], "model name 'psnr' belongs to a"),
+        ([str(tiny_run["ckpt"]), "--name", " "], "the model name is empty"),
     ]
     for args, message in cases:
         out = tmp_path / "model"
@@ -343,3 +348,25 @@ def test_context_model_trains_exports_and_the_engine_feeds_it_the_frame_strip(co
     for name in ("model.onnx", "model.b2.onnx", "model.torchscript.pt"):
         assert checks[name]["max_abs_diff"] < 1e-4, name
     assert checks["int8/model.onnx"]["max_abs_diff"] < 0.5
+
+
+def test_an_error_inside_the_unfinished_export_names_the_checkpoint_not_the_temporary_folder(tmp_path):
+    """A failing step of an export (a check against torch, a quantization) raises about a file in the export's
+    temporary folder, which is deleted before the user reads the line: the line names the checkpoint, the file
+    the step was on, and that nothing was written."""
+    from gameqa.errors import ModelError
+    from gameqa.export.formats import _naming_the_export
+    from gameqa.export.quantize import quantize_dynamic_onnx
+
+    tmp = tmp_path / ".m.tmp-x"
+    (tmp / "int8-dynamic").mkdir(parents=True)
+    (tmp / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelError) as failed:  # a real failure of a real step
+        quantize_dynamic_onnx(tmp / "model.onnx", tmp / "int8-dynamic" / "model.onnx")
+    assert failed.value.path == str(tmp / "model.onnx")
+    named = _naming_the_export(failed.value, tmp, tmp_path / "best.pt", tmp_path / "m")
+    assert isinstance(named, ModelError) and named.path == str(tmp_path / "best.pt")
+    assert str(named) == (f"{tmp_path / 'best.pt'}: model.onnx: {failed.value.problem}; "
+                          f"nothing written to {tmp_path / 'm'}")
+    other = ModelError(tmp_path / "frames" / "a.png", "unreadable")  # about another file: passes unchanged
+    assert _naming_the_export(other, tmp, tmp_path / "best.pt", tmp_path / "m") is other

@@ -125,6 +125,12 @@ def bench_models(models: Sequence[str], *, threads: Sequence[int] = (1, 2), heig
     if clip:
         probe_video(os.fspath(clip))  # a missing or broken clip fails here, before any timing
     cards = [get_card(m) for m in models]  # unknown names fail here, before any timing
+    full = [c.name for c in cards if c.full_reference]
+    if full:
+        one = len(full) == 1
+        raise ConfigError(None, f"{', '.join(map(repr, full))} {'is' if one else 'are'} full-reference: bench models "
+                                f"times no-reference models on frames without references (leave "
+                                f"{'it' if one else 'them'} out)")
     names = [c.name for c in cards]
     if len(set(names)) != len(names):
         raise ConfigError(None, f"two of the models share a registry name: {names}")

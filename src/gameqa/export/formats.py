@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from gameqa.errors import ConfigError, ModelError
+from gameqa.errors import ConfigError, GameQAError, ModelError
 from gameqa.export.quantize import CALIBRATION_METHODS, manifest_frames, quantize_dynamic_onnx, quantize_static_onnx
 from gameqa.models.onnx_engine import display_crops, normalise_input
 
@@ -103,6 +103,18 @@ def _prepare_out(out: Path, checkpoint: Path) -> None:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise ConfigError(out, f"holds files an export does not write ({', '.join(foreign[:3])}{more}), which "
                                "replacing it would delete; choose another --out")
+
+
+def _check_name(name: str) -> None:
+    """The registry name an export writes must not be a built-in metric's (NIQE, PSNR, ...): a folder never
+    replaces a registered model, so its scores would come out under a name that means another model. An exported
+    model's name (a bundled ERAQUE) may be reused: that is how its weights are rebuilt."""
+    from gameqa.models.registry import list_models
+
+    if not name.strip():
+        raise ConfigError(None, "the model name is empty: give --name")
+    if name in {c.name for c in list_models() if c.engine != "onnx"}:
+        raise ConfigError(None, f"model name {name!r} belongs to a built-in metric; choose another --name")
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -217,6 +229,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     out = Path(out_dir)
     _prepare_out(out, Path(checkpoint))
     base_name = name or cfg.name
+    _check_name(base_name)
 
     pairs = _bundled_pairs(bundled_frames, full_ref)
     frames_note = f"{len(pairs)} frames of the bundled gameplay clip"
@@ -226,17 +239,17 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     if calibration_manifest:
         common = dict(sample=calibration_sample, frames_cache=frames_cache, root=root, full_reference=full_ref)
         if check_clips > 0:
-            val = manifest_frames(calibration_manifest, "val", clips=check_clips, frames_per_clip=calibration_frames,
-                                  **common)
+            val, val_clips = manifest_frames(calibration_manifest, "val", clips=check_clips,
+                                             frames_per_clip=calibration_frames, **common)
             pairs += val
-            check_info.update(manifest=str(calibration_manifest), manifest_split="val", manifest_clips=check_clips,
+            check_info.update(manifest=str(calibration_manifest), manifest_split="val", manifest_clips=val_clips,
                               manifest_frames=len(val))
             frames_note = f"{len(pairs)} real frames (bundled clip + {len(val)} val-split corpus frames)"
         if "static" in kinds:
-            log(f"reading calibration frames: {calibration_clips} train clips x {calibration_frames} frames")
-            calib_pairs = manifest_frames(calibration_manifest, "train", clips=calibration_clips,
-                                          frames_per_clip=calibration_frames, **common)
-            calibration = {"manifest": str(calibration_manifest), "split": "train", "clips": calibration_clips,
+            log(f"reading calibration frames: up to {calibration_clips} train clips x {calibration_frames} frames")
+            calib_pairs, calib_clips = manifest_frames(calibration_manifest, "train", clips=calibration_clips,
+                                                       frames_per_clip=calibration_frames, **common)
+            calibration = {"manifest": str(calibration_manifest), "split": "train", "clips": calib_clips,
                            "frames": len(calib_pairs), "sample": calibration_sample, "method": calibration_method,
                            "fp32_stride": int8_fp32_stride, "fp32_head": int8_fp32_head}
     check_info["frames"] = len(pairs)
@@ -262,7 +275,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
         def record(check: FileCheck, limit: Optional[float]) -> FileCheck:
             log(f"{check.file}: max abs diff {check.max_abs_diff:.3g}, mean {check.mean_abs_diff:.3g}")
             if limit is not None and not check.max_abs_diff <= limit:
-                raise ModelError(out / check.file, f"{check.format} disagrees with torch (max abs frame score diff "
+                raise ModelError(tmp / check.file, f"{check.format} disagrees with torch (max abs frame score diff "
                                                    f"{check.max_abs_diff:.2e}, tolerance {limit:g})")
             summary.checks.append(check)
             return check
@@ -323,7 +336,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                 mixed = (f"layers finer than 1/{int8_fp32_stride} of the crop kept fp32; " if int8_fp32_stride
                          else "") + ("pooling and head kept fp32; " if int8_fp32_head else "")
                 how = (f"static int8 (QDQ, per-channel int8 weights, uint8 activations; {mixed}{calibration_method} "
-                       f"calibration on {len(calib_pairs)} frames of {calibration_clips} train clips)")
+                       f"calibration on {len(calib_pairs)} frames of {calibration['clips']} train clips)")
             else:
                 log("quantizing: dynamic int8")
                 quantize_dynamic_onnx(tmp / "model.onnx", folder / "model.onnx")
@@ -337,10 +350,22 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
 
         (tmp / "export.json").write_text(json.dumps(dict(summary.to_dict(), source=str(checkpoint)), indent=2) + "\n")
         _replace_folder(tmp, out)
+    except GameQAError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _naming_the_export(exc, tmp, Path(checkpoint), out) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _naming_the_export(exc: GameQAError, tmp: Path, checkpoint: Path, out: Path) -> GameQAError:
+    """An error about a file of the unfinished export (in its deleted temporary folder) names the checkpoint
+    and the file it would have been in ``out``."""
+    if exc.path is None or not (exc.path == str(tmp) or exc.path.startswith(str(tmp) + os.sep)):
+        return exc
+    inner = os.path.relpath(exc.path, tmp)
+    return type(exc)(checkpoint, f"{inner}: {exc.problem}; nothing written to {out}")
 
 
 def upscale(frame: Optional[np.ndarray], display_height: Optional[int]) -> Optional[np.ndarray]:

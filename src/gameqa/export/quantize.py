@@ -43,9 +43,10 @@ def _spread(n: int, k: int) -> list[int]:
 def manifest_frames(manifest: str | os.PathLike, split: str = "train", *, clips: int = 16, frames_per_clip: int = 4,
                     sample: str = "uniform:8", frames_cache: Optional[str | os.PathLike] = None,
                     root: Optional[str | os.PathLike] = None, full_reference: bool = False,
-                    ) -> list[tuple[np.ndarray, Optional[np.ndarray]]]:
-    """(frame, reference or None) pairs: display-size cached frames of ``clips`` clips of ``split``, spread
-    evenly over the split (so every game is in), ``frames_per_clip`` frames each, spread over the clip."""
+                    ) -> tuple[list[tuple[np.ndarray, Optional[np.ndarray]]], int]:
+    """(frame, reference or None) pairs and the number of clips they came from: display-size cached frames of
+    ``clips`` clips of ``split`` (all of them when it has fewer), spread evenly over the split (so every game is
+    in), ``frames_per_clip`` frames each, spread over the clip."""
     from gameqa.data.manifest import manifest_root, read_manifest, split_rows
     from gameqa.paths import cache_dir
     from gameqa.train.frames import FrameCache
@@ -68,7 +69,7 @@ def manifest_frames(manifest: str | os.PathLike, split: str = "train", *, clips:
         ref_entry = cache.reference_frames(row["abs_source_path"], entry.timestamps, w, h) if full_reference else None
         for i in _spread(len(entry), max(1, int(frames_per_clip))):
             pairs.append((entry.load(i), None if ref_entry is None else ref_entry.load(i)))
-    return pairs
+    return pairs, len(chosen)
 
 
 def _preprocessed(src: Path, work: Path) -> Path:

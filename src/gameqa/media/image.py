@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gameqa.errors import MediaError
+from gameqa.media.files import check_media_file
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Images with more pixels than this are refused before decoding (decompression-bomb guard)."""
@@ -25,7 +26,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     default) whatever ``max_pixels`` says. Animated images give their first frame.
     """
     path_text = os.fspath(path)
-    _check_image_file(path_text)
+    check_media_file(path_text)
     with warnings.catch_warnings():
         # Our own limit below decides; Pillow's warning band would only add noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -82,17 +83,6 @@ def _to_rgb_array(image: Image.Image, path: str = "") -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8).copy()
-
-
-def _check_image_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise MediaError(path, "file not found")
-    if os.path.isdir(path):
-        raise MediaError(path, "is a directory, not a media file")
-    if not os.path.isfile(path):
-        raise MediaError(path, "not a regular file (a pipe, device or socket)")
-    if os.path.getsize(path) == 0:
-        raise MediaError(path, "empty file (0 bytes)")
 
 
 def _too_large_message(pixels: int | None, max_pixels: int, size: tuple[int, int] | None = None) -> str:

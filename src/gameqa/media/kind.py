@@ -9,6 +9,7 @@ import av.error
 from PIL import Image, UnidentifiedImageError
 
 from gameqa.errors import MediaError
+from gameqa.media.files import check_media_file
 
 MediaKind = Literal["video", "image"]
 
@@ -21,20 +22,12 @@ _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
 def media_kind(path: str | os.PathLike) -> MediaKind:
     """``"video"`` or ``"image"``, from the file's leading bytes; when those are not decisive,
     by asking Pillow and then FFmpeg whether they can open it. Anything else is a MediaError."""
-    path_text = os.fspath(path)
-    if not os.path.exists(path_text):
-        raise MediaError(path_text, "file not found")
-    if os.path.isdir(path_text):
-        raise MediaError(path_text, "is a directory, not a media file")
-    if not os.path.isfile(path_text):
-        raise MediaError(path_text, "not a regular file (a pipe, device or socket)")  # opening a FIFO would block
+    path_text = check_media_file(path)
     try:
         with open(path_text, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
     except OSError as err:
         raise MediaError(path_text, f"cannot read file ({err.strerror or err})") from err
-    if not head:
-        raise MediaError(path_text, "empty file (0 bytes)")
     sniffed = _sniff(head)
     if sniffed is not None:
         return sniffed

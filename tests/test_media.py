@@ -286,6 +286,22 @@ def test_rotation_is_applied(media_dir, marker_clip, degrees, corner):
     assert np.abs(rgb.astype(int) - reference.astype(int)).mean() < 2.0
 
 
+def test_anamorphic_video_keeps_its_stored_pixel_grid(media_dir):
+    """Non-square pixels (SAR 4:3: 120x90 stored, shown 160x90) are not stretched: the frames and the probe keep the
+    stored grid, pixel for pixel what ffmpeg decodes before any scaling."""
+    clip = clipgen.make_clip(media_dir / "anamorphic.mp4", size=(120, 90), seconds=0.2, video_filter="setsar=4/3")
+    import av
+
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
+    info = probe_video(clip)
+    assert (info.width, info.height, info.display_width, info.display_height) == (120, 90, 120, 90)
+    rgb = read_frames(clip, "every:1")[0].rgb
+    assert rgb.shape == (90, 120, 3)
+    reference = clipgen.ffmpeg_decode_rgb(clip, 120, 90, indices=[0])[0]
+    assert np.abs(rgb.astype(int) - reference.astype(int)).mean() < 2.0
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 def test_missing_file(tmp_path):

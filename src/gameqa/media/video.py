@@ -4,6 +4,8 @@ Every frame is decoded (with codec threading) so that selection by index and by 
 exact, but only the sampled frames are converted to RGB, which is where most of the per-frame
 cost would be. Frames come out upright (display-matrix rotation applied), 8-bit RGB whatever the
 source bit depth, and one at a time: memory is bounded by what the caller keeps, not the clip.
+A non-square sample aspect ratio (anamorphic video, e.g. 1440x1080 shown 16:9) is not stretched: frames keep the
+stored pixel grid, where the codec's artefacts are, and ``display_width``/``display_height`` leave it out too.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -81,6 +82,19 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished folder ``staging`` (beside ``out``) to ``out`` in one rename, replacing an earlier one there,
+    which is deleted only once the new one is in place; the result is readable by all (mkdtemp makes 0700)."""
+    os.chmod(staging, 0o755)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:

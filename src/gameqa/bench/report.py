@@ -39,6 +39,7 @@ import typer
 
 from gameqa.console import fail, log_line
 from gameqa.errors import ConfigError, GameQAError
+from gameqa.sinks import replace_folder
 
 SPLIT = "test"
 ABLATION_GROUPS = (("L1 + hard rank (default)", "abl-default-s*"), ("L1 only (ablation)", "abl-ablation_l1-s*"))
@@ -957,14 +958,7 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
         (staging / "report.html").write_text(doc.html("gameqa benchmark report"))
         for path in staging.iterdir():
             os.chmod(path, 0o644)
-        os.chmod(staging, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}-old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -35,6 +35,7 @@ import numpy as np
 from gameqa.errors import ConfigError, GameQAError, ModelError
 from gameqa.export.quantize import CALIBRATION_METHODS, manifest_frames, quantize_dynamic_onnx, quantize_static_onnx
 from gameqa.models.onnx_engine import display_crops, normalise_input
+from gameqa.sinks import replace_folder
 
 INT8_KINDS = ("static", "dynamic")
 INT8_FOLDERS = {"static": "int8", "dynamic": "int8-dynamic"}
@@ -115,19 +116,6 @@ def _check_name(name: str) -> None:
         raise ConfigError(None, "the model name is empty: give --name")
     if name in {c.name for c in list_models() if c.engine != "onnx"}:
         raise ConfigError(None, f"model name {name!r} belongs to a built-in metric; choose another --name")
-
-
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing an earlier export there (readable by all, as a model
-    folder is meant to be; mkdtemp makes it 0700)."""
-    os.chmod(tmp, 0o755)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _diffs(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
@@ -349,7 +337,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
                  else None, "check_frames": check_info, "check": asdict(check)}, indent=2) + "\n")
 
         (tmp / "export.json").write_text(json.dumps(dict(summary.to_dict(), source=str(checkpoint)), indent=2) + "\n")
-        _replace_folder(tmp, out)
+        replace_folder(tmp, out)
     except GameQAError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _naming_the_export(exc, tmp, Path(checkpoint), out) from None

@@ -199,6 +199,30 @@ def test_results_record_the_canonical_policy_and_folders_take_every_known_pictur
     assert sorted(os.path.basename(f) for f in files) == ["a.tiff", "b.tif", "c.gif", "d.png"] and not errors
 
 
+def test_a_sub_folder_that_vanishes_mid_walk_is_one_input_error_and_the_rest_is_kept(tmp_path, monkeypatch):
+    """A folder removed while `gameqa score FOLDER` walks the tree (another job cleaning up) is reported by name;
+    the files of the other folders are still collected (it was a FileNotFoundError traceback)."""
+    import shutil
+
+    from gameqa.scoring import collect_inputs
+
+    for sub in ("a", "b", "c"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "clip.mp4").write_bytes(b"not decoded here")
+    (tmp_path / "b" / "deeper").mkdir()
+    real_scandir = os.scandir
+
+    def scandir_after_a_cleanup(path="."):
+        if not isinstance(path, int) and os.path.basename(os.fspath(path)) == "b":
+            shutil.rmtree(path, ignore_errors=True)  # the folder really goes, between listing and reading it
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_after_a_cleanup)
+    files, errors = collect_inputs([str(tmp_path)])
+    assert files == [str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "c" / "clip.mp4")]
+    assert [str(e) for e in errors] == [f"{tmp_path / 'b'}: cannot read folder (No such file or directory)"]
+
+
 def test_callbacks_from_two_threads_see_only_their_own_batches(niqe_clip):
     """Each call's on_batch sees its own batches; none stays attached to the shared scorer afterwards."""
     import threading

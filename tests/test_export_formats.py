@@ -174,7 +174,7 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_folder(tiny_run, tmp_path):
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     done = _export([str(tiny_run["ckpt"]), "--out", str(other)])
-    assert done.exit_code == 2 and "not a model folder" in done.output
+    assert done.exit_code == 2 and "is not an earlier model export (it holds keep.txt)" in done.output
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
 
 
@@ -189,8 +189,9 @@ def test_reexport_replaces_an_earlier_model_folder(tiny_run, tmp_path):
     assert not (out / "int8-dynamic").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-def test_reexport_never_deletes_the_checkpoint_or_other_files(tiny_run, tmp_path):
-    """--out is replaced as a whole: an earlier export holding the checkpoint, or a file of the user's, is refused."""
+def test_reexport_never_deletes_the_checkpoint_or_other_files(tiny_run, tmp_path, monkeypatch):
+    """--out is replaced as a whole: an earlier export holding the checkpoint, a file of the user's, or the current
+    folder, is refused."""
     import shutil
 
     out = tmp_path / "m"
@@ -198,13 +199,17 @@ def test_reexport_never_deletes_the_checkpoint_or_other_files(tiny_run, tmp_path
     inside = out / "best.pt"
     shutil.copy(tiny_run["ckpt"], inside)
     done = _export([str(inside), "--out", str(out)])
-    assert done.exit_code == 2 and "holds the checkpoint being exported" in done.output and inside.is_file()
+    assert done.exit_code == 2 and f"holds {inside}, which replacing it would delete" in done.output and inside.is_file()
     inside.unlink()
     (out / "NOTES.md").write_text("mine")
     done = _export([str(tiny_run["ckpt"]), "--out", str(out)])
-    assert done.exit_code == 2 and "holds files an export does not write (NOTES.md)" in done.output
+    assert done.exit_code == 2 and "is not an earlier model export (it holds NOTES.md)" in done.output
     assert (out / "NOTES.md").read_text() == "mine" and (out / "model.onnx").is_file()
     (out / "NOTES.md").unlink()
+    monkeypatch.chdir(out)  # an earlier export that is the current folder stays too
+    done = _export([str(tiny_run["ckpt"]), "--out", "."])
+    assert done.exit_code == 2 and "holds the current folder" in done.output and (out / "model.onnx").is_file()
+    monkeypatch.chdir(tmp_path)
     assert _export([str(tiny_run["ckpt"]), "--out", str(out)]).exit_code == 0
     assert oct(out.stat().st_mode & 0o777) == "0o755"  # a model folder is for everyone to read
 

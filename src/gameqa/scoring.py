@@ -227,6 +227,23 @@ def _check_same_timeline(path: str, ref) -> None:
                               "compared one to one, give the reference cut to the same frames")
 
 
+def _media_files_under(folder: str, suffixes: set[str]) -> tuple[list[str], list[InputError]]:
+    """Media files anywhere under a folder (links to folders are not followed), sorted, and one error per
+    sub-folder that could not be read (gone mid-walk, no permission) instead of an exception for the whole folder."""
+    found: list[str] = []
+    errors: list[InputError] = []
+
+    def unreadable(exc: OSError) -> None:
+        errors.append(InputError(str(Path(exc.filename or folder)), f"cannot read folder ({exc.strerror or exc})"))
+
+    for root, _dirs, names in os.walk(folder, onerror=unreadable):
+        for name in names:
+            path = Path(root, name)
+            if path.suffix.lower() in suffixes and path.is_file():
+                found.append(str(path))
+    return sorted(found), errors
+
+
 def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = ()) -> tuple[list[str], list[InputError]]:
     """Expand files, folders (recursively: video and image files), globs and list files (.txt/.lst, or @FILE;
     a list may name other lists, but not itself, directly or through them)."""
@@ -254,10 +271,9 @@ def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = ()) -> tuple[
             files.extend(more)
             errors.extend(errs)
         elif os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in media_suffixes
-            )
-            if not found:
+            found, unread = _media_files_under(item, media_suffixes)
+            errors.extend(unread)
+            if not found and not unread:
                 errors.append(InputError(item, "folder holds no video or image files"))
             files.extend(found)
         elif os.path.exists(item):

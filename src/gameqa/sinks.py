@@ -84,6 +84,32 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
             os.unlink(tmp)
 
 
+def check_replaceable(out: Path, *, marker: str, owned: Callable[[Path], bool], what: str, option: str,
+                      keep: Sequence[Path] = ()) -> None:
+    """``out`` is about to be replaced as a whole (``replace_folder``): refuse a file, the current folder or a folder
+    that holds it or any path of ``keep`` (an input), and a folder that is not an earlier ``what`` (no ``marker``
+    file in it, or entries that ``owned`` does not accept), which replacing it would delete. ConfigError names
+    ``out`` and says to choose another ``option``."""
+    from gameqa.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "exists and is not a folder")
+    if not out.is_dir():
+        return
+    root = os.path.realpath(out)
+    for inside in (Path.cwd(), *keep):
+        real = os.path.realpath(inside)
+        if real == root or real.startswith(root + os.sep):
+            held = "the current folder" if inside == Path.cwd() else str(inside)
+            raise ConfigError(out, f"holds {held}, which replacing it would delete; choose another {option}")
+    entries = list(out.iterdir())
+    foreign = sorted(p.name for p in entries if not owned(p))
+    if entries and (foreign or not (out / marker).is_file()):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(out, f"exists and is not an earlier {what}" + (f" (it holds {shown})" if foreign else "")
+                          + f"; replacing it would delete that: choose another {option}")
+
+
 def replace_folder(staging: Path, out: Path) -> None:
     """Move the finished folder ``staging`` (beside ``out``) to ``out`` in one rename, replacing an earlier one there,
     which is deleted only once the new one is in place; the result is readable by all (mkdtemp makes 0700)."""

@@ -39,7 +39,7 @@ import typer
 
 from gameqa.console import fail, log_line
 from gameqa.errors import ConfigError, GameQAError
-from gameqa.sinks import replace_folder
+from gameqa.sinks import check_replaceable, replace_folder
 
 SPLIT = "test"
 ABLATION_GROUPS = (("L1 + hard rank (default)", "abl-default-s*"), ("L1 only (ablation)", "abl-ablation_l1-s*"))
@@ -899,7 +899,8 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
 
         SamplePolicy.parse(opts.sample)  # a bad policy too
     out = Path(output).resolve()
-    _check_report_folder(out)
+    check_replaceable(out, marker="results.json", what="report", option="--output",
+                      owned=lambda p: p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png"))
     if opts.store is not None:
         try:
             Path(opts.store).mkdir(parents=True, exist_ok=True)
@@ -966,24 +967,6 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
 
 
 REPORT_FILES = ("report.md", "report.html", "results.json")
-
-
-def _check_report_folder(out: Path) -> None:
-    """The report replaces ``out`` as a whole: refuse a file, the current folder or one above it, and a folder
-    that holds anything but an earlier report (its three files and PNG plots), which replacing would delete."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(out, "exists and is not a folder")
-    if not out.is_dir():
-        return
-    here = os.path.realpath(os.getcwd())
-    if here == str(out) or here.startswith(str(out) + os.sep):
-        raise ConfigError(out, "is the current folder or holds it; give the report a folder of its own")
-    entries = [p for p in out.iterdir()]
-    foreign = sorted(p.name for p in entries if not (p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png")))
-    if entries and (foreign or not (out / "results.json").is_file()):
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ConfigError(out, "exists and is not an earlier report" + (f" (it holds {shown})" if foreign else "")
-                               + "; replacing it would delete that: choose another --output")
 
 
 def _version() -> str:

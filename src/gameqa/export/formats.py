@@ -35,7 +35,7 @@ import numpy as np
 from gameqa.errors import ConfigError, GameQAError, ModelError
 from gameqa.export.quantize import CALIBRATION_METHODS, manifest_frames, quantize_dynamic_onnx, quantize_static_onnx
 from gameqa.models.onnx_engine import display_crops, normalise_input
-from gameqa.sinks import replace_folder
+from gameqa.sinks import check_replaceable, replace_folder
 
 INT8_KINDS = ("static", "dynamic")
 INT8_FOLDERS = {"static": "int8", "dynamic": "int8-dynamic"}
@@ -85,25 +85,6 @@ def _is_export_output(name: str) -> bool:
     """Whether a file or folder of this name is one ``export_model`` writes (so replacing it loses nothing)."""
     return (name in ("model.json", "model.onnx", "export.json", "model.torchscript.pt", *INT8_FOLDERS.values())
             or (name.startswith("model.b") and name.endswith(".onnx")))
-
-
-def _prepare_out(out: Path, checkpoint: Path) -> None:
-    """``out`` is replaced as a whole: refuse a file, a folder that is not an earlier export, one that holds
-    anything an export does not write, and one that holds the checkpoint itself."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(out, "exists and is not a folder")
-    if not out.is_dir():
-        return
-    if os.path.realpath(checkpoint).startswith(os.path.realpath(out) + os.sep):
-        raise ConfigError(out, f"holds the checkpoint being exported ({checkpoint}); choose another --out")
-    entries = [p.name for p in out.iterdir()]
-    if entries and not (out / "model.json").is_file():
-        raise ConfigError(out, "exists and is not a model folder; choose another --out")
-    foreign = sorted(n for n in entries if not _is_export_output(n))
-    if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise ConfigError(out, f"holds files an export does not write ({', '.join(foreign[:3])}{more}), which "
-                               "replacing it would delete; choose another --out")
 
 
 def _check_name(name: str) -> None:
@@ -215,7 +196,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, n
     model, cfg = model_from_checkpoint(ckpt)
     full_ref = cfg.model.reference == "full"
     out = Path(out_dir)
-    _prepare_out(out, Path(checkpoint))
+    check_replaceable(out, marker="model.json", owned=lambda p: _is_export_output(p.name), what="model export",
+                      option="--out", keep=[Path(checkpoint)])
     base_name = name or cfg.name
     _check_name(base_name)
 

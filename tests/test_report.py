@@ -349,5 +349,5 @@ def test_an_unwritable_store_is_one_line_and_writes_no_report(report, tmp_path):
                                     "--runs-dir", str(report["runs"]), "--frames-cache", str(report["base"] / "frames"),
                                     "--model", "ssim", "--no-speed", "--store", str(blocker / "store")])
     assert done.exit_code == 1
-    assert "cannot write the prediction store" in done.output and len(done.output.strip().splitlines()) <= 3
+    assert "cannot make the prediction store" in done.output and len(done.output.strip().splitlines()) <= 3
     assert not out.exists() and blocker.read_text() == "not a folder"

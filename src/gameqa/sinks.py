@@ -84,6 +84,17 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
             os.unlink(tmp)
 
 
+def make_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Make ``folder`` (and its parents) or fail with one ConfigError naming it: ``cannot make <what> (reason)``."""
+    from gameqa.errors import ConfigError
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(folder, f"cannot make {what} ({exc.strerror or exc})") from None
+    return Path(folder)
+
+
 def check_replaceable(out: Path, *, marker: str, owned: Callable[[Path], bool], what: str, option: str,
                       keep: Sequence[Path] = ()) -> None:
     """``out`` is about to be replaced as a whole (``replace_folder``): refuse a file, the current folder or a folder

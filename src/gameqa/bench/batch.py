@@ -11,6 +11,7 @@ clips instead (moving pattern + noise, PyAV's libx264), for tests.
 from __future__ import annotations
 
 from gameqa.models.registry import DEFAULT_MODEL
+from gameqa.sinks import make_folder
 
 import math
 import os
@@ -35,7 +36,7 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
     import av
 
     folder = Path(folder)
-    _make_folder(folder)
+    make_folder(folder, "the clip folder")
     width, height = size
     frames = max(1, round(seconds * fps))
     rng = np.random.default_rng(seed)
@@ -65,15 +66,6 @@ def make_clips(folder: str | os.PathLike, count: int, size: tuple[int, int] = (1
                 container.mux(packet)
         os.replace(tmp, path)
     return paths
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from gameqa.errors import ConfigError
-
-        raise ConfigError(folder, f"cannot make the clip folder ({exc.strerror or exc})") from None
 
 
 def bundled_gameplay_clip() -> Path:
@@ -106,7 +98,7 @@ def make_gameplay_clips(folder: str | os.PathLike, count: int, source: str | os.
         if duration < seconds:
             raise MediaError(str(path), f"is {duration:.2f} s long, shorter than the {seconds:g} s clips")
     folder = Path(folder)
-    _make_folder(folder)
+    make_folder(folder, "the clip folder")
     width, height = size
     rng = np.random.default_rng(seed)
     tag = f"{source.stem}_{width}x{height}_{seconds:g}s_{fps}fps_s{seed}"

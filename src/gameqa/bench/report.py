@@ -39,7 +39,7 @@ import typer
 
 from gameqa.console import fail, log_line
 from gameqa.errors import ConfigError, GameQAError
-from gameqa.sinks import check_replaceable, replace_folder
+from gameqa.sinks import check_replaceable, make_folder, replace_folder
 
 SPLIT = "test"
 ABLATION_GROUPS = (("L1 + hard rank (default)", "abl-default-s*"), ("L1 only (ablation)", "abl-ablation_l1-s*"))
@@ -902,14 +902,8 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
     check_replaceable(out, marker="results.json", what="report", option="--output",
                       owned=lambda p: p.is_file() and (p.name in REPORT_FILES or p.suffix == ".png"))
     if opts.store is not None:
-        try:
-            Path(opts.store).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(opts.store, f"cannot write the prediction store ({exc.strerror or exc})") from None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(out, f"cannot make its folder ({exc.strerror or exc})") from None
+        make_folder(opts.store, "the prediction store")
+    make_folder(out.parent, "the report's parent folder")
     bootstrap = opts.bootstrap if opts.bootstrap is not None else (100 if opts.quick else 1000)
     test_rows = [r for r in rows if r["split"] == SPLIT]
     if opts.quick:

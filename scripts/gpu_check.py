@@ -6,13 +6,14 @@ typer, torch, onnxruntime):
     PYTHONPATH=src python3 scripts/gpu_check.py OUTDIR
 
 It makes a tiny real corpus with PyAV (moving test patterns: lossless FFV1 sources, x264 encodes at two qualities
-and at half size), then on the GPU: trains ERAQUE (tiny backbone, and EfficientNet-Lite0 with random weights),
-stops and resumes a run against a straight one, distils a student from the trained teacher (output, feature and
-unlabelled terms on), evaluates a checkpoint, exports it to ONNX and compares the ONNX scores on the CPU with the
-checkpoint's; then times a training step of the shipped teacher and student configs (synthetic crops, fp32,
-channels-last) on the GPU. Prints one line per check and the timing table, writes OUTDIR/gpu_check.json, and
-exits 1 if a check failed. The CPU side of the same checks is the test suite (tests/test_eraque.py,
-tests/test_distill.py); the CPU step times come from ``gameqa bench train``.
+and at half size), then on the GPU: trains ERAQUE (tiny backbone, EfficientNet-Lite0 and the space-to-depth
+MobileNetV2, random weights), stops and resumes a run against a straight one, distils a student from the trained
+teacher (output, feature and unlabelled terms on), evaluates a checkpoint, exports it to ONNX and compares the ONNX
+scores on the CPU with the checkpoint's; then times a training step of the shipped teacher and student configs
+and the space-to-depth student (synthetic crops, fp32, channels-last) on the GPU. Prints one line per check and
+the timing table, writes OUTDIR/gpu_check.json, and exits 1 if a check failed. The CPU side of the same checks
+is the test suite (tests/test_eraque.py, tests/test_distill.py, tests/test_mobilenet.py); the CPU step times come
+from ``gameqa bench train``.
 """
 from __future__ import annotations
 
@@ -197,6 +198,12 @@ def main(out: Path) -> int:
         assert r2.digest == r.digest, "the resumed distillation ended with other weights than the straight one"
         return {"steps": r.steps, "metric_rows": len(metrics) - 1, "resumed_same_weights": True}
 
+    def train_s2d():
+        r = Trainer(tiny(corpus, work / "s2d", "train.max_steps=4", 'model.backbone="mobilenetv2-0.5-s2d"',
+                         "input.crop_size=64"), log=quiet).fit()
+        assert r.digest, "no weights"
+        return {"steps": r.steps, "best_srocc": r.best_srocc}
+
     def evaluate():
         ckpt = state["teacher"].run_dir / "best.pt"
         cmd = [sys.executable, "-m", "gameqa.train.cli", "eval", "--model", str(ckpt), "--manifest",
@@ -218,10 +225,11 @@ def main(out: Path) -> int:
         check("distil a student on the device (output, feature, unlabelled terms), resume", distill)
         check("gameqa eval of the device-trained checkpoint", evaluate)
     check("train, EfficientNet-Lite0 backbone, 4 steps on the device", train_lite0)
+    check("train, MobileNetV2 space-to-depth backbone, 4 steps on the device", train_s2d)
     if "student" in state:
         check("export the device-distilled student to ONNX, scores vs checkpoint", export)
 
-    for config in ("configs/eraque/default.toml", "configs/eraque/student.toml"):
+    for config in ("configs/eraque/default.toml", "configs/eraque/student.toml", "configs/distill/student-s2d.toml"):
         try:
             t = time_training_step(config)
             report["timing"].append(t)

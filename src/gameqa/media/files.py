@@ -1,10 +1,16 @@
-"""The one check every media reader makes first: the path is a regular, non-empty file."""
+"""The one check every media reader makes first (the path is a regular, non-empty file), and how PyAV opens one."""
 from __future__ import annotations
 
 import os
 import stat
 
+import av
+
 from gameqa.errors import MediaError
+
+# Metadata in another encoding than UTF-8 (a Latin-1 title) must not stop the pictures from being read: PyAV < 19
+# decodes it strictly unless told to replace; PyAV 19 dropped that option (and decodes with surrogateescape).
+AV_READ_OPTIONS: dict = {"metadata_errors": "replace"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 
 def check_media_file(path: str | os.PathLike) -> str:

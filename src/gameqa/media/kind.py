@@ -9,7 +9,7 @@ import av.error
 from PIL import Image, UnidentifiedImageError
 
 from gameqa.errors import MediaError
-from gameqa.media.files import check_media_file
+from gameqa.media.files import AV_READ_OPTIONS, check_media_file
 
 MediaKind = Literal["video", "image"]
 
@@ -85,7 +85,7 @@ def _kind_by_opening(path: str) -> MediaKind:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
         pass
     try:
-        with av.open(path, mode="r", metadata_errors="replace") as container:
+        with av.open(path, mode="r", **AV_READ_OPTIONS) as container:
             pictures = av.stream.Disposition.attached_pic
             name = container.format.name or ""
             if (name == "image2" or name.endswith("_pipe")) and not _first_frame_decodes(container):

@@ -22,7 +22,7 @@ from av.stream import Discard
 from av.video.format import VideoFormat
 
 from gameqa.errors import ConfigError, MediaError
-from gameqa.media.files import check_media_file
+from gameqa.media.files import AV_READ_OPTIONS, check_media_file
 from gameqa.media.policy import DEFAULT_SAMPLE, FrameSelector, SamplePolicy
 
 # A stream that ends this much earlier than its header says (seconds, or this share of the
@@ -255,8 +255,7 @@ def _quarter_turns(degrees: float | int | None) -> int:
 
 def _open_container(path: str) -> av.container.InputContainer:
     try:
-        # Metadata in another encoding than UTF-8 (a Latin-1 title) must not stop the pictures from being read.
-        return av.open(path, mode="r", metadata_errors="replace")
+        return av.open(path, mode="r", **AV_READ_OPTIONS)
     except av.error.FileNotFoundError as err:
         raise MediaError(path, "file not found") from err
     except av.error.PermissionError as err:

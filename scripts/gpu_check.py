@@ -30,12 +30,13 @@ import av
 import numpy as np
 import torch
 
-from gameqa.data.manifest import COLUMNS, write_manifest
+from gameqa.data.manifest import write_manifest
 from gameqa.train.config import apply_overrides, build_config, load_config
 
-SPLITS = ["train", "train", "train", "train", "val", "test"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tinycorpus import ENCODES, SPLITS, manifest_row, tiny_tree  # noqa: E402  (the tests' tiny corpus and config)
+
 DEVICE = "cuda"  # --device cpu: a dry run of the script itself on a machine without a GPU
-ENCODES = [("hq", 128, 96, 18, 4.5), ("lq", 128, 96, 40, 2.6), ("small", 64, 48, 30, 2.0)]  # name, w, h, crf, MOS
 
 
 def pattern(k: int, t: int, w: int = 128, h: int = 96) -> np.ndarray:
@@ -64,41 +65,26 @@ def encode(path: Path, frames: list[np.ndarray], codec: str, pix_fmt: str, optio
 
 
 def make_corpus(root: Path) -> Path:
-    """Six sources of two "games", three encodes each; MOS set by hand so that close pairs exist."""
+    """Six sources of two "games", three encodes each (tests/tinycorpus.py, the tests' corpus, encoded with PyAV)."""
     rows = []
-    for k, split in enumerate(SPLITS):
+    for k in range(len(SPLITS)):
         game = "game_a" if k % 2 == 0 else "game_b"
         frames = [pattern(k, t) for t in range(10)]
         src = root / "sources" / game / f"src{k}.mkv"
         encode(src, frames, "ffv1", "yuv444p", {})
-        for name, w, h, crf, mos in ENCODES:
+        for enc in ENCODES:
+            name, w, _h, crf, _mos = enc
             clip = root / "clips" / f"src{k}" / f"{name}.mp4"
             scaled = frames if w == 128 else [f[::2, ::2].copy() for f in frames]
             encode(clip, scaled, "libx264", "yuv420p", {"crf": str(crf), "preset": "veryfast"})
-            row = {c: "" for c in COLUMNS}
-            row.update({
-                "clip_id": f"src{k}-{name}", "source_id": f"src{k}", "game": game, "group": "game", "codec": "h264",
-                "encoder": "libx264", "height": h, "width": w, "display_height": 96, "display_width": 128,
-                "kbps": 100.0, "actual_kbps": 100.0, "fps": 10.0, "seconds": 1.0, "path": str(clip.relative_to(root)),
-                "source_path": str(src.relative_to(root)), "vmaf": 50.0, "vmaf_p5": 40.0, "psnr_y": 30.0,
-                "ssim": 0.9, "mos": round(mos + 0.1 * k, 2), "frames": 10, "split": split,
-            })
-            rows.append(row)
+            rows.append(manifest_row(root, k, game, enc, clip, src))
     write_manifest(rows, root / "manifests" / "corpus.csv")
     return root
 
 
 def tiny(corpus: Path, work: Path, *overrides: str):
-    tree = {
-        "name": "gpu-check", "seed": 3, "out_dir": str(work / "run"),
-        "data": {"root": str(corpus), "manifest": "manifests/corpus.csv", "frames_cache": str(work.parent / "frames"),
-                 "sample": "uniform:3", "val_frames": 2, "val_crops": 2},
-        "model": {"backbone": "tiny", "pretrained": False, "head_hidden": 16, "dropout": 0.1},
-        "input": {"crop_size": 64, "crops_per_frame": 2},
-        "loss": {"rank_threshold": 0.5},
-        "train": {"epochs": 2, "batch_size": 4, "frames_per_clip_per_epoch": 1, "lr": 1e-3, "warmup_steps": 1,
-                  "checkpoint_every": 1, "log_every": 1, "threads": 1, "progress": False, "device": DEVICE},
-    }
+    tree = tiny_tree(corpus, work, device=DEVICE)
+    tree["name"] = "gpu-check"
     return build_config(apply_overrides(tree, list(overrides)))
 
 

@@ -19,16 +19,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import clipgen  # noqa: E402
-from gameqa.data.manifest import COLUMNS, write_manifest  # noqa: E402
+from gameqa.data.manifest import write_manifest  # noqa: E402
 from gameqa.errors import ConfigError  # noqa: E402
 from gameqa.train.config import EraqueConfig, apply_overrides, build_config, load_config  # noqa: E402
 from gameqa.bench.net import free_port
+from tinycorpus import ENCODES, manifest_row, tiny_tree  # noqa: E402
 
 SOURCES = [("game_a", "testsrc2"), ("game_a", "mandelbrot"), ("game_b", "smptebars"), ("game_b", "rgbtestsrc"),
            ("game_a", "testsrc"), ("game_b", "testsrc2=size=128x96:rate=10,hue=h=90")]
-SPLITS = ["train", "train", "train", "train", "val", "test"]
-# (name, width, height, crf, base MOS)
-ENCODES = [("hq", 128, 96, 18, 4.5), ("lq", 128, 96, 40, 2.6), ("small", 64, 48, 30, 2.0)]
 
 
 @pytest.fixture(scope="module")
@@ -36,42 +34,19 @@ def corpus(tmp_path_factory, need_ffmpeg) -> Path:
     """A tiny corpus folder with ``manifests/corpus.csv``."""
     root = tmp_path_factory.mktemp("corpus")
     rows = []
-    for k, ((game, pattern), split) in enumerate(zip(SOURCES, SPLITS)):
+    for k, (game, pattern) in enumerate(SOURCES):
         src = root / "sources" / game / f"src{k}.mkv"
         src.parent.mkdir(parents=True, exist_ok=True)
         clipgen.make_clip(src, codec="ffv1", size=(128, 96), fps=10, seconds=1.0, pix_fmt="yuv444p", source=pattern)
-        for name, w, h, crf, mos in ENCODES:
+        for encode in ENCODES:
+            name, w, h, crf, _mos = encode
             clip = root / "clips" / f"src{k}" / f"{name}.mp4"
             clip.parent.mkdir(parents=True, exist_ok=True)
             clipgen.run_ffmpeg(["-i", str(src), "-vf", f"scale={w}:{h}", "-c:v", "libx264", "-preset", "veryfast",
                                 "-crf", str(crf), "-pix_fmt", "yuv420p", str(clip)])
-            row = {c: "" for c in COLUMNS}
-            row.update({
-                "clip_id": f"src{k}-{name}", "source_id": f"src{k}", "game": game, "group": "game", "codec": "h264",
-                "encoder": "libx264", "height": h, "width": w, "display_height": 96, "display_width": 128,
-                "kbps": 100.0, "actual_kbps": 100.0, "fps": 10.0, "seconds": 1.0, "path": str(clip.relative_to(root)),
-                "source_path": str(src.relative_to(root)), "vmaf": 50.0, "vmaf_p5": 40.0, "psnr_y": 30.0,
-                "ssim": 0.9, "mos": round(mos + 0.1 * k, 2), "frames": 10, "split": split,
-            })
-            rows.append(row)
+            rows.append(manifest_row(root, k, game, encode, clip, src))
     write_manifest(rows, root / "manifests" / "corpus.csv")
     return root
-
-
-def tiny_tree(corpus: Path, work: Path, **sections) -> dict:
-    tree = {
-        "name": "eraque-test", "seed": 3, "out_dir": str(work / "run"),
-        "data": {"root": str(corpus), "manifest": "manifests/corpus.csv", "frames_cache": str(work.parent / "frames"),
-                 "sample": "uniform:3", "val_frames": 2, "val_crops": 2},
-        "model": {"backbone": "tiny", "pretrained": False, "head_hidden": 16, "dropout": 0.1},
-        "input": {"crop_size": 64, "crops_per_frame": 2},
-        "loss": {"rank_threshold": 0.5},
-        "train": {"epochs": 2, "batch_size": 4, "frames_per_clip_per_epoch": 1, "lr": 1e-3, "warmup_steps": 1,
-                  "checkpoint_every": 1, "log_every": 1, "threads": 1, "progress": False, "device": "cpu"},
-    }
-    for section, values in sections.items():
-        tree.setdefault(section, {}).update(values)
-    return tree
 
 
 def tiny_config(corpus: Path, work: Path, overrides=(), **sections) -> EraqueConfig:

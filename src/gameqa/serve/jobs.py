@@ -115,9 +115,6 @@ class JobRunner:
     def running(self) -> int:
         return len(self._running)
 
-    def has_room(self) -> bool:
-        return len(self._waiting) < self.max_queued
-
     def submit(self, job: Job) -> None:
         """Store a new job and queue it; ``QueueFull`` when the queue is at its bound (nothing is stored)."""
         with self._lock:

@@ -200,12 +200,6 @@ class StudyStore:
                             .group_by(votes_table.c.stimulus_id))
         return {stimulus: count for stimulus, count in rows}
 
-    def is_full(self) -> bool:
-        """True when every stimulus has its ``ratings_per_stimulus`` votes."""
-        with self._read() as conn:
-            counts = self._vote_counts(conn)
-        return all(counts.get(s.id, 0) >= self.study.ratings_per_stimulus for s in self.study.stimuli)
-
     def create_participant(self, user_agent: str | None = None) -> str:
         """A new participant with its planned items; returns its secret link token."""
         token = secrets.token_urlsafe(24)

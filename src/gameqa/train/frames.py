@@ -258,8 +258,3 @@ class FrameCache:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise MediaError(None, f"cannot cache frames: {errors[0]}{more}")
         return out
-
-
-def cache_size_bytes(root: str | os.PathLike) -> int:
-    """Bytes used by the cache folder."""
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from gameqa import __version__
 from gameqa.errors import GameQAError
 from gameqa.result import ScoreResult
+from gameqa.scoring import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from gameqa.serve.jobs import JobRunner, QueueFull
 from gameqa.serve.metrics import Metrics
 from gameqa.serve.store import ENDED, QUEUED, Job, JobStore
@@ -47,9 +48,7 @@ log = logging.getLogger("gameqa.serve")
 
 STATIC_DIR = Path(str(resources.files("gameqa.serve") / "static"))
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
-MEDIA_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ivf", ".y4m", ".ts", ".flv", ".m4v", ".mpg",
-                  ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
-CHUNK = 1 << 16
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES  # an upload keeps its suffix when it is one of these
 SAMPLE_PATTERN = (r"^(all|every:[1-9][0-9]{0,8}|uniform:[1-9][0-9]{0,8}"
                   r"|fps:([1-9][0-9]{0,2}|1000|[0-9]{1,3}\.[0-9]{0,5}[1-9]))$")
 MAX_FRAME_INDEX = 2**31 - 1

@@ -274,6 +274,8 @@ def test_an_output_file_of_another_program_is_refused_and_kept(clip_dir, tmp_pat
     assert batch_score([clip], out=str(torn)).scored == 1 and len(read_rows(str(torn))) == 1
     with pytest.raises(ConfigError, match="cannot make its folder"):
         batch_score([clip], out=clip + "/x.jsonl")
+    with pytest.raises(ConfigError, match=r"^/proc/scores\.jsonl: cannot write \("):  # was a FileNotFoundError
+        batch_score([clip], out="/proc/scores.jsonl")
     (tmp_path / "folder.jsonl").mkdir()
     with pytest.raises(ConfigError, match="is a folder"):
         batch_score([clip], out=str(tmp_path / "folder.jsonl"))

@@ -228,6 +228,41 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(clips, 
     assert (taken / "keep.txt").read_text() == "kept" and blocker.read_text() == "not a folder"
 
 
+def test_a_link_a_pipe_or_stdout_as_the_output_is_written_through_never_replaced(clips, tmp_path):
+    """`--out /dev/null` (or /dev/stdout, a FIFO, a link to a file) used to be replaced by a new regular file, as
+    root the device itself. Now a link keeps pointing at its file, which gets the scores; a FIFO and stdout get the
+    scores through them and stay what they were; a device that cannot take them is one line."""
+    import stat
+    import threading
+
+    base = [*GAMEQA, "score", str(clips / "dist.mp4"), "--model", "niqe", "--output", "csv", "--out"]
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    done = subprocess.run([*base, str(link)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and real.read_text().startswith("path,kind,model") and "dist.mp4" in real.read_text()
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    done = subprocess.run([*base, str(fifo)], capture_output=True, text=True, timeout=120)
+    reader.join(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert got and got[0].startswith("path,kind,model") and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+    done = subprocess.run([*base, "/dev/stdout"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("path,kind,model"), done.stderr
+    assert os.path.islink("/dev/stdout") or stat.S_ISCHR(os.stat("/dev/stdout").st_mode)
+    if stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        done = subprocess.run([*base, "/dev/full"], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and done.stderr.strip() == "error: /dev/full: cannot write (No space left on device)"
+        assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+
+
 def test_probe_models_demo(clips):
     r = invoke("probe", str(clips / "dist.mp4"), "--json")
     info = json.loads(r.stdout)[0]

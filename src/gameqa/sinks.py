@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -64,8 +65,16 @@ def write_atomic(text: str, path: str | None) -> None:
 def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """``write(tmp)`` writes the file's content to a temporary name beside ``path``, which then replaces ``path`` in
     one step (mode 0644). Its folder is made if need be; an OSError is a GameQAError naming ``path``, and no
-    temporary file is left behind whatever fails."""
-    folder = os.path.dirname(os.path.abspath(path))
+    temporary file is left behind whatever fails. A link to a file has its target replaced (the link stays); a
+    device, pipe or stream (``/dev/null``, ``/dev/stdout``, a FIFO: ``_is_stream``) is written through, never
+    replaced."""
+    target = os.fspath(path)
+    if _is_stream(target):
+        _write_through(path, write)
+        return
+    if os.path.islink(target):
+        target = os.path.realpath(target)
+    folder = os.path.dirname(os.path.abspath(target))
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -76,12 +85,60 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
         raise GameQAError(path, f"cannot write ({exc.strerror or exc})") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _is_stream(path: str) -> bool:
+    """Whether ``path`` is written through rather than replaced: anything under /dev or /proc (``/dev/null``,
+    ``/dev/stdout``, ``/proc/self/fd/1``: replacing one as root would break the system) and any device, pipe or
+    socket elsewhere."""
+    full = os.path.abspath(path)
+    if full.startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(full).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _own_descriptor(path: str) -> int | None:
+    """The descriptor that ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` or ``/proc/self/fd/N`` names, else None."""
+    full = os.path.abspath(path)
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if full in named:
+        return named[full]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if full.startswith(prefix) and full[len(prefix):].isdigit():
+            return int(full[len(prefix):])
+    return None
+
+
+def _write_through(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """The whole content made in a temporary file first (a failing ``write`` sends nothing), then added to the
+    device, pipe or stream at ``path`` (appended: ``/dev/stdout`` may be a file that holds earlier output)."""
+    with tempfile.TemporaryDirectory(prefix="gameqa-") as folder:
+        tmp = os.path.join(folder, "out")
+        try:
+            write(tmp)
+            fd = _own_descriptor(os.fspath(path))
+            with open(tmp, "rb") as src:
+                if fd is not None:  # our own stdout or stderr: through its descriptor, at its offset
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    for block in iter(lambda: src.read(1 << 16), b""):
+                        while block:
+                            block = block[os.write(fd, block):]
+                else:
+                    with open(path, "ab") as dst:
+                        shutil.copyfileobj(src, dst)
+        except OSError as exc:
+            raise GameQAError(path, f"cannot write ({exc.strerror or exc})") from None
 
 
 def make_folder(folder: str | os.PathLike, what: str) -> Path:

@@ -322,6 +322,14 @@ def _open_sink(out: str):
         raise ConfigError(out, f"cannot make its folder {folder} ({exc.strerror or exc})") from None
     if os.path.isdir(out):
         raise ConfigError(out, "is a folder; give a .jsonl or .parquet file name")
+    existed = os.path.exists(out)
+    try:  # before anything is scored: a place that takes no file (a read-only or virtual file system) is one line
+        with open(out, "a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(out, f"cannot write ({exc.strerror or exc})") from None
+    if not existed:
+        os.unlink(out)  # a run with nothing to score makes no file
     return _ParquetSink(out) if suffix == ".parquet" else _JsonlSink(out)
 
 

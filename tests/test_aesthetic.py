@@ -13,6 +13,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+import clipgen
+
 from gameqa.errors import ConfigError, ModelError
 from gameqa.evaluate.agreement import (binary_accuracy, intervals_overlap, mean_spread_report, ordered_pairs,
                                        std_from_mean_fit)
@@ -394,6 +396,15 @@ def test_cli_commands(simulated_config, tmp_path):
     assert res.exit_code == 1 and "1 of 2 inputs failed" in res.output
     res = runner.invoke(app, ["aesthetics", str(images / "00000.jpg"), "--model", str(tmp_path / "nomodel")])
     assert res.exit_code == 2 and "no such mean-and-spread model" in res.output
+    mixed = tmp_path / "mixed"  # a folder gives its images; a video named on its own is called one
+    mixed.mkdir()
+    (mixed / "a.jpg").write_bytes((images / "00000.jpg").read_bytes())
+    clipgen.make_clip(mixed / "clip.mp4")
+    res = runner.invoke(app, ["aesthetics", str(mixed), "--model", str(model), "--output", "json"])
+    assert res.exit_code == 0, res.output
+    assert [Path(r["path"]).name for r in json.loads(res.stdout)["results"]] == ["a.jpg"]
+    res = runner.invoke(app, ["aesthetics", str(mixed / "clip.mp4"), "--model", str(model)])
+    assert res.exit_code == 1 and "clip.mp4: a video; `gameqa aesthetics` scores images" in res.output
     report = tmp_path / "eval.json"
     res = runner.invoke(app, ["eval-aesthetic", str(simulated_config), "--seeds", "1", "--rank", "ci,plain",
                               "--json", str(report)])

@@ -39,14 +39,15 @@ def aesthetics(
         scorer = SpreadScorer(model, threads=threads, raters=raters)
     except GameQAError as exc:
         _fail(str(exc), 2)
-    files, input_errors = collect_inputs(paths)
+    files, input_errors = collect_inputs(paths, images_only=True)  # a folder gives its images
     failures = [str(e) for e in input_errors]
     results = []
     for f in files:
         try:
             results.append(scorer.score(f))
         except GameQAError as exc:
-            failures.append(str(exc))
+            failures.append(f"{f}: a video; `gameqa aesthetics` scores images (`gameqa score` takes videos)"
+                            if _is_readable_video(f) else str(exc))
     card = scorer.card
     if output == "json":
         out.print_json(json.dumps({"model": card.name, "scale": list(card.scale), "results": [r.to_dict() for r in results]}))
@@ -82,6 +83,15 @@ def train_aesthetic(
         train_final(cfg, out_dir, log=log_line, seed=seed, int8=int8)
     except GameQAError as exc:
         _fail(str(exc), 2)
+
+
+def _is_readable_video(path: str) -> bool:
+    from gameqa.media import media_kind
+
+    try:
+        return media_kind(path) == "video"
+    except GameQAError:
+        return False
 
 
 def _fmt(value: tuple[float, float] | None, digits: int = 3) -> str:

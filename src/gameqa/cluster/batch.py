@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from gameqa.errors import ConfigError, GameQAError
+from gameqa.sinks import write_via_temp
 
 __all__ = ["BatchReport", "ChunkScorer", "ScoreSpec", "batch_score", "score_chunk", "read_rows", "ENGINES"]
 
@@ -289,14 +290,7 @@ def _write_parquet(rows: list[dict], path: str) -> None:
 
     schema = _arrow_schema()
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_via_temp(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_rows(path: str) -> list[dict]:

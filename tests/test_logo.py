@@ -26,6 +26,8 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
     png = tmp_path / "logo.png"
     args = ["bench", "logo", "--run", f"game_b={held}", "--manifest", str(manifest), "--bar", "0.5",
             "--json", str(tmp_path / "logo.json"), "--plot", str(png)]
+    done = CliRunner().invoke(app, args[:-1] + ["/proc/logo.png"])  # a place that takes no file: a GameQAError
+    assert done.exit_code != 0 and str(done.exception).startswith("/proc/logo.png: cannot write (")  # (main: a line)
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     result = json.loads((tmp_path / "logo.json").read_text())

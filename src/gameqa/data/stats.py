@@ -114,6 +114,8 @@ def plot_stats(rows: list[dict], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gameqa.sinks import save_figure
+
     s = corpus_stats(rows)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     ax = axes[0, 0]
@@ -144,8 +146,4 @@ def plot_stats(rows: list[dict], out: str | Path) -> Path:
     ax.set_title(f"VMAF vs bitrate; ladders monotonic: {s['ladders_monotonic']}/{s['ladders_checked']}")
     ax.legend()
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -92,6 +92,8 @@ def plot_logo(result: dict, out_png: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gameqa.sinks import save_figure
+
     games = list(result["games"])
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(games)), 4))
     for i, game in enumerate(games):
@@ -108,7 +110,4 @@ def plot_logo(result: dict, out_png: str | os.PathLike) -> Path:
     ax.set_title("Leave one game out: each game scored by runs trained without it")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110)

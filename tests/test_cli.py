@@ -269,6 +269,10 @@ def test_probe_models_demo(clips):
     assert (info["codec"], info["width"], info["height"], info["frame_count"]) == ("h264", 192, 144, 10)
     r = invoke("probe", str(clips / "empty.mp4"))
     assert r.exit_code == 1 and "empty.mp4" in r.output
+    r = invoke("probe", str(clips), "--json")  # a folder: its videos (not shot.png), the bad ones listed
+    assert r.exit_code == 1 and "is a directory" not in r.output
+    found = {Path(i["path"]).name for i in json.loads(r.stdout)}
+    assert found == {"dist.mp4", "ref.mkv"} and "truncated.mp4" in r.stderr and "empty.mp4" in r.stderr
     r = invoke("models", "--json")
     assert {m["name"] for m in json.loads(r.stdout)} >= {"niqe", "psnr", "ssim"}
     assert bundled_clip().is_file()

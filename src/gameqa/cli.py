@@ -67,14 +67,17 @@ def bundled_clip() -> Path:
 
 @app.command()
 def probe(
-    files: List[str] = typer.Argument(..., help="Video files to describe."),
+    files: List[str] = typer.Argument(..., help="Video files, folders (their videos), globs or list files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Describe videos: codec, size, fps, frame count, duration, rotation, pixel format, bit depth."""
     from gameqa.media import probe_video
+    from gameqa.scoring import collect_inputs
 
-    infos, failures = [], []
-    for f in files:
+    infos = []
+    videos, input_errors = collect_inputs(files, only="video")
+    failures = [str(e) for e in input_errors]
+    for f in videos:
         try:
             infos.append(probe_video(f).to_dict())
         except GameQAError as exc:

@@ -245,12 +245,12 @@ def _media_files_under(folder: str, suffixes: set[str]) -> tuple[list[str], list
 
 
 def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = (), *,
-                   images_only: bool = False) -> tuple[list[str], list[InputError]]:
-    """Expand files, folders (recursively: video and image files, or image files only), globs and list files
-    (.txt/.lst, or @FILE; a list may name other lists, but not itself, directly or through them)."""
+                   only: Optional[str] = None) -> tuple[list[str], list[InputError]]:
+    """Expand files, folders (recursively: video and image files, or only ``"video"`` or ``"image"`` files), globs
+    and list files (.txt/.lst, or @FILE; a list may name other lists, but not itself, directly or through them)."""
     files: list[str] = []
     errors: list[InputError] = []
-    media_suffixes = IMAGE_SUFFIXES if images_only else VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    media_suffixes = {"video": VIDEO_SUFFIXES, "image": IMAGE_SUFFIXES}.get(only, VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     for item in items:
         is_list = item.startswith("@") or Path(item).suffix.lower() in LIST_SUFFIXES
         if is_list:
@@ -268,14 +268,14 @@ def collect_inputs(items: Iterable[str], _lists: tuple[str, ...] = (), *,
                 continue
             sub = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
             sub = [s if os.path.isabs(s) else str(list_path.parent / s) for s in sub]
-            more, errs = collect_inputs(sub, (*_lists, os.path.realpath(list_path)), images_only=images_only)
+            more, errs = collect_inputs(sub, (*_lists, os.path.realpath(list_path)), only=only)
             files.extend(more)
             errors.extend(errs)
         elif os.path.isdir(item):
             found, unread = _media_files_under(item, media_suffixes)
             errors.extend(unread)
             if not found and not unread:
-                errors.append(InputError(item, f"folder holds no {'image' if images_only else 'video or image'} files"))
+                errors.append(InputError(item, f"folder holds no {only or 'video or image'} files"))
             files.extend(found)
         elif os.path.exists(item):
             files.append(item)

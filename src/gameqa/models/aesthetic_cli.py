@@ -39,7 +39,7 @@ def aesthetics(
         scorer = SpreadScorer(model, threads=threads, raters=raters)
     except GameQAError as exc:
         _fail(str(exc), 2)
-    files, input_errors = collect_inputs(paths, images_only=True)  # a folder gives its images
+    files, input_errors = collect_inputs(paths, only="image")  # a folder gives its images
     failures = [str(e) for e in input_errors]
     results = []
     for f in files:

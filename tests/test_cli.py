@@ -379,6 +379,12 @@ def test_a_reference_at_another_frame_rate_is_refused(clips, tmp_path):
                              source="mandelbrot", extra=["-crf", "0"])
     done = invoke("score", str(clips / "dist.mp4"), "-m", "psnr", "--ref", str(fast))
     assert done.exit_code == 1 and "reference is 20 fps" in done.output and "is 10 fps" in done.output
+    # a still picture of the same size as the reference of a video (or the other way round) is another kind of input
+    still = tmp_path / "still.png"
+    Image.fromarray(np.zeros((144, 192, 3), np.uint8)).save(still)
+    for path, ref, kind in ((clips / "dist.mp4", still, "an image"), (still, clips / "dist.mp4", "a video")):
+        done = invoke("score", str(path), "-m", "psnr", "--ref", str(ref))
+        assert done.exit_code == 1 and f"{ref}: the reference is {kind} and {path} is not" in done.output, done.output
 
 
 @pytest.mark.parametrize("sample", ["fps:5", "uniform:4"])

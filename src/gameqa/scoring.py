@@ -58,6 +58,10 @@ class Scorer:
             raise GameQAError(path, f"model {self.card.name!r} is full-reference: give the reference with --ref")
         start = time.perf_counter()
         kind = media_kind(path)
+        if ref is not None and media_kind(ref) != kind:
+            other = "an image" if kind == "video" else "a video"
+            raise MediaError(os.fspath(ref), f"the reference is {other} and {path} is not: frames are compared one to "
+                                             "one, give a reference of the same kind")
         with naming(path):
             if kind == "image":
                 result = self._score_image(path, ref)

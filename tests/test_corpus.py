@@ -524,7 +524,9 @@ def test_stats_plot_must_be_png_and_merge_out_must_not_be_a_file(tiny_corpus, tm
     done = CliRunner().invoke(app, ["corpus", "stats", str(root / "manifests" / "corpus.csv"), "--plot",
                                     str(tmp_path / "p.txt")])
     assert done.exit_code == 1 and "the plot is a PNG file" in done.output and not (tmp_path / "p.txt").exists()
-    manifest = write_manifest([dict(r, split="train") for r in rows], tmp_path / "m.csv")
+    manifest = write_manifest([dict(r, split="train") for r in rows], tmp_path / "c" / "manifests" / "corpus.csv")
+    done = CliRunner().invoke(app, ["corpus", "stats", str(tmp_path / "c"), "--json"])  # a corpus folder: its manifest
+    assert done.exit_code == 0 and json.loads(done.stdout)["clips"] == len(rows), done.output
     done = CliRunner().invoke(app, ["corpus", "stats", str(manifest), "--plot", "/proc/stats.png"])
     assert done.exit_code != 0 and str(done.exception).startswith("/proc/stats.png: cannot write (")  # (main: a line)
     target = tmp_path / "file"

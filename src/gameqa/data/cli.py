@@ -134,9 +134,16 @@ def _build_folder(ladder: Path, root: Optional[Path], manifest: Path, workers: i
     return failures
 
 
+def _manifest_of(path: Path) -> Path:
+    """A manifest CSV as given, or the ``manifests/corpus.csv`` of a corpus folder."""
+    inside = path / "manifests" / "corpus.csv"
+    return inside if path.is_dir() and inside.is_file() else path
+
+
 @corpus_app.command("stats")
 def stats(
-    manifest: Path = typer.Argument(DEFAULT_MANIFEST, help="Manifest CSV."),
+    manifest: Path = typer.Argument(DEFAULT_MANIFEST,
+                                    help="Manifest CSV, or a corpus folder (its manifests/corpus.csv)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the summary plot (PNG) here."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -146,6 +153,7 @@ def stats(
     from gameqa.sinks import json_safe
 
     check_png(plot)
+    manifest = _manifest_of(manifest)
     try:
         rows = read_manifest(manifest)
     except GameQAError as exc:
@@ -166,7 +174,8 @@ def stats(
 
 @corpus_app.command("blocks")
 def blocks(
-    manifest: Path = typer.Argument(DEFAULT_MANIFEST, help="Manifest CSV."),
+    manifest: Path = typer.Argument(DEFAULT_MANIFEST,
+                                    help="Manifest CSV, or a corpus folder (its manifests/corpus.csv)."),
     frames: int = typer.Option(5, "--frames", min=1, help="Frames per source (every 30th from the first)."),
     sources: Optional[list[Path]] = typer.Option(None, "--sources", help="Measure the files of these sources/ "
                                                  "folders instead of a manifest's (e.g. before a build; repeatable)."),
@@ -181,6 +190,7 @@ def blocks(
         if sources:
             rows = [row for folder in sources for row in sources_as_rows(folder)]
         else:
+            manifest = _manifest_of(manifest)
             rows = read_manifest(manifest, root=manifest_root(manifest))
     except GameQAError as exc:
         _fail(str(exc))

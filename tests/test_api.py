@@ -101,6 +101,15 @@ def test_bad_arrays_are_refused_with_one_line(array, problem):
     assert problem in str(err.value) and "\n" not in str(err.value)
 
 
+def test_an_input_that_is_neither_a_path_nor_an_array_is_one_line():
+    """A list of frames (or None) was a TypeError from os.fspath deep inside."""
+    scorer = load("niqe")
+    for source, ref, what in (([np.zeros((10, 10, 3), np.uint8)], None, "the input"), (None, None, "the input"),
+                              ("clip.mp4", [1, 2], "the reference")):
+        with pytest.raises(GameQAError, match=f"^{what} must be a file path or a numpy uint8 array, not "):
+            scorer.score(source, ref=ref)
+
+
 def test_a_frame_too_small_for_the_model_is_refused_naming_the_array():
     with pytest.raises(GameQAError) as err:
         load("eraque-student").score(np.zeros((3, 10, 2000, 3), dtype=np.uint8))

@@ -60,6 +60,10 @@ class QualityScorer:
         and ``fps`` gives the timestamps (index / fps). ``on_batch(frames, scores)`` is called after each model
         batch with its RGB frames and their scores (progress bars, thumbnails of bad moments).
         """
+        for given, what in ((source, "the input"), (ref, "the reference")):
+            if (given is not None or what == "the input") and not isinstance(given, (str, os.PathLike, np.ndarray)):
+                raise GameQAError(None, f"{what} must be a file path or a numpy uint8 array, not "
+                                        f"{type(given).__name__} (np.asarray() turns a list of frames into one)")
         if isinstance(source, np.ndarray):
             return self._score_array(source, ref, fps, on_batch)
         if ref is not None and isinstance(ref, np.ndarray):

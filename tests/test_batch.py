@@ -2,6 +2,8 @@
 JSONL or Parquet, and an interrupted run resumes without scoring a finished file twice."""
 from __future__ import annotations
 
+import importlib.util
+
 import os
 import signal
 import time
@@ -118,6 +120,15 @@ def test_manifest_and_bad_arguments(clip_dir, tmp_path):
         batch_score([str(clip_dir)], out=str(tmp_path / "x.csv"))
     with pytest.raises(ConfigError, match="engine must be"):
         batch_score([str(clip_dir)], out=str(tmp_path / "x.jsonl"), engine="spark")
+    import socket
+
+    with socket.socket() as unused:  # a port nothing listens on: Ray itself retried it for many minutes
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    if importlib.util.find_spec("ray") is not None:
+        with pytest.raises(ConfigError, match=rf"^127\.0\.0\.1:{port}: no Ray cluster answers there \("):
+            batch_score([str(clip_dir)], out=str(tmp_path / "r.jsonl"), engine="ray", address=f"127.0.0.1:{port}")
+        assert not (tmp_path / "r.jsonl").exists()
     report = batch_score([str(tmp_path / "missing")], out=str(tmp_path / "y.jsonl"))
     assert report.total == 0 and "no such file" in report.input_errors[0]
     assert not (tmp_path / "y.jsonl").exists()  # nothing to score: no empty output file either

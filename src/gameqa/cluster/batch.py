@@ -537,6 +537,8 @@ def _start_ray(ray, address: Optional[str], workers: Optional[int]) -> None:
     A local start is tried twice: on a CPU-starved machine Ray's raylet aborts when its dashboard agent
     (a Python process) has not written its ports within Ray's fixed wait (about 15 s), and the driver
     gives up on the raylet after a fixed 30 s. A failed attempt's processes are ended."""
+    if address:
+        _check_reachable(address)
     tries = 1 if address else 2
     for attempt in range(1, tries + 1):
         before = _descendants()
@@ -556,6 +558,22 @@ def _start_ray(ray, address: Optional[str], workers: Optional[int]) -> None:
             if attempt == tries:
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
                 raise ConfigError(address, f"cannot start or reach {where} ({type(exc).__name__}: {exc})") from None
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that answers no TCP connection is one ConfigError at once: Ray
+    itself goes on retrying such an address for many minutes. ``auto`` and ``local`` are left to Ray."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # auto, local, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(address, f"no Ray cluster answers there ({exc.strerror or type(exc).__name__}); is "
+                                   "`ray start --head` running on that machine?") from None
 
 
 def _descendants() -> set[int]:

@@ -257,6 +257,14 @@ def test_a_link_a_pipe_or_stdout_as_the_output_is_written_through_never_replaced
     done = subprocess.run([*base, "/dev/stdout"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("path,kind,model"), done.stderr
     assert os.path.islink("/dev/stdout") or stat.S_ISCHR(os.stat("/dev/stdout").st_mode)
+    if os.path.isdir("/dev/shm"):  # a regular file under /dev is replaced as anywhere else, not appended to
+        shm = f"/dev/shm/gameqa-test-{os.getpid()}.csv"
+        try:
+            for _ in range(2):
+                assert subprocess.run([*base, shm], capture_output=True, timeout=120).returncode == 0
+            assert Path(shm).read_text().count("path,kind,model") == 1
+        finally:
+            Path(shm).unlink(missing_ok=True)
     if stat.S_ISCHR(os.stat("/dev/full").st_mode):
         done = subprocess.run([*base, "/dev/full"], capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and done.stderr.strip() == "error: /dev/full: cannot write (No space left on device)"

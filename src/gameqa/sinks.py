@@ -94,14 +94,13 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
 
 
 def _is_stream(path: str) -> bool:
-    """Whether ``path`` is written through rather than replaced: anything under /dev or /proc (``/dev/null``,
-    ``/dev/stdout``, ``/proc/self/fd/1``: replacing one as root would break the system) and any device, pipe or
-    socket elsewhere."""
-    full = os.path.abspath(path)
-    if full.startswith(("/dev/", "/proc/")):
+    """Whether ``path`` is written through rather than replaced: our own stdout or stderr (``/dev/stdout``,
+    ``/proc/self/fd/1``, ...; replacing the link as root would break the system) and any existing device, pipe or
+    socket (``/dev/null``, a FIFO). A regular file, under /dev/shm too, is replaced as usual."""
+    if _own_descriptor(path) is not None:
         return True
     try:
-        mode = os.stat(full).st_mode
+        mode = os.stat(path).st_mode
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))

@@ -119,8 +119,9 @@ def _own_descriptor(path: str) -> int | None:
 
 
 def _write_through(path: str | os.PathLike, write: Callable[[str], object]) -> None:
-    """The whole content made in a temporary file first (a failing ``write`` sends nothing), then added to the
-    device, pipe or stream at ``path`` (appended: ``/dev/stdout`` may be a file that holds earlier output)."""
+    """The whole content made in a temporary file first (a failing ``write`` sends nothing), then sent into the
+    device or pipe at ``path``, or through our own descriptor for stdout and stderr (at its offset: stdout may be a
+    file that holds earlier output)."""
     with tempfile.TemporaryDirectory(prefix="gameqa-") as folder:
         tmp = os.path.join(folder, "out")
         try:

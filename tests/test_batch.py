@@ -320,6 +320,8 @@ def test_a_rerun_reports_the_files_that_failed_before(clip_dir, tmp_path):
 
     out = tmp_path / "o.jsonl"
     runner = CliRunner()
+    bad = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out), "--engine", "spark"])
+    assert bad.exit_code == 2 and bad.output == "error: engine must be one of local, ray, not 'spark'\n"  # one line
     first = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])
     assert first.exit_code == 1 and "broken.mp4" in first.output
     again = runner.invoke(app, ["batch", str(clip_dir), "-o", str(out)])

@@ -114,8 +114,9 @@ def run_batch(inputs, model, out_file, engine="local", address=None, workers=Non
 
     from gameqa.cluster.batch import batch_score
 
+    failure = None
     with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("", total=None)
 
         def on_row(_row, done, todo):
@@ -126,10 +127,12 @@ def run_batch(inputs, model, out_file, engine="local", address=None, workers=Non
                                  batch_size=batch_size, threads=threads, pooling=pooling, per_frame=per_frame,
                                  workers=workers, chunk_size=chunk_size, retry_failed=retry_failed, on_row=on_row)
         except GameQAError as exc:
-            _fail(str(exc), 2)
+            failure = str(exc)  # said once the progress bar is gone
         except KeyboardInterrupt:
             err.print(f"interrupted: finished rows are in {out_file}; run the same command again to resume")
             raise typer.Exit(130)
+    if failure is not None:
+        _fail(failure, 2)
     started = f", start-up {report.engine_start_s:.1f} s" if report.engine_start_s else ""
     err.print(f"{report.scored} scored, {report.failed} failed, {report.skipped} already in {out_file} "
               f"({report.total} files, {report.seconds:.1f} s, engine {report.engine}{started})", highlight=False)

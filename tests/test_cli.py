@@ -271,6 +271,14 @@ def test_a_link_a_pipe_or_stdout_as_the_output_is_written_through_never_replaced
         assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
 
 
+def test_failures_of_a_batch_of_files_are_the_first_lines_on_a_non_terminal(clips, tmp_path):
+    """The progress bar is for terminals: piped or logged, stderr holds the failures only (the transient bar
+    left a blank line in front of them)."""
+    done = subprocess.run([*GAMEQA, "score", str(clips / "dist.mp4"), str(clips / "empty.mp4"), "-m", "niqe",
+                           "--out", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("1 of 2 inputs failed:\n"), repr(done.stderr[:200])
+
+
 def test_probe_models_demo(clips):
     r = invoke("probe", str(clips / "dist.mp4"), "--json")
     info = json.loads(r.stdout)[0]

@@ -115,7 +115,7 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
     results = []
     with Progress(
         TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=err, transient=True, disable=len(files) < 2,
+        TextColumn("{task.description}"), console=err, transient=True, disable=len(files) < 2 or not err.is_terminal,
     ) as progress:
         task = progress.add_task("", total=len(files))
         for f in files:

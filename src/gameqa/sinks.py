@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gameqa.csvio import csv_text
-from gameqa.errors import GameQAError
+from gameqa.errors import ConfigError, GameQAError
 from gameqa.result import ScoreResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -66,11 +66,11 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
     """``write(tmp)`` writes the file's content to a temporary name beside ``path``, which then replaces ``path`` in
     one step (mode 0644). Its folder is made if need be; an OSError is a GameQAError naming ``path``, and no
     temporary file is left behind whatever fails. A link to a file has its target replaced (the link stays); a
-    device, pipe or stream (``/dev/null``, ``/dev/stdout``, a FIFO: ``_is_stream``) is written through, never
-    replaced."""
+    device, pipe or our own stdout (``/dev/null``, a FIFO, ``/dev/stdout``) is written through, never replaced."""
     target = os.fspath(path)
-    if _is_stream(target):
-        _write_through(path, write)
+    fd = _own_descriptor(target)
+    if fd is not None or _is_device(target):
+        _write_through(path, write, fd)
         return
     if os.path.islink(target):
         target = os.path.realpath(target)
@@ -93,12 +93,9 @@ def write_via_temp(path: str | os.PathLike, write: Callable[[str], object]) -> N
             os.unlink(tmp)
 
 
-def _is_stream(path: str) -> bool:
-    """Whether ``path`` is written through rather than replaced: our own stdout or stderr (``/dev/stdout``,
-    ``/proc/self/fd/1``, ...; replacing the link as root would break the system) and any existing device, pipe or
-    socket (``/dev/null``, a FIFO). A regular file, under /dev/shm too, is replaced as usual."""
-    if _own_descriptor(path) is not None:
-        return True
+def _is_device(path: str) -> bool:
+    """Whether ``path`` is an existing device, pipe or socket (``/dev/null``, a FIFO): written through, never
+    replaced. A regular file, under /dev/shm too, is replaced as usual."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -118,15 +115,14 @@ def _own_descriptor(path: str) -> int | None:
     return None
 
 
-def _write_through(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+def _write_through(path: str | os.PathLike, write: Callable[[str], object], fd: int | None) -> None:
     """The whole content made in a temporary file first (a failing ``write`` sends nothing), then sent into the
-    device or pipe at ``path``, or through our own descriptor for stdout and stderr (at its offset: stdout may be a
-    file that holds earlier output)."""
+    device or pipe at ``path``, or through ``fd``, our own stdout or stderr (at its offset: stdout may be a file
+    that holds earlier output; replacing the /dev/stdout link as root would break the system)."""
     with tempfile.TemporaryDirectory(prefix="gameqa-") as folder:
         tmp = os.path.join(folder, "out")
         try:
             write(tmp)
-            fd = _own_descriptor(os.fspath(path))
             with open(tmp, "rb") as src:
                 if fd is not None:  # our own stdout or stderr: through its descriptor, at its offset
                     sys.stdout.flush()
@@ -143,8 +139,6 @@ def _write_through(path: str | os.PathLike, write: Callable[[str], object]) -> N
 
 def make_folder(folder: str | os.PathLike, what: str) -> Path:
     """Make ``folder`` (and its parents) or fail with one ConfigError naming it: ``cannot make <what> (reason)``."""
-    from gameqa.errors import ConfigError
-
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -158,8 +152,6 @@ def check_replaceable(out: Path, *, marker: str, owned: Callable[[Path], bool], 
     that holds it or any path of ``keep`` (an input), and a folder that is not an earlier ``what`` (no ``marker``
     file in it, or entries that ``owned`` does not accept), which replacing it would delete. ConfigError names
     ``out`` and says to choose another ``option``."""
-    from gameqa.errors import ConfigError
-
     if out.exists() and not out.is_dir():
         raise ConfigError(out, "exists and is not a folder")
     if not out.is_dir():

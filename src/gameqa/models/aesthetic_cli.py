@@ -31,6 +31,7 @@ def aesthetics(
 ) -> None:
     """Predict each image's mean opinion score, the raters' std and a 95% interval."""
     from gameqa.models.aesthetic_onnx import SpreadScorer
+    from gameqa.media import is_video
     from gameqa.scoring import collect_inputs
 
     if output not in ("table", "json", "csv"):
@@ -47,7 +48,7 @@ def aesthetics(
             results.append(scorer.score(f))
         except GameQAError as exc:
             failures.append(f"{f}: a video; `gameqa aesthetics` scores images (`gameqa score` takes videos)"
-                            if _is_readable_video(f) else str(exc))
+                            if is_video(f) else str(exc))
     card = scorer.card
     if output == "json":
         out.print_json(json.dumps({"model": card.name, "scale": list(card.scale), "results": [r.to_dict() for r in results]}))
@@ -83,15 +84,6 @@ def train_aesthetic(
         train_final(cfg, out_dir, log=log_line, seed=seed, int8=int8)
     except GameQAError as exc:
         _fail(str(exc), 2)
-
-
-def _is_readable_video(path: str) -> bool:
-    from gameqa.media import media_kind
-
-    try:
-        return media_kind(path) == "video"
-    except GameQAError:
-        return False
 
 
 def _fmt(value: tuple[float, float] | None, digits: int = 3) -> str:

@@ -431,3 +431,28 @@ def test_demo_with_a_full_reference_model_says_it_needs_a_reference():
     done = runner.invoke(app, ["demo", "-m", "psnr"])
     assert done.exit_code == 2 and "'psnr' is full-reference: the demo clip has no reference" in done.output
     assert "scoring the bundled clip" not in done.output
+
+
+def _leaf_commands(cmd, path):
+    """(command words, command) for every command under ``cmd`` (typer's groups, their subgroups)."""
+    if hasattr(cmd, "list_commands"):
+        ctx = type(cmd).context_class(cmd)
+        for name in cmd.list_commands(ctx):
+            yield from _leaf_commands(cmd.get_command(ctx, name), path + [name])
+    else:
+        yield path, cmd
+
+
+def test_every_command_has_a_one_line_summary_and_every_option_a_help_text():
+    import typer
+
+    commands = list(_leaf_commands(typer.main.get_command(app), ["gameqa"]))
+    assert len(commands) > 30 and any(p[1:] == ["corpus", "blocks"] for p, _ in commands)
+    problems = []
+    for path, cmd in commands:
+        summary = (cmd.help or "").strip().split("\n\n")[0]
+        if not summary or "\n" in summary:  # the command lists show the first paragraph, line breaks and all
+            problems.append(f"{' '.join(path)}: summary {summary[:50]!r} is not one line")
+        problems += [f"{' '.join(path)} {'/'.join(p.opts)}: no help text" for p in cmd.params
+                     if p.name != "help" and not (getattr(p, "help", None) or "").strip()]
+    assert not problems, "\n".join(problems)

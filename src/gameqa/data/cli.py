@@ -145,7 +145,7 @@ def stats(
     manifest: Path = typer.Argument(DEFAULT_MANIFEST,
                                     help="Manifest CSV, or a corpus folder (its manifests/corpus.csv)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the summary plot (PNG) here."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Counts per game, codec, height and split; label range and histogram; ladder monotonicity."""
     from gameqa.data.manifest import read_manifest
@@ -179,10 +179,12 @@ def blocks(
     frames: int = typer.Option(5, "--frames", min=1, help="Frames per source (every 30th from the first)."),
     sources: Optional[list[Path]] = typer.Option(None, "--sources", help="Measure the files of these sources/ "
                                                  "folders instead of a manifest's (e.g. before a build; repeatable)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Block-edge ratio of each content's pristine source: how much larger pixel steps are across an 8x8 grid than
-    inside it (about 1 for drawn art, above 1 where JPEG left its grid), with each game's mean."""
+    """Block-edge ratio of each content's pristine source, with each game's mean.
+
+    How much larger pixel steps are across an 8x8 grid than inside it: about 1 for drawn art, above 1 where JPEG
+    left its grid."""
     from gameqa.data.manifest import manifest_root, read_manifest
     from gameqa.data.stats import source_block_edges, sources_as_rows
 
@@ -239,8 +241,9 @@ def soften(
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
 ) -> None:
-    """Train contents re-rendered soft (blur, half resolution scaled up, or a JPEG round trip), encoded and
-    labelled against their soft sources, all in the train split (resumable); join them with `gameqa corpus merge`."""
+    """Train contents re-rendered soft (blur, half size scaled up, or a JPEG round trip), encoded and labelled.
+
+    Labelled against their soft sources, all in the train split (resumable); join them with `gameqa corpus merge`."""
     from gameqa.data.ladder import load_ladder
     from gameqa.data.soften import soften_corpus
 
@@ -273,8 +276,9 @@ def rebuild(
                               "the corpus: what the leave-one-game-out runs train on."),
     candidates: Path = typer.Option(DEFAULT_CANDIDATES, "--candidates", help="Candidate game recipes (with --plus)."),
 ) -> None:
-    """The whole corpus from nothing (or from where it stopped): capture, build, stats plot; with --plus the whole
-    leave-one-game-out training cache."""
+    """The whole corpus from nothing (or from where it stopped): capture, build, stats plot.
+
+    With --plus, the whole leave-one-game-out training cache too."""
     manifest = _manifest_for(root, manifest)
     root = root or corpus_dir()
     others = root.parent / "corpus-candidates"

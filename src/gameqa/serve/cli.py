@@ -90,14 +90,14 @@ def _service_logging(level: str) -> None:
 def batch_command(
     inputs: List[str] = typer.Argument(..., help="Files, folders, globs, list files (.txt/@FILE) or manifests (.csv/.jsonl with a path column)."),
     out_file: str = typer.Option(..., "--out", "-o", help="Results file: .jsonl or .parquet (resumed if it exists)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    sample: str = typer.Option("fps:2", "--sample", "-s"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (local, default 1) or CPUs (local Ray)."),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1),
-    pooling: Optional[str] = typer.Option(None, "--pooling"),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help="Frames per model batch."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Keep per-frame scores in the rows."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Score again files that failed before."),
 ) -> None:
@@ -153,9 +153,9 @@ def bench_service_load_command(
     clients: int = typer.Option(50, "--clients", min=1, help="Concurrent clients."),
     seconds: float = typer.Option(60.0, "--seconds", min=0.1, help="How long clients keep submitting."),
     workers: int = typer.Option(2, "--workers", min=1, help="Service worker threads."),
-    max_queued: int = typer.Option(64, "--max-queued", min=1),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    as_json: bool = typer.Option(False, "--json"),
+    max_queued: int = typer.Option(64, "--max-queued", min=1, help="Most jobs waiting at once; more get 429."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model the clients' jobs use."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
 ) -> None:
     """Load test on loopback: N clients upload short clips and images for S seconds, then report."""
     import json
@@ -177,8 +177,8 @@ def bench_service_load_command(
 def bench_batch_command(
     clips: int = typer.Option(500, "--clips", min=1, help="How many short clips."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes (local pool) and CPUs (Ray)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
-    sample: str = typer.Option("fps:2", "--sample", "-s"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
     chunk_size: int = typer.Option(8, "--chunk-size", min=1, help="Files per task."),
     width: int = typer.Option(640, "--width", min=16, help="Even (H.264 4:2:0)."),
     height: int = typer.Option(360, "--height", min=16, help="Even (H.264 4:2:0)."),
@@ -187,7 +187,7 @@ def bench_batch_command(
     synthetic: bool = typer.Option(False, "--synthetic", help="Tiny generated pattern clips instead of gameplay."),
     clip_dir: Optional[Path] = typer.Option(None, "--clip-dir", help="Keep the clips here (and reuse them next time)."),
     engines: str = typer.Option(",".join(("local-1", "local", "ray")), "--engines", help="Comma list of local-1 (plain local batch), local (process pool), ray."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
 ) -> None:
     """Ray vs local batch scoring of the same short clips: whole-job time, start-up, identical scores."""
     import json

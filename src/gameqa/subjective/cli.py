@@ -62,7 +62,7 @@ def serve(
 
 @study_app.command()
 def links(
-    study_file: str = typer.Argument(..., metavar="STUDY.toml"),
+    study_file: str = typer.Argument(..., metavar="STUDY.toml", help="The study definition."),
     count: int = typer.Option(1, "--count", "-n", min=1, max=10000, help="How many links."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL (default as for serve)."),
     base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help="Server address."),
@@ -87,7 +87,7 @@ def links(
 
 @study_app.command()
 def export(
-    study_file: str = typer.Argument(..., metavar="STUDY.toml"),
+    study_file: str = typer.Argument(..., metavar="STUDY.toml", help="The study definition."),
     out_file: str = typer.Option(..., "--out", "-o", help="CSV file to write."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL (default as for serve)."),
     include_all: bool = typer.Option(False, "--all", help="Also training votes and repeats, "

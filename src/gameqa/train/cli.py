@@ -88,7 +88,7 @@ def eval_cmd(
     by_content: bool = typer.Option(False, "--by-content", help="Also per content (game session): mean MOS, mean "
                                     "prediction, offset, SROCC inside; and the SROCC with each content's offset "
                                     "taken out (a diagnostic: it reads the labels)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (predictions included) instead of tables."),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
     from gameqa.evaluate import print_table
@@ -183,9 +183,10 @@ def bench_cmd(
                               "share of the cores) against one run on all of them, alternating (0: no)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
 ) -> None:
-    """Seconds per training step on this CPU in the trainers' channels-last layout and the plain one, side by
-    side in one run, and the projected time of a full training run; with --lanes, steps per hour of several
-    runs side by side against one."""
+    """Seconds per training step on this CPU and the projected time of a full training run.
+
+    The trainers' channels-last layout and the plain one, side by side in one run; with --lanes, steps per hour of
+    several runs side by side against one."""
 
     try:
         from gameqa.train.config import load_config

@@ -6,7 +6,6 @@ from gameqa.models.registry import DEFAULT_MODEL
 
 import json
 import os
-import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, check_png, console, error_line, exit_on_failures, fail as _fail
+from gameqa.console import Table, check_png, console, error_line, exit_on_failures, exit_on_terminate, fail as _fail
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -447,17 +446,6 @@ def bench_runs_cmd(
         write_atomic(json.dumps(result, indent=2), json_out)
     if plot:
         out.print(f"per-content plot: {plot_contents(result, plot)}")
-
-
-def exit_on_terminate() -> None:
-    """Make SIGTERM (``kill``, ``timeout``, a job scheduler) and SIGHUP end a command as Ctrl-C does, with exit
-    status 128 + the signal: cleanup runs, so the games, virtual displays and recorders a capture starts in their
-    own sessions are stopped and temporary files removed, where the default action would leave them running."""
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
 
 
 # Modules of the optional extras (pyproject.toml) -> the extra that installs them.

@@ -3,6 +3,7 @@ user's text (a path, a message, a name) is never read as rich markup, so ``clip[
 named. A command that styles a word passes rich ``Text`` (``Text.assemble(("warning:", "yellow"), " ...")``)."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -34,6 +35,17 @@ def fail(message: object, code: int = 1) -> NoReturn:
     """``error: <message>`` on stderr, then exit with ``code``."""
     error_line(message)
     raise typer.Exit(code)
+
+
+def exit_on_terminate() -> None:
+    """Make SIGTERM (``kill``, ``timeout``, a job scheduler) and SIGHUP end a command as Ctrl-C does, with exit
+    status 128 + the signal: cleanup runs, so the games, virtual displays and recorders a capture starts in their
+    own sessions are stopped and temporary files removed, where the default action would leave them running."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's

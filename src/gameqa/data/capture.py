@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gameqa.data.capture CONFIG OUT_DIR [--only game[/variant] ...]``: record the corpus."""
     import argparse
 
-    from gameqa.cli import exit_on_terminate
+    from gameqa.console import exit_on_terminate
     from gameqa.data.games import load_corpus_config
 
     exit_on_terminate()  # a kill stops the displays and games started in their own sessions

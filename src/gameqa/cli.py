@@ -461,7 +461,10 @@ def missing_extra(exc: ModuleNotFoundError) -> Optional[str]:
     extra = EXTRA_OF_MODULE.get(module)
     if extra is None:
         return None
-    return f"this command needs {module}, which is not installed: pip install -e '.[{extra}]'"
+    from gameqa.paths import in_checkout
+
+    install = f"pip install -e '.[{extra}]'" if in_checkout() else f"pip install 'gameqa[{extra}]'"
+    return f"this command needs {module}, which is not installed: {install}"
 
 
 def main() -> None:

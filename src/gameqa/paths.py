@@ -1,10 +1,13 @@
-"""Where big data lives: a cache folder outside git (``$GAMEQA_CACHE``, else ``~/.cache/gameqa``)."""
+"""Where things live: big data in a cache folder outside git (``$GAMEQA_CACHE``, else ``~/.cache/gameqa``), the
+configs inside the package (a checkout's ``configs/`` folder links to them, so a wheel has them too)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIGS = PACKAGE_DIR / "configs"
+REPO_ROOT = PACKAGE_DIR.parents[1]  # the checkout, when gameqa runs from one (src/gameqa)
 
 
 def cache_dir() -> Path:
@@ -13,3 +16,19 @@ def cache_dir() -> Path:
 
 def corpus_dir() -> Path:
     return cache_dir() / "corpus"
+
+
+def in_checkout() -> bool:
+    """gameqa runs from a source checkout (``pip install -e .``), not from an installed wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "src" / "gameqa").is_dir()
+
+
+def config_file(path: str | os.PathLike) -> Path:
+    """A config path as given; one that is no file here but names a bundled config (``configs/eraque/default.toml``,
+    as the documentation writes them) is that bundled file, so the same commands work outside a checkout."""
+    given = Path(path)
+    if given.is_file() or given.is_absolute():
+        return given
+    parts = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
+    bundled = CONFIGS.joinpath(*parts) if parts else CONFIGS
+    return bundled if bundled.is_file() else given

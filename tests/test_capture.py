@@ -281,3 +281,13 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
     merged = list(csv.DictReader((tmp_path / "corpus-plus-sj" / "manifests" / "corpus.csv").open()))
     assert {r["game"] for r in merged} == games_seen | {"scroller2"}
     assert {r["group"] for r in merged} >= {"game", "natural", "soft"} and len(merged) > len(rows) + 2
+
+
+def test_a_rebuild_stage_that_fails_says_it_stopped_not_how_long_it_took(tmp_path):
+    """The rebuild's log times each stage; a stage that ends in an error is logged as stopped, not as done."""
+    cmd = [sys.executable, "-m", "gameqa.cli", "corpus", "rebuild", "--games", str(tmp_path / "none.toml"),
+           "--root", str(tmp_path / "corpus")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="200"))
+    assert proc.returncode == 1 and "none.toml: cannot read" in proc.stderr, proc.stdout + proc.stderr
+    assert re.search(r"^== \d\d:\d\d capture: stopped after \d+\.\d min$", proc.stdout, re.M), proc.stdout
+    assert not re.search(r"capture: \d+\.\d min", proc.stdout) and not (tmp_path / "corpus").exists()

@@ -42,13 +42,16 @@ def _clip_progress(title: str):
 
 @contextmanager
 def _stage(name: str):
-    """Print how long one stage of a long command took (also when it fails), for the rebuild's log."""
+    """Print how long one stage of a long command took, or after how long it stopped, for the rebuild's log."""
     start = time.monotonic()
     out.print(f"== {time.strftime('%H:%M')} {name}", highlight=False)
+    outcome = "stopped after "
     try:
         yield
+        outcome = ""
     finally:
-        out.print(f"== {time.strftime('%H:%M')} {name}: {(time.monotonic() - start) / 60:.1f} min", highlight=False)
+        out.print(f"== {time.strftime('%H:%M')} {name}: {outcome}{(time.monotonic() - start) / 60:.1f} min",
+                  highlight=False)
 
 
 @corpus_app.command("capture")

@@ -42,7 +42,9 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
         lines = text.splitlines(keepends=True)
         dropped = next(i for i, line in enumerate(lines) if i and "game_b" in line)
         manifest.write_text("".join(lines[:dropped] + lines[dropped + 1:]))
-        assert len(run_scores(held, manifest, "test", logo_game="game_b").clip_ids) == 8
+        seen = []  # and the clips are counted as they are scored (what the commands' progress bars show)
+        fresh = run_scores(held, manifest, "test", logo_game="game_b", clip_progress=lambda *c: seen.append(c))
+        assert len(fresh.clip_ids) == 8 and seen == [(i, 8) for i in range(1, 9)]
     finally:
         manifest.write_text(text)
     assert b["srocc"] == pytest.approx(expected.metrics["srocc"]) and b["passes"] == (b["srocc"] >= 0.5)

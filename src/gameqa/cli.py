@@ -14,7 +14,8 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import Table, check_png, console, error_line, exit_on_failures, exit_on_terminate, fail as _fail
+from gameqa.console import (Table, check_png, console, counting_bar, error_line, exit_on_failures, exit_on_terminate,
+                            fail as _fail)
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -360,9 +361,10 @@ def bench_logo_cmd(
             if game in runs:
                 raise GameQAError(None, f"game {game} named twice: give all its runs in one --run GAME=GLOB")
             runs[game] = dirs
-        result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
-                            include_unfinished=include_unfinished,
-                            progress=lambda m: err.print(f"scoring {m}", highlight=False))
+        with counting_bar("clips") as clips:
+            result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
+                                include_unfinished=include_unfinished,
+                                progress=lambda m: err.print(f"scoring {m}", highlight=False), clip_progress=clips)
     except GameQAError as exc:
         _fail(str(exc))
     table = Table(title=f"leave one game out on {Path(manifest).name} (crops: {result['crop_mode']}; bar {bar:.2f})")
@@ -419,9 +421,10 @@ def bench_runs_cmd(
     check_png(plot)
     try:
         groups = dict(expand_group(g) for g in group)
-        result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
-                                progress=lambda m: err.print(f"scoring {m}", highlight=False), contents=by_content,
-                                pristine=pristine)
+        with counting_bar("clips") as clips:
+            result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
+                                    progress=lambda m: err.print(f"scoring {m}", highlight=False),
+                                    contents=by_content, pristine=pristine, clip_progress=clips)
     except GameQAError as exc:
         _fail(str(exc))
     table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")

@@ -4,8 +4,9 @@ named. A command that styles a word passes rich ``Text`` (``Text.assemble(("warn
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence
 
 import rich.table
 import typer
@@ -46,6 +47,19 @@ def exit_on_terminate() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
+
+
+@contextmanager
+def counting_bar(title: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr, moved by calls of ``update(done, total)`` (an evaluation's clips);
+    lines printed on ``err`` meanwhile go above it. No bar when stderr is no terminal (a log gets no bar frames)."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{escape(title)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's

@@ -42,12 +42,14 @@ def summarise_runs(scored: list[dict]) -> dict:
 
 def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar: float = 0.90,
                crops: Optional[int] = None, crop_mode: Optional[str] = None, bootstrap: int = 1000,
-               include_unfinished: bool = False, progress: Optional[Callable[[str], None]] = None) -> dict:
+               include_unfinished: bool = False, progress: Optional[Callable[[str], None]] = None,
+               clip_progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Per game of ``manifest`` (its ``game`` group): the runs that held it out, each run's SROCC with its 95%
     bootstrap interval and PLCC, their mean (and sd over runs), and whether the mean reaches ``bar``; games without
     a run are listed with ``runs = []``. Every run is checked to have held out its game before anything is scored.
     Unfinished runs go in the game's ``unfinished`` list (run, how far it went) and are not scored, unless
-    ``include_unfinished`` (an interim look): then they are scored and marked ``finished: false``."""
+    ``include_unfinished`` (an interim look): then they are scored and marked ``finished: false``.
+    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips."""
     rows = read_manifest(manifest)
     games = sorted({r["game"] for r in rows if r.get("group", "game") == "game"})
     unknown = sorted(set(runs) - set(games))
@@ -71,7 +73,8 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
                 continue
             if progress:
                 progress(f"{game}: {run}")
-            s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode, sources=sources)
+            s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode, sources=sources,
+                           clip_progress=clip_progress)
             low, high = bootstrap_ci(PERF_METRICS["SROCC"], s.predictions, s.mos, n_boot=bootstrap)
             scored.append({"run": str(run), "clips": len(s.clip_ids), "srocc": s.metrics["srocc"],
                            "srocc_ci": [low, high], "plcc": s.metrics["plcc"], "finished": state["finished"],

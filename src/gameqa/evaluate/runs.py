@@ -232,11 +232,13 @@ def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: st
 def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
                crops: Optional[int] = None, crop_mode: Optional[str] = None,
-               sources: Optional[dict[str, str]] = None) -> RunScores:
+               sources: Optional[dict[str, str]] = None,
+               clip_progress: Optional[Callable[[int, int], None]] = None) -> RunScores:
     """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged).
 
     ``crops`` overrides the checkpoint's crops per frame at inference, ``crop_mode`` their placement
-    ("grid", the default, or "texture"); ``sources`` (clip_id -> source_id) saves reading the manifest again.
+    ("grid", the default, or "texture"); ``sources`` (clip_id -> source_id) saves reading the manifest again;
+    ``clip_progress(done, total)`` is called after each clip scored.
     """
     cache = _run_cache(run_dir, manifest, "predictions", split, logo_game, crops, crop_mode)
     sources = _clip_field(manifest, "source_id") if sources is None else sources
@@ -247,7 +249,7 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
     from gameqa.train.evaluation import evaluate_split
 
     ev = evaluate_split(str(cache.checkpoint), manifest, split, logo_game=logo_game, frames_cache=frames_cache,
-                        bootstrap=0, crops=crops, crop_mode=crop_mode)
+                        bootstrap=0, crops=crops, crop_mode=crop_mode, progress=clip_progress)
     cache.write(clip_ids=ev.clip_ids, predictions=ev.predictions, mos=ev.mos)
     return _with_sources(RunScores(cache.run, ev.clip_ids, list(ev.predictions), list(ev.mos),
                                    split_metrics(ev.predictions, ev.mos)), sources)
@@ -310,9 +312,11 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
                    logo_game: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
                    progress: Optional[Callable[[str], None]] = None, contents: bool = False,
-                   pristine: bool = False) -> dict[str, dict]:
+                   pristine: bool = False, clip_progress: Optional[Callable[[int, int], None]] = None
+                   ) -> dict[str, dict]:
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs; with ``contents`` also
-    its ``group_contents`` table (key ``contents``), with ``pristine`` too each content's pristine score."""
+    its ``group_contents`` table (key ``contents``), with ``pristine`` too each content's pristine score.
+    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips."""
     if pristine and not contents:
         raise ConfigError(None, "the pristine scores go in the per-content table: ask for contents too")
     out = {}
@@ -323,7 +327,7 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             if progress:
                 progress(f"{label}: {run}")
             per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode,
-                                      sources=sources))
+                                      sources=sources, clip_progress=clip_progress))
         names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in r.metrics for r in per_run))
         values = {m: np.array([r.metrics[m] for r in per_run]) for m in names}
         out[label] = {

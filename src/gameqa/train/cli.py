@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from gameqa.console import Table, console, fail, log_line
+from gameqa.console import Table, console, counting_bar, fail, log_line
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -97,8 +97,10 @@ def eval_cmd(
     from gameqa.train.evaluation import evaluate_split
 
     try:
-        ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
-                            bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size)
+        with counting_bar(f"scoring the {split} split") as clips:
+            ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
+                                bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size,
+                                progress=clips)
         contents = split_contents(ev.clip_ids, ev.predictions, ev.mos, manifest) if by_content else None
     except GameQAError as exc:
         _fail(str(exc))

@@ -35,11 +35,17 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
     b = result["games"]["game_b"]
     expected = run_scores(held, manifest, "test", logo_game="game_b")  # every game_b clip, all its splits
     assert b["clips"] == 9 == len(expected.clip_ids)
-    # the predictions cached in the run folder are for this manifest's content, not only its path: a manifest
-    # rebuilt in place (here one game_b clip fewer) is scored again
+    # the predictions cached in the run folder are for the clips they score, not only the manifest's path: a
+    # manifest rebuilt in place with a clip of another game fewer keeps them (nothing scored again); one with a
+    # game_b clip fewer is scored again
     text = manifest.read_text()
     try:
         lines = text.splitlines(keepends=True)
+        other = next(i for i, line in enumerate(lines) if i and "game_a" in line)
+        manifest.write_text("".join(lines[:other] + lines[other + 1:]))
+        seen = []
+        kept = run_scores(held, manifest, "test", logo_game="game_b", clip_progress=lambda *c: seen.append(c))
+        assert seen == [] and kept.predictions == expected.predictions
         dropped = next(i for i, line in enumerate(lines) if i and "game_b" in line)
         manifest.write_text("".join(lines[:dropped] + lines[dropped + 1:]))
         seen = []  # and the clips are counted as they are scored (what the commands' progress bars show)

@@ -13,6 +13,7 @@ offset and the order inside it, and the runs' score of its pristine sources) wit
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -205,6 +206,16 @@ class _RunCache:
         write_atomic(json.dumps({**self.stamp, **scores}), str(self.path))
 
 
+def _rows_digest(manifest: str | os.PathLike, split: str, logo_game: Optional[str]) -> str:
+    """SHA-1 of the manifest rows a run is scored on (``split``, or every clip of ``logo_game``): rows added to,
+    or changed in, other games or splits leave a run's kept predictions valid."""
+    from gameqa.train.evaluation import split_of
+
+    rows = split_of(Path(manifest), split, logo_game)
+    text = json.dumps([{k: v for k, v in sorted(r.items()) if not k.startswith("abs_")} for r in rows], default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: str, split: str,
                logo_game: Optional[str], crops: Optional[int], crop_mode: Optional[str]) -> _RunCache:
     """The run's ``<kind>-<tag>.json`` cache; ``saved`` is its content when made by this checkpoint and manifest."""
@@ -219,13 +230,13 @@ def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: st
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
            + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
     stamp = {"checkpoint": file_digest(ckpt), "manifest": str(Path(manifest).resolve()),
-             "manifest_digest": file_digest(Path(manifest)), "split": tag}
+             "rows_digest": _rows_digest(manifest, split, logo_game), "split": tag}
     path = run / f"{kind}-{tag}.json"
     saved = None
     if path.is_file():
         saved = json.loads(path.read_text())
-        if any(saved.get(key) != stamp[key] for key in ("checkpoint", "manifest", "manifest_digest")):
-            saved = None  # another checkpoint, or a manifest rebuilt or edited since: scored again
+        if any(saved.get(key) != stamp[key] for key in ("checkpoint", "manifest", "rows_digest")):
+            saved = None  # another checkpoint, or the clips of this split rebuilt or edited since: scored again
     return _RunCache(run, ckpt, path, stamp, saved)
 
 

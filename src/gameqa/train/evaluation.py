@@ -60,7 +60,7 @@ def _check_split(split: str, crop_mode: Optional[str]) -> None:
         check_crop_mode(crop_mode)
 
 
-def _split_of(manifest: Path, split: str, logo_game: Optional[str], root: Optional[str] = None) -> list[dict]:
+def split_of(manifest: Path, split: str, logo_game: Optional[str], root: Optional[str] = None) -> list[dict]:
     """The rows of ``split`` (every clip file checked), of the leave-one-game-out split when ``logo_game``."""
     rows = read_manifest(manifest, root=manifest_root(manifest, root), check_files=True)
     return (logo_split(rows, logo_game, manifest) if logo_game else split_rows(rows)).get(split, [])
@@ -79,7 +79,7 @@ def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", 
     if not str(model).endswith(".pt"):
         raise ConfigError(model, "pristine sources are scored with a trainer checkpoint (.pt)")
     manifest = Path(manifest)
-    chosen = _split_of(manifest, split, logo_game)
+    chosen = split_of(manifest, split, logo_game)
     score, full_ref, pooling, sample = _checkpoint_scorer(str(model), crops, crop_mode)
     if full_ref:
         raise ConfigError(model, "a full-reference model has no score for the reference itself")
@@ -114,7 +114,7 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     if crop_size is not None and (crop_size < 32 or crop_size % 32):
         raise ConfigError(None, f"crop size must be a multiple of 32 pixels, not {crop_size}")
     manifest = Path(manifest)
-    chosen = _split_of(manifest, split, logo_game, root)
+    chosen = split_of(manifest, split, logo_game, root)
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
     if model.endswith(".pt"):

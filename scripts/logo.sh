@@ -4,8 +4,9 @@
 #      training contents, merged into corpus-plus-sj);
 #   2. one run per game held out, all with one recipe (soft + JPEG contents, 3 epochs), LANES runs side by side;
 #   3. the table and plot (`gameqa bench logo`), kept under $GAMEQA_CACHE/logo/.
-# Interrupted anywhere, run it again: the rebuild skips what is built, each run resumes from its last checkpoint
-# (same config; train.threads may differ), a finished run is only judged again. Needs the games
+# Interrupted anywhere, run it again: the rebuild goes on where it stopped (a complete training cache is kept as
+# it is: REBUILD=1 rebuilds it), each run resumes from its last checkpoint (same config; train.threads may
+# differ), a finished run is only judged again. Needs the games
 # (scripts/install_games.sh --candidates, root).
 #   GAMEQA_CACHE=/work/cache bash scripts/logo.sh        # GAMES="pingus hedgewars" to run some games only
 # Each run writes its log to $GAMEQA_CACHE/logo/logs/<run>.log; a failed run is named at the end (exit 1) and the
@@ -30,8 +31,15 @@ mkdir -p "$LOGS"
 
 # A clip that fails is listed at the end of the rebuild (exit 1) and left out of the manifests: the runs go on
 # without it once the training cache is there. Any other stop of the rebuild (a signal, no cache) ends the chain.
+# Once the training cache is complete (its merged manifest is written last) it is not rebuilt again: a rebuild
+# retries rejected captures, and a capture that succeeds then would change the clips under runs already started.
 REBUILT=0
-"$GAMEQA" corpus rebuild --plus --manifest "$CACHE/rebuild/corpus.csv" || REBUILT=$?
+if [ -f "$DATA/manifests/corpus.csv" ] && [ -z "${REBUILD:-}" ]; then
+    echo "== $(date +%H:%M) training cache in place: $DATA (not rebuilt, so every run trains on the same clips;"\
+         "REBUILD=1 rebuilds it first)"
+else
+    "$GAMEQA" corpus rebuild --plus --manifest "$CACHE/rebuild/corpus.csv" || REBUILT=$?
+fi
 if [ "$REBUILT" != 0 ]; then
     if [ "$REBUILT" != 1 ] || [ ! -f "$DATA/manifests/corpus.csv" ]; then
         echo "the rebuild stopped (rc $REBUILT); no training cache to go on with, or a signal" >&2

@@ -675,3 +675,62 @@ def test_a_foreign_file_named_like_an_image_is_no_video(tmp_path):
     with pytest.raises(MediaError) as err:
         media_kind(text)
     assert_one_line_error(err, text, "named like an image, but its content is not one")
+
+
+# --- animated images: short clips --------------------------------------------------------------
+
+ANIMATED_COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
+
+
+def _animated(path: Path, fmt: str, delays_ms: list[int]) -> Path:
+    """An animated image (Pillow's own GIF, APNG or WebP writer), frame i a flat ANIMATED_COLOURS[i] with a white
+    square that moves, so that no two frames are alike."""
+    frames = []
+    for i, colour in enumerate(ANIMATED_COLOURS[:len(delays_ms)]):
+        rgb = np.full((48, 64, 3), colour, np.uint8)
+        rgb[8:16, 8 + 8 * i:16 + 8 * i] = 255
+        frames.append(Image.fromarray(rgb))
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:], duration=delays_ms, loop=0,
+                   disposal=1 if fmt == "GIF" else 0, **extra)
+    return path
+
+
+@pytest.mark.parametrize("fmt,suffix", [("GIF", ".gif"), ("PNG", ".png"), ("WEBP", ".webp")])
+def test_an_animated_image_is_a_short_clip_with_each_frame_at_its_own_delay(tmp_path, fmt, suffix):
+    """A gameplay GIF (or APNG, or animated WebP) is a clip: every frame is read, at the time it is first shown
+    (delays 100, 200, 0 and 50 ms; a delay of 10 ms or less is shown for 100 ms, as browsers do), and sampled like
+    any video; one frame alone is a still image."""
+    path = _animated(tmp_path / f"anim{suffix}", fmt, [100, 200, 0, 50])
+    assert media_kind(path) == "video" and is_video(path) and not is_image(path)
+    info = probe_video(path)
+    assert (info.frame_count, info.width, info.height, info.rotation, info.has_audio) == (4, 64, 48, 0, False)
+    assert info.duration == pytest.approx(0.45) and info.fps == pytest.approx(4 / 0.45)
+    frames = read_frames(path, "all")
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.3, 0.4])
+    for i, frame in enumerate(frames):
+        assert frame.rgb.shape == (48, 64, 3) and frame.rgb.dtype == np.uint8
+        assert np.abs(frame.rgb[40, 40].astype(int) - ANIMATED_COLOURS[i]).max() <= 8  # GIF's palette: near
+        assert frame.rgb[10, 10 + 8 * i].min() >= 240  # the square where frame i drew it
+    # fps:F keeps the first frame shown at or after each 1/F grid point: 0, 0.2, 0.4 s; 0, 0.25 s
+    assert indices(path, "fps:10") == [0, 1, 2, 3] and indices(path, "fps:5") == [0, 2, 3]
+    assert indices(path, "fps:4") == [0, 2]
+    assert indices(path, "uniform:2") == [1, 3] and indices(path, "every:3") == [0, 3]  # uniform: each half's centre
+    still = tmp_path / f"still{suffix}"
+    Image.fromarray(frames[0].rgb).save(still, format=fmt)
+    assert media_kind(still) == "image"
+
+
+def test_an_animated_gif_is_scored_frame_by_frame_and_a_damaged_one_is_one_line(tmp_path):
+    from gameqa.scoring import Scorer
+
+    path = _animated(tmp_path / "play.gif", "GIF", [100, 100, 100, 100])
+    result = Scorer("eraque", sample="all").score(path)
+    assert result.kind == "video" and result.frame_indices == [0, 1, 2, 3] and len(set(result.frame_scores)) > 1
+    assert result.timestamps == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.raises(MediaError) as err:
+        read_frames(cut, "all")
+    assert_one_line_error(err, cut, "animated image")

@@ -23,7 +23,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
     The size in the header is checked against ``max_pixels`` before any pixel is decoded. Pillow
     also refuses anything over twice its own ``Image.MAX_IMAGE_PIXELS`` (about 179 megapixels by
-    default) whatever ``max_pixels`` says. Animated images give their first frame.
+    default) whatever ``max_pixels`` says. Animated images give their first frame here; ``media_kind`` calls them
+    videos, and the video readers read every frame (``gameqa.media.animated``).
     """
     path_text = os.fspath(path)
     check_media_file(path_text)

@@ -1,4 +1,5 @@
-"""Tell a video from an image by its content (magic bytes), not by its file name."""
+"""Tell a video from an image by its content (magic bytes), not by its file name. An animated GIF, PNG or WebP
+is a video (``gameqa.media.animated``)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import av.error
 from PIL import Image, UnidentifiedImageError
 
 from gameqa.errors import MediaError
+from gameqa.media.animated import could_be_animated, is_animated
 from gameqa.media.files import AV_READ_OPTIONS, check_media_file
 
 MediaKind = Literal["video", "image"]
@@ -29,6 +31,8 @@ def media_kind(path: str | os.PathLike) -> MediaKind:
     except OSError as err:
         raise MediaError(path_text, f"cannot read file ({err.strerror or err})") from err
     sniffed = _sniff(head)
+    if sniffed == "image" and could_be_animated(head) and is_animated(path_text):
+        return "video"  # an animated GIF, PNG or WebP is a short clip (gameqa.media.animated)
     if sniffed is not None:
         return sniffed
     return _kind_by_opening(path_text)

@@ -85,6 +85,10 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Read a video's properties. Decodes only the first frame (for its rotation); counts the frames by
     demuxing (``_count_packets``)."""
     path_text = check_media_file(path)
+    from gameqa.media.animated import is_animated, probe_animated  # it builds on this module's Frame and VideoInfo
+
+    if is_animated(path_text):
+        return probe_animated(path_text)
     with _open_container(path_text) as container:
         stream = _video_stream(container, path_text)
         codec_context = stream.codec_context
@@ -126,6 +130,10 @@ def iter_frames(path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SA
     """
     sample_policy = SamplePolicy.parse(policy)
     path_text = check_media_file(path)
+    from gameqa.media.animated import decode_animated, is_animated  # it builds on this module's Frame and VideoInfo
+
+    if is_animated(path_text):
+        return decode_animated(path_text, sample_policy)
     return _decode_sampled(path_text, sample_policy)
 
 

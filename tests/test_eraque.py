@@ -537,6 +537,9 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     shown = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
                                      "--by-content"])
     assert shown.exit_code == 0 and "per content" in shown.stdout and "offset taken out" in shown.stdout
+    # no terminal here: no progress bar, a line for each tenth of the clips scored (3 clips: each one)
+    assert [line for line in shown.stderr.splitlines() if "scoring the test split" in line] == [
+        "scoring the test split: 1/3", "scoring the test split: 2/3", "scoring the test split: 3/3"]
     files = CliRunner().invoke(app, ["eval", str(tmp_path / "p.json"), manifest, "--by-content"])
     assert files.exit_code == 2 and "--by-content needs a model on a manifest split" in files.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])

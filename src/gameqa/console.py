@@ -52,12 +52,20 @@ def exit_on_terminate() -> None:
 @contextmanager
 def counting_bar(title: str) -> Iterator[Callable[[int, int], None]]:
     """A transient progress bar on stderr, moved by calls of ``update(done, total)`` (an evaluation's clips);
-    lines printed on ``err`` meanwhile go above it. No bar when stderr is no terminal (a log gets no bar frames)."""
+    lines printed on ``err`` meanwhile go above it. When stderr is no terminal (a log) there is no bar: a line
+    ``title: done/total`` each time another tenth is done."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    if not err.is_terminal:
+        def log_tenths(done: int, total: int) -> None:
+            if total and done * 10 // total != (done - 1) * 10 // total:
+                log_line(f"{title}: {done}/{total}")
+
+        yield log_tenths
+        return
     with Progress(TextColumn(f"[bold]{escape(title)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
+                  TimeRemainingColumn(), console=err, transient=True) as progress:
         task = progress.add_task("", total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 

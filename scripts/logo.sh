@@ -2,7 +2,8 @@
 # ERAQUE's leave-one-game-out bar (every game held out at SROCC >= 0.90) from nothing, in one resumable command:
 #   1. the training cache: `gameqa corpus rebuild --plus` (capture, corpus, candidate games, soft and JPEG-blocked
 #      training contents, merged into corpus-plus-sj);
-#   2. one run per game held out, all with one recipe (soft + JPEG contents, 3 epochs), LANES runs side by side;
+#   2. one run per game held out, all with one recipe (soft + JPEG contents, EPOCHS epochs, 3 by default), LANES
+#      runs side by side;
 #   3. the table and plot (`gameqa bench logo`), kept under $GAMEQA_CACHE/logo/.
 # Interrupted anywhere, run it again: the rebuild goes on where it stopped (a complete training cache is kept as
 # it is: REBUILD=1 rebuilds it), each run resumes from its last checkpoint (same config; train.threads may
@@ -19,7 +20,8 @@ export GAMEQA_CACHE=$CACHE
 # the runs go hardest first (the games nearest the bar in earlier runs), so a stopped chain has the telling ones
 ALL_GAMES="pingus openttd chromium-bsu teeworlds warmux supertux hedgewars wesnoth"
 GAMES=${GAMES:-$ALL_GAMES}
-NAME=${NAME:-eraque-logo8sj}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
+EPOCHS=${EPOCHS:-3}
+NAME=${NAME:-eraque-logo8sj$([ "$EPOCHS" = 3 ] || echo "e$EPOCHS")}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
 DATA=$CACHE/corpus-plus-sj
 # Runs side by side, each on its share of the cores: on a 2-core machine two 1-thread runs train about 16% more
 # steps an hour than one 2-thread run (docs/models/eraque.md, "Training speed"). LANES=1: one run at a time.
@@ -56,7 +58,7 @@ lane() {
         mkdir "$CLAIMS/$GAME" 2>/dev/null || continue
         echo "== $(date +%H:%M) lane $1: $NAME-$GAME ($GAME held out, $THREADS thread(s)), log $LOGS/$NAME-$GAME.log"
         if "$GAMEQA" train configs/eraque/default.toml "data.root=\"$DATA\"" 'data.groups=["game","soft"]' \
-            "data.logo_game=\"$GAME\"" train.epochs=3 train.validate_every=1 "train.threads=$THREADS" \
+            "data.logo_game=\"$GAME\"" "train.epochs=$EPOCHS" train.validate_every=1 "train.threads=$THREADS" \
             "name=\"$NAME-$GAME\"" >> "$LOGS/$NAME-$GAME.log" 2>&1; then
             echo "== $(date +%H:%M) lane $1: $NAME-$GAME $(grep -a 'done:' "$LOGS/$NAME-$GAME.log" | tail -1)"
         else

@@ -81,6 +81,10 @@ RUNS=()
 for GAME in $ALL_GAMES; do
     if [ -f "$CACHE/runs/$NAME-$GAME/best.pt" ]; then RUNS+=(--run "$GAME=$CACHE/runs/$NAME-$GAME"); fi
 done
+# CHECKPOINT=last scores each run's last step instead of its best validation step (the validation split holds the
+# other games: docs/models/eraque.md, "Leave one game out on the fourth recording")
+CHECKPOINT=${CHECKPOINT:-best}
+TABLE=$CACHE/logo/$NAME$([ "$CHECKPOINT" = best ] || echo "-$CHECKPOINT")
 "$GAMEQA" bench logo "${RUNS[@]}" --manifest "$DATA/manifests/corpus.csv" --crop-mode texture \
-    --json "$CACHE/logo/$NAME.json" --plot "$CACHE/logo/$NAME.png"
+    --checkpoint "$CHECKPOINT" --json "$TABLE.json" --plot "$TABLE.png"
 if [ "$FAILED" != 0 ]; then echo "some runs failed: see the FAILED lines above" >&2; exit 1; fi

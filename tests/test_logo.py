@@ -60,6 +60,28 @@ def test_bench_logo_scores_each_game_with_the_runs_that_held_it_out(corpus, tmp_
     assert "no run" in done.output and "every game at or over 0.50: no" in done.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # --checkpoint last scores each run's last.pt: here a copy of the run whose last.pt holds other weights
+    import shutil
+
+    from gameqa.train.evaluation import evaluate_split
+
+    other = tmp_path / "logo-b-other-last"
+    shutil.copytree(held, other)
+    shutil.copy(everything / "last.pt", other / "last.pt")
+    last = CliRunner().invoke(app, ["bench", "logo", "--run", f"game_b={other}", "--manifest", str(manifest),
+                                    "--checkpoint", "last", "--json", str(tmp_path / "last.json")])
+    assert last.exit_code == 0 and "last.pt" in last.output, last.output
+    want = evaluate_split(str(everything / "last.pt"), manifest, "test", logo_game="game_b", bootstrap=0)
+    got = json.loads((tmp_path / "last.json").read_text())
+    scored_last = run_scores(other, manifest, "test", logo_game="game_b", checkpoint="last")  # from its cache now
+    assert scored_last.predictions == pytest.approx(want.predictions)
+    assert scored_last.predictions != pytest.approx(run_scores(other, manifest, "test", logo_game="game_b").predictions)
+    assert got["checkpoint"] == "last" and got["games"]["game_b"]["srocc"] == pytest.approx(scored_last.metrics["srocc"])
+    assert (other / "predictions-test-logo-game_b-last.json").is_file()
+    bad = CliRunner().invoke(app, ["bench", "logo", "--run", f"game_b={held}", "--manifest", str(manifest),
+                                   "--checkpoint", "middle"])
+    assert bad.exit_code == 2 and "--checkpoint 'middle' is not one of best, last" in bad.output
+
     # a run that trained on the game cannot stand for it held out; unknown games and bad specs are named
     odd = tmp_path / "odd-run"  # a folder whose config.json is not a run's: one line, no traceback
     odd.mkdir()

@@ -14,8 +14,8 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import (Table, check_png, console, counting_bar, error_line, exit_on_failures, exit_on_terminate,
-                            fail as _fail)
+from gameqa.console import (Table, check_choice, check_png, console, counting_bar, error_line, exit_on_failures,
+                            exit_on_terminate, fail as _fail)
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -345,14 +345,17 @@ def bench_logo_cmd(
                                             "has not reached its last step (their best.pt so far; an interim look)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Bar chart per game (PNG)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of each run: best (the step with "
+                                   "the best validation SROCC, the trainer's pick) or last (where training ended)."),
 ) -> None:
     """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar.
 
     Runs still training (or stopped before their last step) are listed, not counted, unless --include-unfinished."""
     from gameqa.evaluate.logo import logo_table, plot_logo
-    from gameqa.evaluate.runs import expand_group
+    from gameqa.evaluate.runs import CHECKPOINTS, expand_group
     from gameqa.sinks import write_atomic
 
+    check_choice("--checkpoint", checkpoint, CHECKPOINTS)
     check_png(plot)
     try:
         runs: dict = {}
@@ -364,10 +367,12 @@ def bench_logo_cmd(
         with counting_bar("clips") as clips:
             result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
                                 include_unfinished=include_unfinished,
-                                progress=lambda m: err.print(f"scoring {m}", highlight=False), clip_progress=clips)
+                                progress=lambda m: err.print(f"scoring {m}", highlight=False), clip_progress=clips,
+                                checkpoint=checkpoint)
     except GameQAError as exc:
         _fail(str(exc))
-    table = Table(title=f"leave one game out on {Path(manifest).name} (crops: {result['crop_mode']}; bar {bar:.2f})")
+    table = Table(title=f"leave one game out on {Path(manifest).name} (crops: {result['crop_mode']}; {checkpoint}.pt; "
+                        f"bar {bar:.2f})")
     for name in ("game", "runs", "clips", "SROCC (mean of runs)", "each run: SROCC [95% CI]", "PLCC", "bar"):
         table.add_column(name, justify="left" if name in ("game", "each run: SROCC [95% CI]") else "right")
     for game, e in result["games"].items():
@@ -406,14 +411,17 @@ def bench_runs_cmd(
                                        "per content, drawn in this PNG."),
     pristine: bool = typer.Option(False, "--pristine", help="With --by-content: also score each content's pristine "
                                   "sources (how the model rates the content itself, before any encode)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of each run: best (the step with "
+                                   "the best validation SROCC, the trainer's pick) or last (where training ended)."),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC, PLCC, KROCC, RMSE, hard pairs, mean +- sd.
 
     Also the SROCC within one source's encodes and between sources."""
-    from gameqa.evaluate.runs import METRICS, SOURCE_METRICS, compare_groups, expand_group, plot_contents
+    from gameqa.evaluate.runs import CHECKPOINTS, METRICS, SOURCE_METRICS, compare_groups, expand_group, plot_contents
     from gameqa.evaluate.table import content_rich_table
     from gameqa.sinks import write_atomic
 
+    check_choice("--checkpoint", checkpoint, CHECKPOINTS)
     if plot and not by_content:
         _fail("--plot draws the per-content table: add --by-content")
     if pristine and not by_content:
@@ -424,10 +432,11 @@ def bench_runs_cmd(
         with counting_bar("clips") as clips:
             result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
                                     progress=lambda m: err.print(f"scoring {m}", highlight=False),
-                                    contents=by_content, pristine=pristine, clip_progress=clips)
+                                    contents=by_content, pristine=pristine, clip_progress=clips,
+                                    checkpoint=checkpoint)
     except GameQAError as exc:
         _fail(str(exc))
-    table = Table(title=f"{split} split of {Path(manifest).name}: mean +- sd over runs")
+    table = Table(title=f"{split} split of {Path(manifest).name}, {checkpoint}.pt: mean +- sd over runs")
     table.add_column("group")
     table.add_column("runs", justify="right")
     names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in res["mean"] for res in result.values()))

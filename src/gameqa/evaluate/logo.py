@@ -43,13 +43,14 @@ def summarise_runs(scored: list[dict]) -> dict:
 def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar: float = 0.90,
                crops: Optional[int] = None, crop_mode: Optional[str] = None, bootstrap: int = 1000,
                include_unfinished: bool = False, progress: Optional[Callable[[str], None]] = None,
-               clip_progress: Optional[Callable[[int, int], None]] = None) -> dict:
+               clip_progress: Optional[Callable[[int, int], None]] = None, checkpoint: str = "best") -> dict:
     """Per game of ``manifest`` (its ``game`` group): the runs that held it out, each run's SROCC with its 95%
     bootstrap interval and PLCC, their mean (and sd over runs), and whether the mean reaches ``bar``; games without
     a run are listed with ``runs = []``. Every run is checked to have held out its game before anything is scored.
     Unfinished runs go in the game's ``unfinished`` list (run, how far it went) and are not scored, unless
     ``include_unfinished`` (an interim look): then they are scored and marked ``finished: false``.
-    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips."""
+    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips;
+    ``checkpoint`` says which of each run's checkpoints is scored ("best" or "last", ``runs.CHECKPOINTS``)."""
     rows = read_manifest(manifest)
     games = sorted({r["game"] for r in rows if r.get("group", "game") == "game"})
     unknown = sorted(set(runs) - set(games))
@@ -62,7 +63,7 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
                 raise ConfigError(run, f"trained with data.logo_game = {left_out!r}, so it saw {game} in training: "
                                        f"it cannot stand for {game} held out")
     sources = {r["clip_id"]: r["source_id"] for r in rows}  # read once, not again for every run
-    out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own",
+    out = {"manifest": str(manifest), "bar": bar, "crop_mode": crop_mode or "each run's own", "checkpoint": checkpoint,
            "include_unfinished": include_unfinished, "games": {}}
     for game in games:
         scored, unfinished = [], []
@@ -74,7 +75,7 @@ def logo_table(runs: dict[str, list[Path]], manifest: str | os.PathLike, *, bar:
             if progress:
                 progress(f"{game}: {run}")
             s = run_scores(run, manifest, "test", logo_game=game, crops=crops, crop_mode=crop_mode, sources=sources,
-                           clip_progress=clip_progress)
+                           clip_progress=clip_progress, checkpoint=checkpoint)
             low, high = bootstrap_ci(PERF_METRICS["SROCC"], s.predictions, s.mos, n_boot=bootstrap)
             scored.append({"run": str(run), "clips": len(s.clip_ids), "srocc": s.metrics["srocc"],
                            "srocc_ci": [low, high], "plcc": s.metrics["plcc"], "finished": state["finished"],

@@ -216,19 +216,28 @@ def _rows_digest(manifest: str | os.PathLike, split: str, logo_game: Optional[st
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+CHECKPOINTS = ("best", "last")
+"""Which checkpoint of a run is scored: ``best.pt`` (the step with the best validation SROCC, the trainer's pick)
+or ``last.pt`` (where training ended)."""
+
+
 def _run_cache(run_dir: str | os.PathLike, manifest: str | os.PathLike, kind: str, split: str,
-               logo_game: Optional[str], crops: Optional[int], crop_mode: Optional[str]) -> _RunCache:
+               logo_game: Optional[str], crops: Optional[int], crop_mode: Optional[str],
+               checkpoint: str = "best") -> _RunCache:
     """The run's ``<kind>-<tag>.json`` cache; ``saved`` is its content when made by this checkpoint and manifest."""
     from gameqa.data.corpus import file_digest
 
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(None, f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not {checkpoint!r}")
     run = Path(run_dir)
-    ckpt = run / "best.pt"
+    ckpt = run / f"{checkpoint}.pt"
     if not ckpt.is_file():
-        raise ConfigError(run, "no best.pt in this run folder")
+        raise ConfigError(run, f"no {checkpoint}.pt in this run folder")
     if not Path(manifest).is_file():
         raise ConfigError(manifest, "no such manifest file")
     tag = ((f"{split}-logo-{logo_game}" if logo_game else split) + (f"-crops{crops}" if crops else "")
-           + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else ""))
+           + (f"-{crop_mode}" if crop_mode and crop_mode != "grid" else "")
+           + ("-last" if checkpoint == "last" else ""))
     stamp = {"checkpoint": file_digest(ckpt), "manifest": str(Path(manifest).resolve()),
              "rows_digest": _rows_digest(manifest, split, logo_game), "split": tag}
     path = run / f"{kind}-{tag}.json"
@@ -244,14 +253,14 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
                logo_game: Optional[str] = None, frames_cache: Optional[str] = None,
                crops: Optional[int] = None, crop_mode: Optional[str] = None,
                sources: Optional[dict[str, str]] = None,
-               clip_progress: Optional[Callable[[int, int], None]] = None) -> RunScores:
+               clip_progress: Optional[Callable[[int, int], None]] = None, checkpoint: str = "best") -> RunScores:
     """A run's predictions on ``split`` (from its cache file when the checkpoint is unchanged).
 
     ``crops`` overrides the checkpoint's crops per frame at inference, ``crop_mode`` their placement
     ("grid", the default, or "texture"); ``sources`` (clip_id -> source_id) saves reading the manifest again;
-    ``clip_progress(done, total)`` is called after each clip scored.
+    ``clip_progress(done, total)`` is called after each clip scored; ``checkpoint`` is one of ``CHECKPOINTS``.
     """
-    cache = _run_cache(run_dir, manifest, "predictions", split, logo_game, crops, crop_mode)
+    cache = _run_cache(run_dir, manifest, "predictions", split, logo_game, crops, crop_mode, checkpoint)
     sources = _clip_field(manifest, "source_id") if sources is None else sources
     if cache.saved is not None:
         saved = cache.saved
@@ -268,10 +277,10 @@ def run_scores(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: s
 
 def run_pristine(run_dir: str | os.PathLike, manifest: str | os.PathLike, split: str = "test", *,
                  logo_game: Optional[str] = None, crops: Optional[int] = None,
-                 crop_mode: Optional[str] = None) -> dict[str, float]:
+                 crop_mode: Optional[str] = None, checkpoint: str = "best") -> dict[str, float]:
     """A run's scores of the pristine sources of ``split`` (``gameqa.train.evaluation.score_sources``), kept beside
     the checkpoint in ``pristine-<split>.json`` like its predictions."""
-    cache = _run_cache(run_dir, manifest, "pristine", split, logo_game, crops, crop_mode)
+    cache = _run_cache(run_dir, manifest, "pristine", split, logo_game, crops, crop_mode, checkpoint)
     if cache.saved is not None:
         return cache.saved["sources"]
     from gameqa.train.evaluation import score_sources
@@ -323,11 +332,12 @@ def expand_group(spec: str) -> tuple[str, list[Path]]:
 def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, split: str = "test", *,
                    logo_game: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
                    progress: Optional[Callable[[str], None]] = None, contents: bool = False,
-                   pristine: bool = False, clip_progress: Optional[Callable[[int, int], None]] = None
-                   ) -> dict[str, dict]:
+                   pristine: bool = False, clip_progress: Optional[Callable[[int, int], None]] = None,
+                   checkpoint: str = "best") -> dict[str, dict]:
     """Per group: its runs' metrics and their mean and sample std (ddof=1) over runs; with ``contents`` also
     its ``group_contents`` table (key ``contents``), with ``pristine`` too each content's pristine score.
-    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips."""
+    ``progress(message)`` names each run before it is scored, ``clip_progress(done, total)`` counts its clips;
+    ``checkpoint``: which of each run's checkpoints (``CHECKPOINTS``)."""
     if pristine and not contents:
         raise ConfigError(None, "the pristine scores go in the per-content table: ask for contents too")
     out = {}
@@ -338,7 +348,7 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
             if progress:
                 progress(f"{label}: {run}")
             per_run.append(run_scores(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode,
-                                      sources=sources, clip_progress=clip_progress))
+                                      sources=sources, clip_progress=clip_progress, checkpoint=checkpoint))
         names = METRICS + tuple(m for m in SOURCE_METRICS if all(m in r.metrics for r in per_run))
         values = {m: np.array([r.metrics[m] for r in per_run]) for m in names}
         out[label] = {
@@ -350,7 +360,7 @@ def compare_groups(groups: dict[str, list[Path]], manifest: str | os.PathLike, s
         if contents:
             scored = None
             if pristine:
-                scored = [run_pristine(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode)
-                          for run in runs]
+                scored = [run_pristine(run, manifest, split, logo_game=logo_game, crops=crops, crop_mode=crop_mode,
+                                       checkpoint=checkpoint) for run in runs]
             out[label]["contents"] = group_contents(per_run, manifest, content, scored, sources)
     return out

@@ -14,7 +14,7 @@ from fractions import Fraction
 from PIL import Image, ImageSequence
 
 from gameqa.errors import MediaError
-from gameqa.media.image import DEFAULT_MAX_PIXELS, _reason, _to_rgb_array
+from gameqa.media.image import DEFAULT_MAX_PIXELS, _reason, _to_rgb_array, _too_large_message
 from gameqa.media.policy import FrameSelector, SamplePolicy
 from gameqa.media.video import Frame, VideoInfo
 
@@ -61,21 +61,30 @@ def _open(path: str) -> Image.Image:
     width, height = image.size
     if width * height > DEFAULT_MAX_PIXELS:
         image.close()
-        raise MediaError(path, f"animated image too large to decode safely ({width}x{height})")
+        raise MediaError(path, _too_large_message(width * height, DEFAULT_MAX_PIXELS, (width, height)))
     return image
+
+
+def _timeline(image: Image.Image, path: str) -> Iterator[tuple[int, Fraction, Fraction]]:
+    """(index, the time the frame is first shown, its delay) for each frame in turn, ``image`` sought to it; a
+    frame that cannot be read is a MediaError naming ``path`` and how many frames came before it."""
+    index, seconds = -1, Fraction(0)
+    try:
+        for _frame in ImageSequence.Iterator(image):
+            index += 1
+            delay = _delay(image)
+            yield index, seconds, delay
+            seconds += delay
+    except (OSError, EOFError, ValueError, SyntaxError) as err:
+        raise MediaError(path, f"truncated or corrupt animated image after {index + 1} frames "
+                               f"({_reason(err)})") from err
 
 
 def probe_animated(path: str) -> VideoInfo:
     """The properties of an animated image, as ``probe_video`` gives them for a video (every delay is read)."""
     with _open(path) as image:
         pix_fmt = _PIX_FMTS.get(image.mode, image.mode.lower())  # the first frame's, before compositing
-        delays = []
-        try:
-            for _frame in ImageSequence.Iterator(image):
-                delays.append(_delay(image))
-        except (OSError, EOFError, ValueError, SyntaxError) as err:
-            raise MediaError(path, f"truncated or corrupt animated image after {len(delays)} frames "
-                                   f"({_reason(err)})") from err
+        delays = [delay for _index, _seconds, delay in _timeline(image, path)]
         duration = float(sum(delays))
         return VideoInfo(path=path, container=_FORMATS[image.format], codec=_FORMATS[image.format],
                          width=image.width, height=image.height, fps=len(delays) / duration,
@@ -87,15 +96,8 @@ def decode_animated(path: str, policy: SamplePolicy) -> Iterator[Frame]:
     """The frames of an animated image that ``policy`` selects, 8-bit RGB, each at the time it is first shown."""
     with _open(path) as image:
         selector = FrameSelector(policy, getattr(image, "n_frames", 1) if policy.needs_frame_count else None)
-        seconds, index = Fraction(0), -1
-        try:
-            for _frame in ImageSequence.Iterator(image):
-                index += 1
-                if selector.keep(index, seconds):
-                    yield Frame(index, float(seconds), _to_rgb_array(image, path))
-                if selector.finished(index):
-                    return
-                seconds += _delay(image)
-        except (OSError, EOFError, ValueError, SyntaxError) as err:
-            raise MediaError(path, f"truncated or corrupt animated image after {index + 1} frames "
-                                   f"({_reason(err)})") from err
+        for index, seconds, _delay_s in _timeline(image, path):
+            if selector.keep(index, seconds):
+                yield Frame(index, float(seconds), _to_rgb_array(image, path))
+            if selector.finished(index):
+                return

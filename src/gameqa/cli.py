@@ -332,6 +332,16 @@ def bench_decode_cmd(
     print_decode_table(rows)
 
 
+# Options and progress lines that `bench logo` and `bench runs` share (both score training runs' checkpoints).
+_RUN_CROP_MODE_HELP = "grid, or texture (the most detailed windows); default: each run's input.crop_mode."
+_RUN_CHECKPOINT_HELP = ("Which checkpoint of each run: best (the step with the best validation SROCC, the trainer's "
+                        "pick) or last (where training ended).")
+
+
+def _say_scoring(what: str) -> None:
+    err.print(f"scoring {what}", highlight=False)
+
+
 @bench_app.command("logo")
 def bench_logo_cmd(
     run: List[str] = typer.Option(..., "--run", "-r", help="GAME=RUN_GLOB: the runs trained without GAME, e.g. "
@@ -339,14 +349,12 @@ def bench_logo_cmd(
     manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV holding every game."),
     bar: float = typer.Option(0.90, "--bar", help="SROCC each game's mean over its runs must reach."),
     crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
-    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
-                                            "windows); default: each run's input.crop_mode."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=_RUN_CROP_MODE_HELP),
     include_unfinished: bool = typer.Option(False, "--include-unfinished", help="Also score runs whose training "
                                             "has not reached its last step (their best.pt so far; an interim look)."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Bar chart per game (PNG)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of each run: best (the step with "
-                                   "the best validation SROCC, the trainer's pick) or last (where training ended)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=_RUN_CHECKPOINT_HELP),
 ) -> None:
     """Leave one game out: every game of the manifest scored by the runs trained without it, against the bar.
 
@@ -367,7 +375,7 @@ def bench_logo_cmd(
         with counting_bar("clips") as clips:
             result = logo_table(runs, manifest, bar=bar, crops=crops, crop_mode=crop_mode,
                                 include_unfinished=include_unfinished,
-                                progress=lambda m: err.print(f"scoring {m}", highlight=False), clip_progress=clips,
+                                progress=_say_scoring, clip_progress=clips,
                                 checkpoint=checkpoint)
     except GameQAError as exc:
         _fail(str(exc))
@@ -402,8 +410,7 @@ def bench_runs_cmd(
     split: str = typer.Option("test", "--split", help="Manifest split to score: train, val or test."),
     logo: Optional[str] = typer.Option(None, "--logo", help="Leave-one-game-out: this game is the test split."),
     crops: Optional[int] = typer.Option(None, "--crops", help="Crops per frame (default: each run's own)."),
-    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="grid, or texture (the most detailed "
-                                            "windows); default: each run's input.crop_mode."),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=_RUN_CROP_MODE_HELP),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
     by_content: bool = typer.Option(False, "--by-content", help="Also a table per content (game session): mean MOS, "
                                     "mean prediction, their offset, SROCC inside it."),
@@ -411,8 +418,7 @@ def bench_runs_cmd(
                                        "per content, drawn in this PNG."),
     pristine: bool = typer.Option(False, "--pristine", help="With --by-content: also score each content's pristine "
                                   "sources (how the model rates the content itself, before any encode)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of each run: best (the step with "
-                                   "the best validation SROCC, the trainer's pick) or last (where training ended)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help=_RUN_CHECKPOINT_HELP),
 ) -> None:
     """Groups of training runs (seeds) side by side: SROCC, PLCC, KROCC, RMSE, hard pairs, mean +- sd.
 
@@ -431,7 +437,7 @@ def bench_runs_cmd(
         groups = dict(expand_group(g) for g in group)
         with counting_bar("clips") as clips:
             result = compare_groups(groups, manifest, split, logo_game=logo, crops=crops, crop_mode=crop_mode,
-                                    progress=lambda m: err.print(f"scoring {m}", highlight=False),
+                                    progress=_say_scoring,
                                     contents=by_content, pristine=pristine, clip_progress=clips,
                                     checkpoint=checkpoint)
     except GameQAError as exc:

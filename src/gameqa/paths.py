@@ -30,5 +30,5 @@ def config_file(path: str | os.PathLike) -> Path:
     if given.is_file() or given.is_absolute():
         return given
     parts = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
-    bundled = CONFIGS.joinpath(*parts) if parts else CONFIGS
+    bundled = CONFIGS.joinpath(*parts)
     return bundled if bundled.is_file() else given

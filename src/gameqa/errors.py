@@ -30,6 +30,17 @@ class ConfigError(GameQAError):
     """A config or manifest with a bad key, type or value."""
 
 
+def read_config_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of ``path``; a ConfigError naming the file and ``what`` it is (``"manifest"``) otherwise."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"the {what} is not UTF-8 text (byte {exc.start})") from None
+
+
 @contextmanager
 def naming(path: str | os.PathLike | None) -> Iterator[None]:
     """Inside, an error that names no file (a model's complaint about a frame) is raised again naming ``path``,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 
 #: Step kinds understood by the capture driver, each mapped to the type of its value.
 STEP_KINDS = {
@@ -283,11 +283,9 @@ def load_corpus_config(path: str | os.PathLike) -> CorpusConfig:
     from gameqa.paths import config_file
 
     path = os.fspath(config_file(path))
+    text = read_config_text(path, "corpus config")
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as err:
-        raise ConfigError(path, f"cannot read: {err.strerror or err}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, f"not valid TOML: {err}") from None
     unknown = set(data) - {"capture", "games"}

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 
 
 DEFAULT_RATE_ARGS = ("-b:v", "{kbps}k", "-maxrate", "{kbps}k", "-bufsize", "{bufsize}k")
@@ -111,12 +111,9 @@ def load_ladder(path: str | Path) -> Ladder:
     from gameqa.paths import config_file
 
     path = config_file(path)
+    text = read_config_text(path, "ladder config")
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read ladder config ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"the ladder config is not UTF-8 text (byte {exc.start})") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML: {exc}") from None
     _check_keys(path, "the top level", data, _TOP)

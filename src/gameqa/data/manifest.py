@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gameqa.csvio import csv_text
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 from gameqa.sinks import write_atomic
 
 COLUMNS = [
@@ -78,12 +78,7 @@ def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
 def read_manifest(path: str | Path, root: str | Path | None = None, check_files: bool = False) -> list[dict]:
     """Read and check a manifest; ``root`` resolves relative clip paths; errors name the file and row."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read manifest ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"the manifest is not UTF-8 text (byte {exc.start})") from None
+    text = read_config_text(path, "manifest")
     reader = csv.DictReader(io.StringIO(text))
     missing = set(COLUMNS) - set(reader.fieldnames or [])
     if missing:

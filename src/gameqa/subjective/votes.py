@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 from gameqa.csvio import read_csv_records
 
 __all__ = ["VoteTable", "read_sureal_dataset", "read_votes_csv"]
@@ -187,10 +187,7 @@ def read_sureal_dataset(path: str | os.PathLike, scale: tuple[float, float] | No
     sorted as sureal sorts them). The file is parsed, never executed.
     """
     path = Path(path)
-    try:
-        source = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(path, f"cannot read the dataset file ({err.strerror or err})") from None
+    source = read_config_text(path, "dataset file")
     try:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as err:

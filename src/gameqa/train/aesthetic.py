@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gameqa.data.ratings import AVA_SCALE, RatingSet, read_ratings, simulate_panel, smaller_panel
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 from gameqa.paths import cache_dir
 
 Log = Callable[[str], None]
@@ -135,10 +135,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     from gameqa.paths import config_file
 
     path = config_file(path)
+    text = read_config_text(path, "config")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read the config ({exc.strerror or exc})") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML ({exc})") from None
     for item in overrides:

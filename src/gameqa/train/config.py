@@ -20,11 +20,22 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 from gameqa.paths import cache_dir, corpus_dir
 
 # Keys that may differ when a run is resumed (training may be extended, display may change).
 RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.progress", "train.threads"}
+
+
+def _sample_policy(value: str) -> str:
+    """A frame policy (``uniform:8``) in its normal spelling; a ValueError, so that pydantic's error names the
+    config file and the key, when it is none."""
+    from gameqa.media import SamplePolicy
+
+    try:
+        return str(SamplePolicy.parse(value))
+    except ConfigError as exc:
+        raise ValueError(exc.problem) from None
 
 
 class _Section(BaseModel):
@@ -49,12 +60,7 @@ class DataConfig(_Section):
     @field_validator("sample")
     @classmethod
     def _policy(cls, value: str) -> str:
-        from gameqa.media import SamplePolicy
-
-        try:
-            return str(SamplePolicy.parse(value))
-        except ConfigError as exc:  # a ValueError, so the config error names the file and the key
-            raise ValueError(exc.problem) from None
+        return _sample_policy(value)
 
 
 class ModelConfig(_Section):
@@ -196,12 +202,7 @@ class DistillConfig(_Section):
     @field_validator("unlabelled_sample")
     @classmethod
     def _policy(cls, value: str) -> str:
-        from gameqa.media import SamplePolicy
-
-        try:
-            return str(SamplePolicy.parse(value))
-        except ConfigError as exc:  # a ValueError, so the config error names the file and the key
-            raise ValueError(exc.problem) from None
+        return _sample_policy(value)
 
     def teacher_path(self) -> Optional[Path]:
         """The teacher file; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""
@@ -266,12 +267,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _read_tree(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read config ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"the config is not UTF-8 text (byte {exc.start})") from None
+    text = read_config_text(path, "config")
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

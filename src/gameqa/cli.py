@@ -14,8 +14,8 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import (Table, check_choice, check_png, console, counting_bar, error_line, exit_on_failures,
-                            exit_on_terminate, fail as _fail)
+from gameqa.console import (BATCH_SIZE_HELP, MODEL_HELP, POOLING_HELP, SAMPLE_HELP, Table, check_choice, check_png,
+                            console, counting_bar, error_line, exit_on_failures, exit_on_terminate, fail as _fail)
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -31,7 +31,8 @@ from gameqa.subjective.cli import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 
-from gameqa.train.cli import bench_cmd as _train_bench, distill_cmd, export_cmd, train_cmd  # noqa: E402  (torch loads lazily)
+from gameqa.train.cli import (BY_CONTENT_HELP, CROP_MODE_HELP, CROP_SIZE_HELP, CROPS_HELP,  # noqa: E402  (torch loads lazily)
+                              bench_cmd as _train_bench, distill_cmd, export_cmd, train_cmd)
 
 from gameqa.serve.cli import batch_command, bench_batch_command, bench_service_load_command, serve_command  # noqa: E402
 
@@ -155,15 +156,15 @@ def _score_paths(paths, model, sample, ref, output, per_frame, out_file, batch_s
 @app.command()
 def score(
     paths: List[str] = typer.Argument(..., help="Files, folders, globs, or list files (.txt / @FILE)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
-    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help=SAMPLE_HELP),
     ref: Optional[str] = typer.Option(None, "--ref", help="Reference file for full-reference models."),
     output: str = typer.Option("table", "--output", "-o", help="table, json, jsonl or csv."),
     per_frame: bool = typer.Option(False, "--per-frame", help="Include per-frame scores, indices, timestamps."),
     out_file: Optional[str] = typer.Option(None, "--out", help="Write results to this file (all or nothing)."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help="Frames per model batch."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help=BATCH_SIZE_HELP),
     threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
-    pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help=POOLING_HELP),
     engine: str = typer.Option("local", "--engine", help="local, or ray: score as Ray tasks (needs --out)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
 ) -> None:
@@ -264,15 +265,10 @@ def evaluate(
     pred_col: Optional[str] = typer.Option(None, "--pred-col", help="Prediction column (default: overall/score)."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Label column (default: mos/label)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
-    crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
-                                        "input.crops_per_frame)."),
-    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
-                                            "detailed windows; default: its input.crop_mode)."),
-    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels "
-                                            "(default: its input.crop_size)."),
-    by_content: bool = typer.Option(False, "--by-content", help="With --model: also per content (game session): "
-                                    "mean MOS, mean prediction, offset, SROCC inside; and the SROCC with each "
-                                    "content's offset taken out (a diagnostic: it reads the labels)."),
+    crops: Optional[int] = typer.Option(None, "--crops", help=CROPS_HELP),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=CROP_MODE_HELP),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help=CROP_SIZE_HELP),
+    by_content: bool = typer.Option(False, "--by-content", help=f"With --model. {BY_CONTENT_HELP}"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).

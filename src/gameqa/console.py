@@ -72,6 +72,12 @@ def counting_bar(title: str) -> Iterator[Callable[[int, int], None]]:
 
 SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
+# help texts of the scoring options that `score`, `batch` and `bench batch` share
+MODEL_HELP = "Registered model name or model folder."
+SAMPLE_HELP = "Frame sampling: all, every:N, fps:F, uniform:K."
+BATCH_SIZE_HELP = "Frames per model batch."
+POOLING_HELP = "mean, median, worst, worst:P (default: model's)."
+
 
 def check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     """Exit 2 (a usage error) with ``error: --option 'value' is not one of ...`` unless ``value`` is a choice."""

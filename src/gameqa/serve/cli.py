@@ -19,7 +19,8 @@ from typing import List, Optional
 import typer
 from rich.text import Text
 
-from gameqa.console import SERVER_LOG_LEVELS, check_choice, console, fail as _fail
+from gameqa.console import (BATCH_SIZE_HELP, MODEL_HELP, POOLING_HELP, SAMPLE_HELP, SERVER_LOG_LEVELS, check_choice,
+                            console, counting_bar, fail as _fail)
 from gameqa.errors import GameQAError
 from gameqa.sinks import json_safe
 
@@ -90,14 +91,14 @@ def _service_logging(level: str) -> None:
 def batch_command(
     inputs: List[str] = typer.Argument(..., help="Files, folders, globs, list files (.txt/@FILE) or manifests (.csv/.jsonl with a path column)."),
     out_file: str = typer.Option(..., "--out", "-o", help="Results file: .jsonl or .parquet (resumed if it exists)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
-    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help=SAMPLE_HELP),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes (local, default 1) or CPUs (local Ray)."),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Files per task."),
-    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help="Frames per model batch."),
-    pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, median, worst, worst:P (default: model's)."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help=POOLING_HELP),
     per_frame: bool = typer.Option(True, "--per-frame/--no-per-frame", help="Keep per-frame scores in the rows."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Score again files that failed before."),
 ) -> None:
@@ -110,22 +111,15 @@ def batch_command(
 def run_batch(inputs, model, out_file, engine="local", address=None, workers=None, sample="fps:2", chunk_size=8,
               batch_size=DEFAULT_BATCH, pooling=None, per_frame=True, retry_failed=False, threads=1) -> None:
     """The batch run with a progress bar and a summary; ``gameqa score --engine ray`` calls this too."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from gameqa.cluster.batch import batch_score
 
     failure = None
-    with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("", total=None)
-
-        def on_row(_row, done, todo):
-            progress.update(task, completed=done, total=todo)
-
+    with counting_bar("scoring") as update:
         try:
             report = batch_score(inputs, model=model, out=out_file, engine=engine, address=address, sample=sample,
                                  batch_size=batch_size, threads=threads, pooling=pooling, per_frame=per_frame,
-                                 workers=workers, chunk_size=chunk_size, retry_failed=retry_failed, on_row=on_row)
+                                 workers=workers, chunk_size=chunk_size, retry_failed=retry_failed,
+                                 on_row=lambda _row, done, todo: update(done, todo))
         except GameQAError as exc:
             failure = str(exc)  # said once the progress bar is gone
         except KeyboardInterrupt:
@@ -158,18 +152,10 @@ def bench_service_load_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
 ) -> None:
     """Load test on loopback: N clients upload short clips and images for S seconds, then report."""
-    import json
-
     from gameqa.bench.service_load import print_load_report, run_load_test
 
-    try:
-        report = run_load_test(clients=clients, seconds=seconds, workers=workers, max_queued=max_queued, model=model)
-    except GameQAError as exc:
-        _fail(str(exc))
-    if as_json:
-        out.print_json(json.dumps(json_safe(report), allow_nan=False))
-    else:
-        print_load_report(report, console=out)
+    report = _bench_report(lambda: run_load_test(clients=clients, seconds=seconds, workers=workers,
+                                                 max_queued=max_queued, model=model), as_json, print_load_report)
     if not report["ok"]:
         raise typer.Exit(1)
 
@@ -177,8 +163,8 @@ def bench_service_load_command(
 def bench_batch_command(
     clips: int = typer.Option(500, "--clips", min=1, help="How many short clips."),
     workers: int = typer.Option(2, "--workers", min=1, help="Processes (local pool) and CPUs (Ray)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered model name or model folder."),
-    sample: str = typer.Option("fps:2", "--sample", "-s", help="Frame sampling: all, every:N, fps:F, uniform:K."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    sample: str = typer.Option("fps:2", "--sample", "-s", help=SAMPLE_HELP),
     chunk_size: int = typer.Option(8, "--chunk-size", min=1, help="Files per task."),
     width: int = typer.Option(640, "--width", min=16, help="Even (H.264 4:2:0)."),
     height: int = typer.Option(360, "--height", min=16, help="Even (H.264 4:2:0)."),
@@ -190,8 +176,6 @@ def bench_batch_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
 ) -> None:
     """Ray vs local batch scoring of the same short clips: whole-job time, start-up, identical scores."""
-    import json
-
     from gameqa.bench.batch import BENCH_ENGINES, bench_batch, print_batch_table
 
     if width % 2 or height % 2:
@@ -200,20 +184,32 @@ def bench_batch_command(
     unknown = [e for e in chosen if e not in BENCH_ENGINES]
     if unknown or not chosen:
         _fail(f"--engines takes a comma list of {', '.join(BENCH_ENGINES)}, not {engines!r}", 2)
+    def said(row: dict) -> None:
+        err.print(f"{row['engine']}: {row['wall_s']:.1f} s" + (f" ({row['error']})" if "error" in row else
+                  f", {row['scored']} scored, {row['failed']} failed, start-up {row['start_s']:.1f} s"), highlight=False)
+
+    _bench_report(lambda: bench_batch(clips=clips, workers=workers, model=model, sample=sample, chunk_size=chunk_size,
+                                      size=(width, height), seconds=seconds,
+                                      source=None if source is None else str(source), synthetic=synthetic,
+                                      folder=None if clip_dir is None else str(clip_dir), engines=chosen,
+                                      progress=said),
+                  as_json, print_batch_table)
+
+
+def _bench_report(run, as_json: bool, print_table) -> dict:
+    """Run a benchmark (``run()``), then print its report as JSON or as ``print_table`` draws it; a GameQAError
+    is one line and exit 1."""
+    import json
+
     try:
-        result = bench_batch(clips=clips, workers=workers, model=model, sample=sample, chunk_size=chunk_size,
-                             size=(width, height), seconds=seconds, source=None if source is None else str(source),
-                             synthetic=synthetic, folder=None if clip_dir is None else str(clip_dir), engines=chosen,
-                             progress=lambda row: err.print(
-                                 f"{row['engine']}: {row['wall_s']:.1f} s" + (f" ({row['error']})" if "error" in row else
-                                 f", {row['scored']} scored, {row['failed']} failed, start-up {row['start_s']:.1f} s"),
-                                 highlight=False))
+        report = run()
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps(json_safe(result), allow_nan=False))
+        out.print_json(json.dumps(json_safe(report), allow_nan=False))
     else:
-        print_batch_table(result, console=out)
+        print_table(report, console=out)
+    return report
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ out = console()
 err = console(stderr=True)
 
 
+# help texts of the options `gameqa eval --model` passes on here
+CROPS_HELP = "For a checkpoint: crops per frame (default: its input.crops_per_frame); a model folder uses its own."
+CROP_MODE_HELP = ("For a checkpoint: grid or texture (the most detailed windows; default: its input.crop_mode); a "
+                  "model folder uses its own.")
+CROP_SIZE_HELP = ("For a checkpoint: crop side in pixels, a multiple of 32 (default: its input.crop_size, the "
+                  "training size).")
+BY_CONTENT_HELP = ("Also per content (game session): mean MOS, mean prediction, offset, SROCC inside; and the SROCC "
+                   "with each content's offset taken out (a diagnostic: it reads the labels).")
+
+
 def _fail(message: str, code: int = 2) -> None:
     fail(message, code)
 
@@ -78,16 +88,10 @@ def eval_cmd(
     sample: Optional[str] = typer.Option(None, "--sample", "-s", help="Frame policy (default: the model's, else uniform:8)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="Temporal pooling (default: the model's)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
-    crops: Optional[int] = typer.Option(None, "--crops", help="For a checkpoint: crops per frame (default: its "
-                                        "input.crops_per_frame); a model folder uses its own."),
-    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="For a checkpoint: grid or texture (the most "
-                                            "detailed windows; default: its input.crop_mode); a model folder "
-                                            "uses its own."),
-    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="For a checkpoint: crop side in pixels, a "
-                                            "multiple of 32 (default: its input.crop_size, the training size)."),
-    by_content: bool = typer.Option(False, "--by-content", help="Also per content (game session): mean MOS, mean "
-                                    "prediction, offset, SROCC inside; and the SROCC with each content's offset "
-                                    "taken out (a diagnostic: it reads the labels)."),
+    crops: Optional[int] = typer.Option(None, "--crops", help=CROPS_HELP),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=CROP_MODE_HELP),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help=CROP_SIZE_HELP),
+    by_content: bool = typer.Option(False, "--by-content", help=BY_CONTENT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (predictions included) instead of tables."),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""

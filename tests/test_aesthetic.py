@@ -138,6 +138,9 @@ def test_onnx_export_matches_torch_and_scorer(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"kind": "frame", "name": "x"}))
     with pytest.raises(ModelError, match="not a mean-and-spread model"):
         SpreadScorer(tmp_path)
+    (tmp_path / "model.json").write_bytes('{"kind": "mean-spread", "name": "écran"}'.encode("latin-1"))
+    with pytest.raises(ModelError, match="not valid JSON"):
+        SpreadScorer(tmp_path)
     with pytest.raises(ModelError, match="no such mean-and-spread model"):
         SpreadScorer(tmp_path / "missing")
 

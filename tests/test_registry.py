@@ -66,6 +66,9 @@ def test_model_json_errors(tmp_path):
     (folder / "model.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):
         card_from_model_dir(folder)
+    (folder / "model.json").write_bytes('{"name": "écran"}'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="model description is not UTF-8 text"):
+        card_from_model_dir(folder)
     good = json.loads((write_mean_model(tmp_path / "range") / "model.json").read_text())
     for score_range, problem in (("abc", "must be \\[low, high\\] numbers"), ([5, 1], "low must be below high")):
         (tmp_path / "range" / "model.json").write_text(json.dumps({**good, "score_range": score_range}))

@@ -116,6 +116,18 @@ def test_api_keys_parse():
         parse_api_keys(["x:short"])
 
 
+def test_an_api_key_file_that_is_not_text_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes("ci:clé-de-test-1234\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["serve", "--api-keys-file", str(keys), "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"error: {keys}: the API key file is not UTF-8 text (byte 5)" in result.output
+
+
 def test_schemathesis_finds_no_server_error(tmp_path):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings

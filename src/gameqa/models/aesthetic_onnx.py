@@ -122,7 +122,7 @@ class SpreadCard:
             data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ModelError(path, f"cannot read the model card ({exc.strerror or exc})") from None
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not UTF-8, or not JSON
             raise ModelError(path, f"not valid JSON ({exc})") from None
         if data.get("kind") != "mean-spread":
             raise ModelError(path, f"not a mean-and-spread model (kind {data.get('kind')!r})")

@@ -16,7 +16,7 @@ from typing import Callable, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 
-from gameqa.errors import ConfigError, ModelError
+from gameqa.errors import ConfigError, ModelError, read_config_text
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = "eraque"  # what `gameqa score`, the API, the service and batches use when no model is named
@@ -140,9 +140,10 @@ def card_from_model_dir(folder: str | Path) -> ModelCard:
     """Read ``model.json`` in a folder (name, ranges, preprocessing) into an ONNX model card."""
     folder = Path(folder)
     spec_path = folder / "model.json"
+    text = read_config_text(spec_path, "model description")
     try:
-        spec = json.loads(spec_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(spec_path, f"cannot read model description: {exc}") from None
     if not isinstance(spec, dict):
         raise ConfigError(spec_path, "model description must be a JSON object")

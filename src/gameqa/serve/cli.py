@@ -21,7 +21,7 @@ from rich.text import Text
 
 from gameqa.console import (BATCH_SIZE_HELP, MODEL_HELP, POOLING_HELP, SAMPLE_HELP, SERVER_LOG_LEVELS, check_choice,
                             console, counting_bar, fail as _fail)
-from gameqa.errors import GameQAError
+from gameqa.errors import GameQAError, read_config_text
 from gameqa.sinks import json_safe
 
 err = console(stderr=True)
@@ -58,7 +58,7 @@ def serve_command(
     key_lines = list(api_key) + [k for k in os.environ.get("GAMEQA_API_KEYS", "").split(",") if k.strip()]
     try:
         if api_keys_file is not None:
-            key_lines += api_keys_file.read_text().splitlines()
+            key_lines += read_config_text(api_keys_file, "API key file").splitlines()
         keys = parse_api_keys(key_lines)
         config = ServeConfig(data_dir=data_dir, db_url=db_url, storage_root=storage_root, api_keys=keys,
                              workers=workers, max_queued=max_queued, max_upload_bytes=int(max_upload_mb * 1024 * 1024),

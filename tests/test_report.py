@@ -173,6 +173,9 @@ def test_readme_table_of_a_damaged_report_or_readme_is_one_line(report, tmp_path
         folder.mkdir()
         (folder / "results.json").write_text(content)
         cases.append((["--report", str(folder)], "not a gameqa report"))
+    (tmp_path / "a-file").write_text("not a folder\n")
+    for name in ("a-file", "missing"):
+        cases.append((["--report", str(tmp_path / name)], f"{tmp_path / name}: no report folder"))
     latin = tmp_path / "latin.md"
     latin.write_bytes(b"caf\xe9\n")
     cases.append((["--report", str(report["out"]), "--write", str(latin)], "is not UTF-8 text"))

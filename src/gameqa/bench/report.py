@@ -974,6 +974,8 @@ def _version() -> str:
 
 def readme_table(report_dir: str | os.PathLike) -> str:
     """The README's Markdown results table, made from a report's results.json only."""
+    if not Path(report_dir).is_dir():
+        raise ConfigError(report_dir, "no report folder (`gameqa bench all --output FOLDER` makes one)")
     path = Path(report_dir) / "results.json"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))

@@ -27,6 +27,12 @@ from webtest import ThreadServer  # noqa: F401  (re-exported for the study tests
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+@pytest.fixture()
+def study_file(tmp_path) -> Path:
+    """3 contents x 2 qualities of PNG, 1 training image, 4 distinct + 1 repeat per session."""
+    return make_image_study(tmp_path / "study", contents=3, levels=2, items=4, repeats=1)
+
+
 def join_and_consent(client) -> tuple[str, dict]:
     token = client.post("/api/join").json()["token"]
     state = client.post(f"/api/p/{token}/consent",

@@ -16,8 +16,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("uvicorn")
-from study_checks import (ADMIN, ThreadServer,  # noqa: E402
-                          check_bad_votes_are_refused, check_database_of_another_study_is_refused,
+from study_checks import (ADMIN, ThreadServer,  # noqa: E402,F401 - study_file is a fixture
+                          check_bad_votes_are_refused, study_file, check_database_of_another_study_is_refused,
                           check_full_session_export_and_analyze,
                           check_votes_survive_a_killed_server, join_and_consent, vote)
 from typer.testing import CliRunner  # noqa: E402
@@ -28,12 +28,6 @@ from gameqa.subjective.app import create_app  # noqa: E402
 from gameqa.subjective.cli import study_app  # noqa: E402
 from gameqa.subjective.store import StudyStore  # noqa: E402
 from gameqa.subjective.study import load_study, order_items, plan_session  # noqa: E402
-
-
-@pytest.fixture()
-def study_file(tmp_path) -> Path:
-    """3 contents x 2 qualities of PNG, 1 training image, 4 distinct + 1 repeat per session."""
-    return make_image_study(tmp_path / "study", contents=3, levels=2, items=4, repeats=1)
 
 
 @pytest.fixture()

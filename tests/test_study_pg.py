@@ -4,7 +4,6 @@ SIGKILLed app server, and databases that belong to another study or cannot be re
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,8 @@ pytest.importorskip("fastapi")
 sqlalchemy = pytest.importorskip("sqlalchemy")
 pytest.importorskip("uvicorn")
 from pg import pg_server, pg_url  # noqa: E402,F401 - fixtures
-from study_checks import (ThreadServer, all_votes, check_bad_votes_are_refused,  # noqa: E402
-                          check_database_of_another_study_is_refused,
+from study_checks import (ThreadServer, all_votes, check_bad_votes_are_refused,  # noqa: E402,F401 - study_file: a fixture
+                          check_database_of_another_study_is_refused, study_file,
                           check_full_session_export_and_analyze,
                           check_votes_survive_a_killed_server, join_and_consent, vote)
 
@@ -23,12 +22,6 @@ from gameqa.errors import ConfigError  # noqa: E402
 from gameqa.subjective.app import create_app  # noqa: E402
 from gameqa.subjective.store import StudyStore  # noqa: E402
 from gameqa.subjective.study import load_study  # noqa: E402
-
-
-@pytest.fixture()
-def study_file(tmp_path) -> Path:
-    """3 contents x 2 qualities of PNG, 1 training image, 4 distinct + 1 repeat per session."""
-    return make_image_study(tmp_path / "study", contents=3, levels=2, items=4, repeats=1)
 
 
 @pytest.fixture()

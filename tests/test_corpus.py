@@ -449,6 +449,8 @@ def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus
 
 def test_files_that_are_not_utf8_are_one_line_errors_naming_them(tmp_path):
     from gameqa.data.games import load_corpus_config
+    from gameqa.data.ratings import read_ava
+    from gameqa.subjective.study import load_study
     from gameqa.subjective.votes import read_sureal_dataset
     from gameqa.train.aesthetic import load_config as load_aesthetic_config
     from gameqa.train.config import load_config
@@ -456,7 +458,7 @@ def test_files_that_are_not_utf8_are_one_line_errors_naming_them(tmp_path):
     text = "clip_id,path,game\nécran,a.mp4,jeu\n".encode("latin-1")
     for name, read in (("m.csv", read_manifest), ("ladder.toml", load_ladder), ("c.toml", load_config),
                        ("games.toml", load_corpus_config), ("a.toml", load_aesthetic_config),
-                       ("ratings.py", read_sureal_dataset)):
+                       ("ratings.py", read_sureal_dataset), ("ava.txt", read_ava), ("study.toml", load_study)):
         path = tmp_path / name
         path.write_bytes(text)
         with pytest.raises(ConfigError, match="is not UTF-8 text") as caught:

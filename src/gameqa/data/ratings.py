@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 from gameqa.csvio import read_csv_records
 
 AVA_SCALE = (1.0, 10.0)
@@ -127,12 +127,7 @@ def _image_root(root, path: Path) -> Path | None:
 def read_ava(path: str | os.PathLike, root=None, suffix: str = ".jpg") -> RatingSet:
     """AVA-style vote histograms on 1-10. Ids get ``suffix`` when they have no extension (AVA's do not)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read the ratings file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "not a text file") from None
+    lines = read_config_text(path, "ratings file").splitlines()
     ids, rows = [], []
     for number, line in enumerate(lines, start=1):
         fields = line.replace(",", " ").split()

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gameqa.errors import ConfigError
+from gameqa.errors import ConfigError, read_config_text
 
 __all__ = ["METHODS", "RatingMethod", "Stimulus", "Question", "Study", "load_study",
            "plan_session", "order_items"]
@@ -220,11 +220,10 @@ def load_study(path: str | os.PathLike) -> Study:
             import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
             raise ConfigError(source, "reading TOML on Python 3.10 needs the 'tomli' package") from None
+    text = read_config_text(source, "study file")
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(source, f"cannot read the study file ({err.strerror or err})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(source, f"not valid TOML ({err})") from None
     unknown = set(data) - _KNOWN_KEYS
     if unknown:

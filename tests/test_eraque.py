@@ -515,6 +515,24 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
         runs[len(extra)] = json.loads(done.stdout[done.stdout.index("{"):])
     assert runs[0]["clips"] == runs[4]["clips"] == runs[2]["clips"] == 3
     assert runs[0]["table"] != runs[4]["table"] and runs[0]["predictions"] != runs[2]["predictions"]  # 96 px, not 64
+    # an exported folder is read another way on request, as its checkpoint is: the same scores; model.json unchanged
+    folder_runs = {}
+    for model, extra in ((best, ["--crops", "2", "--crop-mode", "grid", "--crop-size", "96"]),
+                         (tmp_path / "model", ["--crops", "2", "--crop-mode", "grid", "--crop-size", "96"]),
+                         (tmp_path / "model", [])):
+        done = CliRunner().invoke(app, ["eval", "--model", str(model), "--manifest", manifest, "--bootstrap", "0",
+                                        "--sample", "uniform:3", "--json", *extra])
+        assert done.exit_code == 0, done.output
+        folder_runs[(model.name, len(extra))] = json.loads(done.stdout[done.stdout.index("{"):])["predictions"]
+    torch_grid, onnx_grid, onnx_own = (folder_runs[("best.pt", 6)], folder_runs[("model", 6)],
+                                       folder_runs[("model", 0)])
+    assert onnx_grid == pytest.approx(torch_grid, abs=1e-3) and onnx_grid != pytest.approx(onnx_own, abs=1e-3)
+    assert json.loads((tmp_path / "model" / "model.json").read_text()) == spec
+    shown = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "model"), "--manifest", manifest,
+                                     "--bootstrap", "0", "--crop-mode", "grid"])
+    assert shown.exit_code == 0 and "model (crop mode grid) on test (3 clips)" in shown.stdout.replace("\n", "")
+    whole = CliRunner().invoke(app, ["eval", "--model", "niqe", "--manifest", manifest, "--crops", "2"])
+    assert whole.exit_code == 2 and "need a model that reads crops; 'niqe' reads whole frames" in whole.output
     from gameqa.data.manifest import read_manifest
     from gameqa.evaluate.runs import content_table, offset_free_srocc
 

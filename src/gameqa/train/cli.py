@@ -24,11 +24,12 @@ err = console(stderr=True)
 
 
 # help texts of the options `gameqa eval --model` passes on here
-CROPS_HELP = "For a checkpoint: crops per frame (default: its input.crops_per_frame); a model folder uses its own."
-CROP_MODE_HELP = ("For a checkpoint: grid or texture (the most detailed windows; default: its input.crop_mode); a "
-                  "model folder uses its own.")
-CROP_SIZE_HELP = ("For a checkpoint: crop side in pixels, a multiple of 32 (default: its input.crop_size, the "
-                  "training size).")
+CROPS_HELP = ("Crops per frame (default: the model's own: a checkpoint's input.crops_per_frame, a model folder's "
+              "model.json).")
+CROP_MODE_HELP = ("grid or texture (the most detailed windows; default: the model's own: a checkpoint's "
+                  "input.crop_mode, a model folder's model.json).")
+CROP_SIZE_HELP = ("Crop side in pixels, a multiple of 32 (default: the model's own: a checkpoint's input.crop_size, "
+                  "the training size, a model folder's model.json).")
 BY_CONTENT_HELP = ("Also per content (game session): mean MOS, mean prediction, offset, SROCC inside; and the SROCC "
                    "with each content's offset taken out (a diagnostic: it reads the labels).")
 
@@ -113,9 +114,12 @@ def eval_cmd(
         doc = json.loads(json.dumps({**doc, **(contents or {})}, default=float))
         out.print_json(json.dumps(json_safe(doc), allow_nan=False))
         return
-    print_table(ev.table, title=f"{model} on {split} ({len(ev.clip_ids)} clips)", console=out)
+    reading = ", ".join(f"{what} {v}" for what, v in (("crops", crops), ("crop mode", crop_mode),
+                                                      ("crop size", crop_size)) if v is not None)
+    head = f"{model}{f' ({reading})' if reading else ''} on {split}"
+    print_table(ev.table, title=f"{head} ({len(ev.clip_ids)} clips)", console=out)
     if contents:
-        out.print(content_rich_table(contents["contents"], title=f"{model} on {split}: per content"))
+        out.print(content_rich_table(contents["contents"], title=f"{head}: per content"))
         out.print(f"SROCC with each content's offset taken out: {contents['offset_free_srocc']:.4f} "
                   f"(diagnostic: it reads the labels)")
 

@@ -43,10 +43,25 @@ def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: Option
     return score, cfg.model.reference == "full", cfg.export.pooling, cfg.data.sample
 
 
-def _registry_scorer(name: str):
-    from gameqa.models.registry import create_model
+def _registry_scorer(name: str, crops: Optional[int] = None, crop_mode: Optional[str] = None,
+                     crop_size: Optional[int] = None):
+    """The engine of a registered model or model folder; ``crops``, ``crop_mode`` and ``crop_size`` replace a crop
+    model's own reading (its model.json is left as it is), an error for a model that does not read crops."""
+    from dataclasses import replace
 
-    engine = create_model(name)
+    from gameqa.models.registry import create_model, get_card
+
+    if (crops, crop_mode, crop_size) == (None, None, None):
+        engine = create_model(name)
+    else:
+        card = get_card(name)
+        own = card.preprocess.get("crops") if card.engine == "onnx" else None
+        if not own or card.preprocess.get("resize"):
+            raise ConfigError(None, f"--crops, --crop-mode and --crop-size need a model that reads crops; "
+                                    f"{card.name!r} reads whole frames")
+        changed = {"count": crops, "mode": crop_mode, "size": crop_size}
+        reading = {**own, **{k: v for k, v in changed.items() if v is not None}}
+        engine = card.factory(replace(card, preprocess={**card.preprocess, "crops": reading}), 1)
     return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
 
 
@@ -105,8 +120,8 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     ``crops`` overrides a checkpoint's crops per frame (``input.crops_per_frame``, an inference setting);
     ``crop_mode`` ("grid" or "texture", ``gameqa.models.onnx_engine.choose_boxes``) where they go (default: the
     checkpoint's ``input.crop_mode``) and ``crop_size`` their side in pixels (default: ``input.crop_size``, the
-    training size; the networks are fully convolutional). All three apply to checkpoints; an exported model
-    takes its own from its ``model.json``.
+    training size; the networks are fully convolutional). All three apply to checkpoints and to exported crop
+    models (whose own reading is in their ``model.json``).
     """
     _check_split(split, crop_mode)
     if crops is not None and crops < 1:
@@ -120,7 +135,7 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     if model.endswith(".pt"):
         score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode, crop_size)
     else:
-        score, full_ref, model_pooling, model_sample = _registry_scorer(model)
+        score, full_ref, model_pooling, model_sample = _registry_scorer(model, crops, crop_mode, crop_size)
     cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")
     preds, mos, ids = [], [], []
     for done, row in enumerate(chosen, start=1):

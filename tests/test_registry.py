@@ -136,16 +136,37 @@ def test_texture_boxes_pick_the_detailed_windows():
         choose_boxes(frame, 320, 4, "random")
 
 
+def test_typical_boxes_pick_windows_of_the_frames_usual_detail():
+    from gameqa.models.onnx_engine import choose_boxes, texture_boxes, typical_boxes
+
+    rng = np.random.default_rng(0)
+    frame = np.full((720, 1280, 3), 90, np.uint8)  # flat left, mildly textured middle, very busy right
+    frame[:, 427:853] = rng.integers(80, 101, (720, 426, 3))
+    frame[:, 853:] = rng.integers(0, 256, (720, 427, 3))
+    (y, x), = typical_boxes(frame, 320, 1)
+    assert 427 <= x and x + 320 <= 853  # the median window: the middle third, neither flat nor busiest
+    assert texture_boxes(frame, 320, 1)[0][1] + 320 > 853  # where the busiest window is in the busy third
+    assert choose_boxes(frame, 320, 1, "typical") == [(y, x)] == typical_boxes(frame.copy(), 320, 1)
+    three = typical_boxes(frame, 320, 3)  # quantiles 1/6, 1/2, 5/6: flat, typical, busy, kept apart
+    assert len(three) == 3 and three[1] == (y, x)
+    assert three[0][1] < 427 and three[2][1] + 320 > 853
+    for i, (cy, cx) in enumerate(three):
+        assert all(abs(cy - py) >= 160 or abs(cx - px) >= 160 for py, px in three[:i])
+    assert typical_boxes(frame[:200, :300], 320, 2) == [(0, 0)]  # smaller than a crop: the whole frame
+    assert len(typical_boxes(frame[:300, :700], 320, 4)) == 4  # too small for 4 apart: overlapping ones
+
+
 def test_engine_texture_mode_scores_the_detailed_part(tmp_path):
     frame = np.full((720, 1280, 3), 20, np.uint8)
     frame[400:720, 0:320] = np.random.default_rng(1).integers(100, 256, (320, 320, 3))  # bright busy corner
     scores = {}
-    for mode in ("grid", "texture"):
+    for mode in ("grid", "texture", "typical"):
         folder = write_mean_model(tmp_path / mode, name=f"mean-{mode}",
                                   extra={"input": {"scale": 255.0, "crops": {"size": 320, "count": 1, "mode": mode}}})
         scores[mode] = float(create_model(str(folder)).score_frames([frame])[0])
     # one centred grid crop sees the dark middle; the texture crop lands on the bright corner
     assert scores["texture"] > scores["grid"] + 1.0
+    assert scores["texture"] > scores["typical"] + 1.0  # the typical window of a mostly dark frame is dark
     bad = write_mean_model(tmp_path / "bad", name="mean-bad",
                            extra={"input": {"crops": {"size": 320, "count": 1, "mode": "random"}}})
     with pytest.raises(ModelError, match="crops.mode"):

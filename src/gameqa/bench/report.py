@@ -1035,7 +1035,7 @@ def bench_all_command(
                                   "--runs-dir, {game} standing for the game; a glob takes several seeds, e.g. "
                                   "'eraque-logo8sj-{game}*'."),
     logo_crop_mode: Optional[str] = typer.Option(None, "--logo-crop-mode", help="Crops of the leave-one-game-out "
-                                                 "runs: grid or texture (default: each run's own)."),
+                                                 "runs: grid, texture or typical (default: each run's own)."),
 ) -> None:
     """Benchmark report: accuracy, leave-one-game-out, ablation, distillation, speed and published figures."""
     from gameqa.paths import cache_dir
@@ -1054,8 +1054,9 @@ def bench_all_command(
         fail("--quick-clips must be at least 2", 2)
     if "{game}" not in logo_runs:
         fail(f"--logo-runs {logo_runs!r} has no {{game}} in it: one pattern serves every game", 2)
-    if logo_crop_mode not in (None, "grid", "texture"):
-        fail(f"--logo-crop-mode {logo_crop_mode!r}: use grid or texture", 2)
+    from gameqa.models.onnx_engine import CROP_MODES
+    if logo_crop_mode not in (None, *CROP_MODES):
+        fail(f"--logo-crop-mode {logo_crop_mode!r}: use {', '.join(CROP_MODES)}", 2)
     if sample and not quick:
         fail("--sample is for --quick runs; a full report scores each model its own way", 2)
     try:

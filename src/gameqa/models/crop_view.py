@@ -1,7 +1,7 @@
 """Where a crop-based model looks in a frame, and what it scores there: `gameqa crops`.
 
 A crop model scores a frame as the mean of a few full-resolution windows (``model.json`` input.crops: size,
-count, mode grid or texture). Which windows it picks decides much of what it sees (flat sky or the detailed
+count, mode grid, texture or typical). Which windows it picks decides much of what it sees (flat sky or the detailed
 part of the screen), so this draws them on the frame, each with its own score.
 """
 from __future__ import annotations

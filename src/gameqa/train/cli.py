@@ -26,7 +26,8 @@ err = console(stderr=True)
 # help texts of the options `gameqa eval --model` passes on here
 CROPS_HELP = ("Crops per frame (default: the model's own: a checkpoint's input.crops_per_frame, a model folder's "
               "model.json).")
-CROP_MODE_HELP = ("grid or texture (the most detailed windows; default: the model's own: a checkpoint's "
+CROP_MODE_HELP = ("grid, texture (the most detailed windows) or typical (windows of the frame's typical detail; "
+                  "default: the model's own: a checkpoint's "
                   "input.crop_mode, a model folder's model.json).")
 CROP_SIZE_HELP = ("Crop side in pixels, a multiple of 32 (default: the model's own: a checkpoint's input.crop_size, "
                   "the training size, a model folder's model.json).")
@@ -143,7 +144,8 @@ def export_cmd(
     calibration_frames: int = typer.Option(4, "--calibration-frames", min=1, help="Frames per calibration/check clip."),
     check_clips: int = typer.Option(4, "--check-clips", min=0, help="Val-split clips of the manifest added to the checks."),
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help="Where the engine puts the crops: grid (even "
-                                            "grid) or texture (the most detailed windows); default: the "
+                                            "grid), texture (the most detailed windows) or typical (windows "
+                                            "of the frame's typical detail); default: the "
                                             "checkpoint's input.crop_mode."),
     int8_fp32_stride: int = typer.Option(8, "--int8-fp32-stride", help="Static int8 keeps fp32 the first layers, "
                                          "those finer than 1/N of the crop (they see the artefacts); 0: all int8."),

@@ -104,7 +104,7 @@ class InputConfig(_Section):
     crop_size: int = Field(384, ge=16)
     hflip: bool = True
     crops_per_frame: int = Field(4, ge=1)   # at inference (exported model.json)
-    crop_mode: Literal["grid", "texture"] = "grid"     # where those go, also in validation (texture: most detail)
+    crop_mode: Literal["grid", "texture", "typical"] = "grid"  # where those go, also in validation (texture: most detail)
     train_crops: Literal["random", "texture", "mixed"] = "random"  # texture: near one of the 4 most detailed
     #                                                   windows; mixed: texture or random at even odds
 

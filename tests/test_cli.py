@@ -343,6 +343,16 @@ def test_crops_draws_where_the_model_looks_and_scores_as_score_does(x264_clip, t
     assert bad.exit_code == 1 and "has 30 frames, no frame 99" in bad.output and not (tmp_path / "x.png").exists()
     whole = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "y.png"), "-m", "niqe"])
     assert whole.exit_code == 1 and "not an ONNX crop model" in whole.output and not (tmp_path / "y.png").exists()
+    # another reading of the same model, as `gameqa eval --crops/--crop-mode/--crop-size` takes it
+    other = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "t.png"), "-m", "eraque-student",
+                                "--frame", "7", "--crops", "3", "--crop-mode", "typical", "--crop-size", "160"])
+    assert other.exit_code == 0, other.output
+    rows = [line.split("│")[1:-1] for line in other.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 3 and {r[3].strip() for r in rows} == {"160"} and "typical crops" in other.output
+    for args, says in ((["-m", "niqe", "--crop-mode", "grid"], "'niqe' reads whole frames"),
+                       (["-m", "eraque-student", "--crop-mode", "random"], "crop mode must be one of")):
+        refused = runner.invoke(app, ["crops", str(x264_clip), "--out", str(tmp_path / "z.png"), *args])
+        assert refused.exit_code == 2 and says in refused.output and not (tmp_path / "z.png").exists(), args
 
 
 def test_frames_without_a_score_are_null_in_json_and_never_the_worst_frame(tmp_path):

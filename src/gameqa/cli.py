@@ -206,21 +206,25 @@ def crops(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registered crop model name or model folder."),
     frame: int = typer.Option(0, "--frame", help="Frame index (0-based, decode order) of a video."),
     threads: int = typer.Option(1, "--threads", help="Threads for the model engine."),
+    crops_: Optional[int] = typer.Option(None, "--crops", min=1, help=CROPS_HELP),
+    crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=CROP_MODE_HELP),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help=CROP_SIZE_HELP),
 ) -> None:
     """Show where a crop model looks in one frame: each crop drawn (red worst, green best) with its score."""
-    from gameqa.errors import MediaError, ModelError
-    from gameqa.models.crop_view import crop_scores, draw_crops, read_frame, save_png
-    from gameqa.models.registry import create_model
+    from gameqa.errors import ConfigError, MediaError, ModelError
+    from gameqa.models.crop_view import crop_engine, crop_scores, draw_crops, read_frame, save_png
 
     try:
         if frame < 0:
             raise MediaError(path, f"frame index must be 0 or more, not {frame}")
-        engine = create_model(model, threads=threads)
+        engine = crop_engine(model, crops_, crop_mode, crop_size, threads=threads)
         if not hasattr(engine, "crop_mode"):
             raise ModelError(None, f"model {model!r} is not an ONNX crop model")
         shown, scored = crop_scores(engine, read_frame(path, frame))
         card = engine.card
         save_png(draw_crops(shown, scored, card.score_range, card.lower_better), out_png)
+    except ConfigError as exc:  # a reading the model cannot take: bad usage
+        _fail(str(exc), 2)
     except GameQAError as exc:
         _fail(str(exc))
     table = Table("crop", "top", "left", "size", "score",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -24,6 +25,31 @@ class CropScore:
     x: int
     size: int
     score: float
+
+
+def crop_engine(name: str, crops: Optional[int] = None, crop_mode: Optional[str] = None,
+                crop_size: Optional[int] = None, threads: int = 1):
+    """The engine of a registered crop model or model folder, reading ``crops`` windows of ``crop_size`` px put by
+    ``crop_mode`` where given instead of its own (its model.json is left as it is); a ConfigError (bad user input)
+    for a model that reads whole frames or an unknown mode. With none of the three: ``create_model`` as it is."""
+    from dataclasses import replace
+
+    from gameqa.errors import ConfigError
+    from gameqa.models.onnx_engine import check_crop_mode
+    from gameqa.models.registry import create_model, get_card
+
+    if (crops, crop_mode, crop_size) == (None, None, None):
+        return create_model(name, threads=threads)
+    if crop_mode is not None:
+        check_crop_mode(crop_mode)
+    card = get_card(name)
+    own = card.preprocess.get("crops") if card.engine == "onnx" else None
+    if not own or card.preprocess.get("resize"):
+        raise ConfigError(None, f"--crops, --crop-mode and --crop-size need a model that reads crops; "
+                                f"{card.name!r} reads whole frames")
+    changed = {"count": crops, "mode": crop_mode, "size": crop_size}
+    reading = {**own, **{k: v for k, v in changed.items() if v is not None}}
+    return card.factory(replace(card, preprocess={**card.preprocess, "crops": reading}), threads)
 
 
 def crop_scores(model, frame: np.ndarray) -> tuple[np.ndarray, list[CropScore]]:

@@ -46,22 +46,10 @@ def _checkpoint_scorer(path: str, crops: Optional[int] = None, crop_mode: Option
 def _registry_scorer(name: str, crops: Optional[int] = None, crop_mode: Optional[str] = None,
                      crop_size: Optional[int] = None):
     """The engine of a registered model or model folder; ``crops``, ``crop_mode`` and ``crop_size`` replace a crop
-    model's own reading (its model.json is left as it is), an error for a model that does not read crops."""
-    from dataclasses import replace
+    model's own reading (``gameqa.models.crop_view.crop_engine``)."""
+    from gameqa.models.crop_view import crop_engine
 
-    from gameqa.models.registry import create_model, get_card
-
-    if (crops, crop_mode, crop_size) == (None, None, None):
-        engine = create_model(name)
-    else:
-        card = get_card(name)
-        own = card.preprocess.get("crops") if card.engine == "onnx" else None
-        if not own or card.preprocess.get("resize"):
-            raise ConfigError(None, f"--crops, --crop-mode and --crop-size need a model that reads crops; "
-                                    f"{card.name!r} reads whole frames")
-        changed = {"count": crops, "mode": crop_mode, "size": crop_size}
-        reading = {**own, **{k: v for k, v in changed.items() if v is not None}}
-        engine = card.factory(replace(card, preprocess={**card.preprocess, "crops": reading}), 1)
+    engine = crop_engine(name, crops, crop_mode, crop_size)
     return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
 
 

@@ -213,7 +213,7 @@ def test_bad_logo_options_are_one_line_and_write_nothing(corpus, tmp_path):  # n
     done = CliRunner().invoke(app, base + ["--logo-runs", "eraque-logo8sj-*"])
     assert done.exit_code == 2 and "--logo-runs 'eraque-logo8sj-*' has no {game} in it" in done.output
     done = CliRunner().invoke(app, base + ["--logo-crop-mode", "centre"])
-    assert done.exit_code == 2 and "--logo-crop-mode 'centre': use grid or texture" in done.output
+    assert done.exit_code == 2 and "--logo-crop-mode 'centre': use grid, texture, typical" in done.output
     assert not out.exists()
 
 

@@ -136,13 +136,16 @@ def typical_boxes(frame: np.ndarray, size: int, count: int) -> list[tuple[int, i
     if h <= size and w <= size:
         return [(0, 0)]
     ys, xs, energy = window_detail(frame, size)
+
+    def box(i: int) -> tuple[int, int]:
+        return int(ys[i]), int(xs[i])
+
     chosen: list[tuple[int, int]] = []
     for k in range(count):
         target = np.quantile(energy, (k + 0.5) / count)
         order = np.lexsort((xs, ys, np.abs(energy - target)))  # nearest the quantile first; ties top-left first
-        boxes = [(int(ys[i]), int(xs[i])) for i in order]
-        pick = next((b for b in boxes if b not in chosen and _apart(b, chosen, size)), None)
-        pick = pick or next((b for b in boxes if b not in chosen), None)
+        pick = (next((b for b in map(box, order) if _apart(b, chosen, size)), None)  # apart implies not chosen
+                or next((b for b in map(box, order) if b not in chosen), None))
         if pick is None:
             break
         chosen.append(pick)

@@ -26,9 +26,8 @@ err = console(stderr=True)
 # help texts of the options `gameqa eval --model` passes on here
 CROPS_HELP = ("Crops per frame (default: the model's own: a checkpoint's input.crops_per_frame, a model folder's "
               "model.json).")
-CROP_MODE_HELP = ("grid, texture (the most detailed windows) or typical (windows of the frame's typical detail; "
-                  "default: the model's own: a checkpoint's "
-                  "input.crop_mode, a model folder's model.json).")
+CROP_MODE_HELP = ("grid, texture (the most detailed windows) or typical (windows of the frame's typical detail); "
+                  "default: the model's own: a checkpoint's input.crop_mode, a model folder's model.json.")
 CROP_SIZE_HELP = ("Crop side in pixels, a multiple of 32 (default: the model's own: a checkpoint's input.crop_size, "
                   "the training size, a model folder's model.json).")
 BY_CONTENT_HELP = ("Also per content (game session): mean MOS, mean prediction, offset, SROCC inside; and the SROCC "

@@ -7,7 +7,6 @@ from gameqa.models.registry import DEFAULT_MODEL
 import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
@@ -32,7 +31,8 @@ from gameqa.subjective.cli import study_app  # noqa: E402
 app.add_typer(study_app, name="study")
 
 from gameqa.train.cli import (BY_CONTENT_HELP, CROP_MODE_HELP, CROP_SIZE_HELP, CROPS_HELP,  # noqa: E402  (torch loads lazily)
-                              bench_cmd as _train_bench, distill_cmd, export_cmd, train_cmd)
+                              bench_cmd as _train_bench, checkpoint_from_onnx_cmd, distill_cmd, export_cmd,
+                              train_cmd)
 
 from gameqa.serve.cli import batch_command, bench_batch_command, bench_service_load_command, serve_command  # noqa: E402
 
@@ -46,6 +46,7 @@ register_aesthetic_commands(app)
 app.command("train")(train_cmd)
 app.command("distill")(distill_cmd)
 app.command("export")(export_cmd)
+app.command("checkpoint-from-onnx")(checkpoint_from_onnx_cmd)
 bench_app.command("train")(_train_bench)
 bench_app.command("models")(__import__("gameqa.bench.models", fromlist=["x"]).bench_models_command)
 from gameqa.bench.report import bench_all_command, readme_table_command  # noqa: E402  (heavy imports lazy)
@@ -58,12 +59,7 @@ _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 out = console(width=_PIPE_WIDTH)
 err = console(stderr=True)
 
-BUNDLED_CLIP = "wesnoth_720p30.mp4"
-
-
-def bundled_clip() -> Path:
-    """The gameplay clip shipped with the package (Battle for Wesnoth, AI vs AI, 1280x720, 4 s)."""
-    return Path(str(resources.files("gameqa") / "assets" / BUNDLED_CLIP))
+from gameqa.paths import bundled_clip  # noqa: E402  (the bundled gameplay clip; tests import it from here)
 
 
 @app.command()

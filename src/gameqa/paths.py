@@ -10,6 +10,14 @@ CONFIGS = PACKAGE_DIR / "configs"
 REPO_ROOT = PACKAGE_DIR.parents[1]  # the checkout, when gameqa runs from one (src/gameqa)
 
 
+BUNDLED_CLIP = "wesnoth_720p30.mp4"
+
+
+def bundled_clip() -> Path:
+    """The gameplay clip shipped with the package (Battle for Wesnoth, AI vs AI, 1280x720, 4 s)."""
+    return PACKAGE_DIR / "assets" / BUNDLED_CLIP
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("GAMEQA_CACHE") or Path.home() / ".cache" / "gameqa")
 

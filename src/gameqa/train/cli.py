@@ -190,8 +190,10 @@ def checkpoint_from_onnx_cmd(
     out: str = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.pt; never overwritten)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Rebuild a training checkpoint from an exported model (int8 weights dequantized, BatchNorm folded), to
-    start training from it (model.init); checked against the model's own engine on the bundled clip's frames."""
+    """Rebuild a training checkpoint from an exported model, to start training from it (model.init).
+
+    Int8 weights are dequantized and each folded BatchNorm is put back as a bias; the checkpoint is checked against
+    the model's own engine on the bundled clip's frames."""
     try:
         from gameqa.export.reimport import check_against_onnx, checkpoint_from_onnx
         from gameqa.media.video import read_frames

@@ -27,11 +27,11 @@ CANDIDATE_BACKBONES = ("efficientnet-lite0", "mobilenetv2-1.0", "mobilenetv2-0.7
 
 
 def _attr(node, name, default=None):
-    import onnx
+    from onnx import helper
 
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            return helper.get_attribute_value(a)
     return default
 
 
@@ -39,8 +39,11 @@ class _Graph:
     """The initialisers of an ONNX graph, with DequantizeLinear nodes folded into plain float arrays."""
 
     def __init__(self, path: Path):
-        import onnx
-        from onnx import numpy_helper
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:
+            raise ModelError(path, "reading an ONNX graph needs the onnx package: pip install onnx") from None
 
         try:
             self.model = onnx.load(str(path))

@@ -109,7 +109,7 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tiny_export, tmp_path):
     out = tmp_path / "x.pt"
     done = _cli(["checkpoint-from-onnx", str(bad), "--out", str(out)])
     assert done.exit_code == 1
-    assert "model.onnx" in done.output and "cannot read ONNX model" in done.output
+    assert "model.onnx" in done.output and "cannot read ONNX graph" in done.output
     assert len(done.output.strip().splitlines()) == 1
     assert not out.exists()
 

@@ -16,6 +16,7 @@ from rich.text import Text
 from gameqa.console import (BATCH_SIZE_HELP, MODEL_HELP, POOLING_HELP, SAMPLE_HELP, Table, check_choice, check_png,
                             console, counting_bar, error_line, exit_on_failures, exit_on_terminate, fail as _fail)
 from gameqa.errors import GameQAError
+from gameqa.paths import bundled_clip
 from gameqa.sinks import json_safe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quality assessment for game video and images.")
@@ -58,8 +59,6 @@ bench_app.command("readme-table")(readme_table_command)
 _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 out = console(width=_PIPE_WIDTH)
 err = console(stderr=True)
-
-from gameqa.paths import bundled_clip  # noqa: E402  (the bundled gameplay clip; tests import it from here)
 
 
 @app.command()

@@ -34,8 +34,10 @@ class GraphCost:
 
 
 def _load(path: str | os.PathLike):
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(path, "reading an ONNX graph needs the onnx package: pip install onnx") from None
     try:
         return onnx.load(os.fspath(path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ...

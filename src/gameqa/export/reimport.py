@@ -39,16 +39,11 @@ class _Graph:
     """The initialisers of an ONNX graph, with DequantizeLinear nodes folded into plain float arrays."""
 
     def __init__(self, path: Path):
-        try:
-            import onnx
-            from onnx import numpy_helper
-        except ImportError:
-            raise ModelError(path, "reading an ONNX graph needs the onnx package: pip install onnx") from None
+        from gameqa.export.graph import _load
 
-        try:
-            self.model = onnx.load(str(path))
-        except Exception as exc:  # onnx raises DecodeError, OSError, ...
-            raise ModelError(path, f"cannot read ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        self.model = _load(path)  # a ModelError naming the file when onnx is missing or the file is no ONNX graph
+        from onnx import numpy_helper  # importable: _load imported onnx
+
         self.path = path
         self.arrays = {i.name: numpy_helper.to_array(i) for i in self.model.graph.initializer}
         self.producer = {o: n for n in self.model.graph.node for o in n.output}
@@ -86,11 +81,9 @@ def _conv_bn_pairs(backbone) -> list:
     return pairs
 
 
-def _fits(pairs, convs, graph: _Graph) -> bool:
-    if len(pairs) != len(convs):
-        return False
-    return all(tuple(conv.weight.shape) == graph.value(node.input[1]).shape and conv.groups == _attr(node, "group", 1)
-               for (conv, _), node in zip(pairs, convs))
+def _fits(pairs, weights: list[np.ndarray], groups: list[int]) -> bool:
+    return len(pairs) == len(weights) and all(
+        tuple(conv.weight.shape) == w.shape and conv.groups == g for (conv, _), w, g in zip(pairs, weights, groups))
 
 
 def network_from_onnx(path: str | Path, reference: str = "none"):
@@ -107,6 +100,8 @@ def network_from_onnx(path: str | Path, reference: str = "none"):
     if len(gemms) != 2:
         raise ModelError(path, f"not an ERAQUE crop model: {len(gemms)} linear layers, not the head's 2 "
                                "(context-strip models are not supported)")
+    weights = [graph.value(node.input[1]) for node in convs]  # dequantized once, tried against each backbone
+    groups = [_attr(node, "group", 1) for node in convs]
     w1, w2 = (graph.value(g.input[1]) for g in gemms)
     if not all(_attr(g, "transB", 0) == 1 for g in gemms):
         raise ModelError(path, "the head's linear layers are not stored as torch writes them (transB = 1)")
@@ -114,13 +109,13 @@ def network_from_onnx(path: str | Path, reference: str = "none"):
     for name in CANDIDATE_BACKBONES:
         net = EraqueNet(name, reference, pretrained=False, head_hidden=hidden, dropout=0.0)
         pairs = _conv_bn_pairs(net.backbone)
-        if w1.shape[1] == net.feature_channels and _fits(pairs, convs, graph):
+        if w1.shape[1] == net.feature_channels and _fits(pairs, weights, groups):
             break
     else:
         raise ModelError(path, f"its convolutions fit none of the known backbones ({', '.join(CANDIDATE_BACKBONES)})")
     with torch.no_grad():
-        for (conv, bn), node in zip(pairs, convs):
-            conv.weight.copy_(torch.from_numpy(graph.value(node.input[1])))
+        for (conv, bn), node, weight in zip(pairs, convs, weights):
+            conv.weight.copy_(torch.from_numpy(weight))
             bias = graph.value(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(conv.out_channels, np.float32)
             if bn is None or conv.bias is not None:
                 raise ModelError(path, "a convolution without its BatchNorm: cannot place its folded bias")
@@ -139,8 +134,6 @@ def network_from_onnx(path: str | Path, reference: str = "none"):
 def checkpoint_from_onnx(model: str, out: str | Path, *, name: Optional[str] = None) -> dict:
     """Write a trainer checkpoint (``out``) holding the weights of the exported ERAQUE crop model ``model`` (a
     registered name or a model folder); returns a summary. Refuses to overwrite an existing file."""
-    import torch
-
     from gameqa.models.registry import get_card
     from gameqa.train.config import build_config
     from gameqa.train.trainer import CHECKPOINT_FORMAT, _save_atomic
@@ -169,7 +162,7 @@ def checkpoint_from_onnx(model: str, out: str | Path, *, name: Optional[str] = N
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_atomic({"format": CHECKPOINT_FORMAT, "config": cfg.model_dump(mode="json"), "model": net.state_dict(),
                   "step": 0, "source_model": str(card.weights),
-                  "display_height": int(spec.get("display_height") or 0) or None}, out)
+                  "display_height": int(spec["display_height"]) if spec.get("display_height") else None}, out)
     return {"checkpoint": str(out), "source": str(card.weights), "backbone": backbone, "head_hidden": hidden,
             "crop_size": int(crops["size"]), "crops": int(crops["count"]), "crop_mode": crops.get("mode", "grid")}
 

@@ -50,6 +50,14 @@ if [ "$REBUILT" != 0 ]; then
     echo "== $(date +%H:%M) the rebuild listed failed clips (above); the runs train on the clips that were built"
 fi
 
+# Runs already started (a last.pt kept by a stopped chain) go first, so a resumed chain finishes them before it
+# starts new ones; a finished run passes through at once (train only says it is done).
+STARTED=() FRESH=()
+for GAME in $GAMES; do
+    if [ -f "$CACHE/runs/$NAME-$GAME/last.pt" ]; then STARTED+=("$GAME"); else FRESH+=("$GAME"); fi
+done
+GAMES="${STARTED[*]} ${FRESH[*]}"
+echo "== $(date +%H:%M) order: $GAMES (started runs first)"
 CLAIMS=$(mktemp -d)   # a lane takes the next game not taken yet (mkdir is atomic)
 trap 'rm -rf "$CLAIMS"' EXIT
 lane() {

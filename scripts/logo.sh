@@ -51,7 +51,7 @@ if [ "$REBUILT" != 0 ]; then
 fi
 
 # Runs already started (a last.pt kept by a stopped chain) go first, so a resumed chain finishes them before it
-# starts new ones; a finished run passes through at once (train only says it is done).
+# starts new ones; a finished run passes through in a few minutes (train checks the frame cache, then says it is done).
 STARTED=() FRESH=()
 for GAME in $GAMES; do
     if [ -f "$CACHE/runs/$NAME-$GAME/last.pt" ]; then STARTED+=("$GAME"); else FRESH+=("$GAME"); fi

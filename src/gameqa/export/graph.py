@@ -33,7 +33,8 @@ class GraphCost:
     input_shape: tuple[int, ...]
 
 
-def _load(path: str | os.PathLike):
+def load_graph(path: str | os.PathLike):
+    """An ONNX model read from ``path``; a ModelError naming the file when onnx is missing or the file is no graph."""
     try:
         import onnx
     except ImportError:
@@ -96,7 +97,7 @@ def graph_cost(path: str | os.PathLike, crop_size: Optional[int | tuple[int, int
     take ``batch`` and ``crop_size`` (an int for square crops, or (H, W)); fixed ones keep their value."""
     import onnx
 
-    model = _load(path)
+    model = load_graph(path)
     params = count_parameters(model)
     graph = model.graph
     inits = {t.name for t in graph.initializer}

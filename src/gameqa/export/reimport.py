@@ -39,10 +39,10 @@ class _Graph:
     """The initialisers of an ONNX graph, with DequantizeLinear nodes folded into plain float arrays."""
 
     def __init__(self, path: Path):
-        from gameqa.export.graph import _load
+        from gameqa.export.graph import load_graph
 
-        self.model = _load(path)  # a ModelError naming the file when onnx is missing or the file is no ONNX graph
-        from onnx import numpy_helper  # importable: _load imported onnx
+        self.model = load_graph(path)
+        from onnx import numpy_helper  # importable: load_graph imported onnx
 
         self.path = path
         self.arrays = {i.name: numpy_helper.to_array(i) for i in self.model.graph.initializer}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages that `gameqa corpus capture` needs: a virtual screen, input scripting, and the games
+# Debian packages that `gameqa corpus capture` needs: a virtual screen, input scripting, an ffmpeg that records the
+# screen (x11grab; the one inside imageio-ffmpeg cannot), and the games
 # (configs/corpus/games.toml; with --candidates also those of configs/corpus/candidates.toml).
 set -euo pipefail
 games=(wesnoth-1.16 openttd openttd-opengfx pingus supertux)
@@ -12,4 +13,4 @@ if [ "$(id -u)" -ne 0 ]; then
     as_root=(sudo)
 fi
 "${as_root[@]}" apt-get update -qq
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xdotool "${games[@]}"
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xdotool ffmpeg "${games[@]}"

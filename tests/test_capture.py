@@ -291,3 +291,37 @@ def test_a_rebuild_stage_that_fails_says_it_stopped_not_how_long_it_took(tmp_pat
     assert proc.returncode == 1 and "none.toml: cannot read" in proc.stderr, proc.stdout + proc.stderr
     assert re.search(r"^== \d\d:\d\d capture: stopped after \d+\.\d min$", proc.stdout, re.M), proc.stdout
     assert not re.search(r"capture: \d+\.\d min", proc.stdout) and not (tmp_path / "corpus").exists()
+
+
+def test_a_rebuild_missing_its_tools_stops_before_it_starts(tmp_path):
+    """With no Xvfb or xdotool on PATH and GAMEQA_FFMPEG naming a program that is no ffmpeg, `gameqa corpus
+    rebuild` stops at once: one line naming each missing tool, exit 1, nothing written (not a failed clip per clip
+    after an hour of captures). Once every source is recorded, the capture tools are no longer asked for."""
+    import json
+
+    from gameqa.data.capture import source_name
+    from gameqa.data.games import load_corpus_config
+
+    games = tmp_path / "games.toml"
+    games.write_text("[capture]\nfps = 30\nwidth = 320\nheight = 240\nseconds = 2\n\n[games.scroller]\n"
+                     f"command = {json.dumps([sys.executable, '-c', _SCROLLER])}\nwarmup_s = 1\nsegments = 1\n")
+    root, manifest = tmp_path / "corpus", tmp_path / "corpus.csv"
+    (tmp_path / "bin").mkdir()
+    env = dict(os.environ, PATH=str(tmp_path / "bin"), GAMEQA_FFMPEG=shutil.which("true") or "/bin/true",
+               COLUMNS="500")
+    cmd = [sys.executable, "-m", "gameqa.cli", "corpus", "rebuild", "--games", str(games), "--root", str(root),
+           "--manifest", str(manifest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("error: corpus rebuild needs ") and lines[0].endswith("nothing was started")
+    for tool in ("libx264", "libsvtav1", "libvmaf", "Xvfb (apt-get install xvfb)", "xdotool"):
+        assert tool in lines[0], lines[0]
+    assert not root.exists() and not manifest.exists() and "capture" not in proc.stdout
+
+    run = load_corpus_config(games).games[0].resolved(None)   # its one source recorded: only the build tools
+    (root / "sources").mkdir(parents=True)
+    (root / "sources" / source_name(run.game, run.variant, 0)).write_bytes(b"")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1 and "libvmaf" in proc.stderr, proc.stdout + proc.stderr
+    assert "Xvfb" not in proc.stderr and "xdotool" not in proc.stderr and not manifest.exists()

@@ -466,6 +466,35 @@ def unrecorded_variants(reports: Sequence[CaptureReport], out_dir: str | os.Path
             if not any(out_dir.glob(f"{r.game}--{r.variant}--*"))}  # one look on disk per variant
 
 
+def capture_plan(config: CorpusConfig, out_dir: str | os.PathLike, wanted: set[str] | None = None) -> list:
+    """What is left to record: (recipe, run, paths) for every variant missing a segment in ``out_dir``, its paths up
+    to the last missing one with None for those present; ``wanted`` limits it to games or game/variant names."""
+    out_dir = Path(out_dir)
+    plan = []
+    for recipe in config.games:
+        for variant in recipe.variants or (None,):
+            run = recipe.resolved(variant)
+            if wanted is not None and run.game not in wanted and f"{run.game}/{run.variant}" not in wanted:
+                continue
+            paths = [out_dir / source_name(run.game, run.variant, k, config.capture.container)
+                     for k in range(run.segments)]
+            missing = [k for k, p in enumerate(paths) if not p.exists()]
+            if missing:
+                plan.append((recipe, run, [p if k in missing else None for k, p in enumerate(paths)][: max(missing) + 1]))
+    return plan
+
+
+def capture_tools_missing() -> list[str]:
+    """What recording needs and this machine lacks, one phrase each with how to get it (empty: nothing)."""
+    missing = [f"{name} ({how})" for name, how in (("Xvfb", "apt-get install xvfb"), ("xdotool", "apt-get install xdotool"))
+               if shutil.which(name) is None]
+    try:
+        find_ffmpeg()
+    except GameStartError:
+        missing.append("an ffmpeg with the x11grab input (apt-get install ffmpeg)")
+    return missing
+
+
 def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Iterable[str] | None = None,
                 home_root: str | os.PathLike | None = None, console=None) -> list[CaptureReport]:
     """Record every game variant of ``config`` into ``out_dir``; resumable, one game's failure skips only it.
@@ -490,16 +519,7 @@ def capture_all(config: CorpusConfig, out_dir: str | os.PathLike, *, only: Itera
         unknown = wanted - known
         if unknown:
             raise GameQAError(config.path, f"unknown games or variants {sorted(unknown)}")
-    plan = []  # (recipe, run, paths with None for present ones)
-    for recipe in config.games:
-        for variant in recipe.variants or (None,):
-            run = recipe.resolved(variant)
-            if wanted is not None and run.game not in wanted and f"{run.game}/{run.variant}" not in wanted:
-                continue
-            paths = [out_dir / source_name(run.game, run.variant, k, settings.container) for k in range(run.segments)]
-            missing = [k for k, p in enumerate(paths) if not p.exists()]
-            if missing:
-                plan.append((recipe, run, [p if k in missing else None for k, p in enumerate(paths)][: max(missing) + 1]))
+    plan = capture_plan(config, out_dir, wanted)
     total = sum(sum(p is not None for p in paths) for _, _, paths in plan)
     reports: list[CaptureReport] = []
     failed_games: set[str] = set()

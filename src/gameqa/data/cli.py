@@ -268,6 +268,31 @@ def soften(
     exit_on_failures(failures)
 
 
+def _check_rebuild_tools(ladder: Path, captures: list[tuple[Path, Path]]) -> None:
+    """Stop a rebuild before it starts (one line, nothing written) when a tool it needs is missing: the ffmpeg
+    encoders and libvmaf always, the capture tools when a recipe of ``captures`` (games TOML, corpus folder) still
+    has sources to record. A config that cannot be read is left to its stage, which names it."""
+    from gameqa.data.capture import capture_plan, capture_tools_missing
+    from gameqa.data.encode import build_tools_missing
+    from gameqa.data.games import load_corpus_config
+    from gameqa.data.ladder import load_ladder
+
+    try:
+        missing = build_tools_missing(load_ladder(ladder))
+    except GameQAError:
+        missing = []
+    for games, folder in captures:
+        try:
+            pending = capture_plan(load_corpus_config(games), folder / "sources")
+        except GameQAError:
+            continue
+        if pending:
+            missing += capture_tools_missing()
+            break
+    if missing:
+        _fail(f"corpus rebuild needs {'; '.join(missing)}; nothing was started")
+
+
 @corpus_app.command("rebuild")
 def rebuild(
     games: Path = typer.Option(DEFAULT_GAMES, "--games", help="Game recipes (TOML)."),
@@ -286,6 +311,7 @@ def rebuild(
     manifest = _manifest_for(root, manifest)
     root = root or corpus_dir()
     others = root.parent / "corpus-candidates"
+    _check_rebuild_tools(ladder, [(games, root)] + ([(candidates, others)] if plus else []))
     with _stage("capture"):
         capture(games=games, root=root, only=None)
     if plus:  # every capture first, while nothing else loads the CPU (a busy CPU makes games drop frames)

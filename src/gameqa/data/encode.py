@@ -5,9 +5,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from gameqa.data.ladder import EncodeSpec
+from gameqa.data.ladder import EncodeSpec, Ladder
 from gameqa.errors import GameQAError
-from gameqa.ffmpeg import available_encoders, run_ffmpeg
+from gameqa.ffmpeg import available_encoders, ffmpeg_exe, has_filter, run_ffmpeg
 
 CONTAINER = {"libvpx-vp9": ".webm"}
 
@@ -31,6 +31,23 @@ def encode_args(source: str, spec: EncodeSpec, size: tuple[int, int], src_fps: f
             "-pix_fmt", "yuv420p", "-c:v", spec.codec.encoder, *spec.codec.args,
             *spec.codec.rate_control(kbps), "-g", str(gop)]
     return args + [out]
+
+
+def build_tools_missing(ladder: Ladder) -> list[str]:
+    """What building ``ladder``'s clips needs and gameqa's ffmpeg lacks (its encoders, libvmaf for the labels),
+    one phrase each; empty when nothing is missing. Checked once before a long build, not clip by clip."""
+    how = "pip install -e '.[corpus]' (the ffmpeg inside imageio-ffmpeg has them all), or set GAMEQA_FFMPEG"
+    try:
+        exe = ffmpeg_exe()
+        encoders, vmaf = available_encoders(), has_filter("libvmaf")
+    except GameQAError:
+        return [f"an ffmpeg ({how})"]
+    except OSError as exc:
+        return [f"a working ffmpeg: {exe} cannot run ({exc.strerror or exc}); {how}"]
+    wanted = sorted({codec.encoder for codec in ladder.codecs} - encoders)
+    missing = [f"the encoder{'s' * (len(wanted) > 1)} {', '.join(wanted)}"] if wanted else []
+    missing += [] if vmaf else ["the libvmaf filter"]
+    return [f"{' and '.join(missing)} in {exe} ({how})"] if missing else []
 
 
 def encode_clip(source: str, spec: EncodeSpec, src_size: tuple[int, int], src_fps: float, out: str | Path) -> Path:

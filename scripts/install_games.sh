@@ -5,7 +5,7 @@
 set -euo pipefail
 games=(wesnoth-1.16 openttd openttd-opengfx pingus supertux)
 if [ "${1:-}" = "--candidates" ]; then
-    games+=(chromium-bsu warmux teeworlds teeworlds-server hedgewars)
+    games+=(chromium-bsu warmux teeworlds teeworlds-server hedgewars freedoom prboom-plus)
 fi
 as_root=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -18,10 +18,12 @@ GAMEQA=${GAMEQA:-.venv/bin/gameqa}
 CACHE=${GAMEQA_CACHE:-$HOME/.cache/gameqa}
 export GAMEQA_CACHE=$CACHE
 # the runs go hardest first (the games nearest the bar in earlier runs), so a stopped chain has the telling ones
-ALL_GAMES="pingus openttd chromium-bsu teeworlds warmux supertux hedgewars wesnoth"
+# Freedoom joined in session 37 (the ninth game, the only first-person 3D view): runs named logo9.
+ALL_GAMES="pingus supertux openttd chromium-bsu teeworlds warmux hedgewars wesnoth freedoom"
 GAMES=${GAMES:-$ALL_GAMES}
 EPOCHS=${EPOCHS:-3}
-NAME=${NAME:-eraque-logo8sj$([ "$EPOCHS" = 3 ] || echo "e$EPOCHS")}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
+NGAMES=$(echo $ALL_GAMES | wc -w)
+NAME=${NAME:-eraque-logo${NGAMES}sj$([ "$EPOCHS" = 3 ] || echo "e$EPOCHS")}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
 DATA=$CACHE/corpus-plus-sj
 # Runs side by side, each on its share of the cores: on a 2-core machine two 1-thread runs train about 16% more
 # steps an hour than one 2-thread run (docs/models/eraque.md, "Training speed"). LANES=1: one run at a time.

@@ -105,6 +105,12 @@ def test_candidate_games_share_the_capture_settings_and_stay_out_of_the_corpus()
     hw = candidates.game("hedgewars").resolved("cheese-map")  # the engine driver is a file written into the home
     assert hw.env["HW_MAP"] == "Cheese" and "hwengine" in hw.files[".hwfront.py"]
     compile(hw.files[".hwfront.py"], ".hwfront.py", "exec")
+    # Freedoom: no input; each variant's warm-up reaches one demo of its IWAD's title loop, in the loop's order
+    doom = [candidates.game("freedoom").resolved(v.name) for v in candidates.game("freedoom").variants]
+    assert {r.command[0] for r in doom} == {"/usr/games/dsda-doom"} and not any(r.steps for r in doom)
+    for wad in ("freedoom1.wad", "freedoom2.wad"):
+        warmups = [r.warmup_s for r in doom if r.command[-1].endswith(wad) and r.command[-2] == "-iwad"]
+        assert len(warmups) >= 2 and warmups == sorted(warmups), (wad, warmups)
 
 
 def test_bad_recipe_is_a_config_error():

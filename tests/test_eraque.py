@@ -560,6 +560,28 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
         "scoring the test split: 1/3", "scoring the test split: 2/3", "scoring the test split: 3/3"]
     files = CliRunner().invoke(app, ["eval", str(tmp_path / "p.json"), manifest, "--by-content"])
     assert files.exit_code == 2 and "--by-content needs a model on a manifest split" in files.output
+    # --by COLUMN: the same view per value of any manifest column (where a model errs by codec, resolution, game)
+    done = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
+                                    "--json", "--by", "codec", "--by", "height"])
+    assert done.exit_code == 0, done.output
+    got = json.loads(done.stdout[done.stdout.index("{"):])
+    assert got["predictions"] == runs[0]["predictions"] and list(got["by"]) == ["codec", "height"]
+    for column in ("codec", "height"):
+        want = content_table(pred, mos, [rows[c][column] for c in ids])
+        assert [r["content"] for r in got["by"][column]] == [r["content"] for r in want]
+        assert sum(r["clips"] for r in got["by"][column]) == 3
+        for a, b in zip(got["by"][column], want):  # JSON has no NaN: a group too small to order reads null
+            assert {k: float("nan") if a[k] is None else a[k] for k in a if k != "content"} == pytest.approx(
+                {k: b[k] for k in b if k != "content"}, nan_ok=True)
+    assert len(got["by"]["height"]) >= 2  # the 3 test clips are at more than one height: grouped, not pooled
+    shown = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
+                                     "--by", "codec"])
+    assert shown.exit_code == 0 and "per codec" in shown.stdout and "codec" in shown.stdout.split("per codec")[1]
+    bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--by", "nosuch"])
+    assert bad.exit_code == 2 and "has no column 'nosuch' to group by" in bad.output
+    assert "scoring the test split" not in bad.stderr  # refused before a clip is scored
+    files = CliRunner().invoke(app, ["eval", str(tmp_path / "p.json"), manifest, "--by", "codec"])
+    assert files.exit_code == 2 and "--by needs a model on a manifest split" in files.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-mode", "random"])
     assert bad.exit_code != 0 and "crop mode must be one of grid, texture" in bad.output
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--crop-size", "100"])

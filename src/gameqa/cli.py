@@ -31,7 +31,7 @@ from gameqa.subjective.cli import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 
-from gameqa.train.cli import (BY_CONTENT_HELP, CROP_MODE_HELP, CROP_SIZE_HELP, CROPS_HELP,  # noqa: E402  (torch loads lazily)
+from gameqa.train.cli import (BY_CONTENT_HELP, BY_HELP, CROP_MODE_HELP, CROP_SIZE_HELP, CROPS_HELP,  # noqa: E402  (torch loads lazily)
                               bench_cmd as _train_bench, checkpoint_from_onnx_cmd, distill_cmd, export_cmd,
                               train_cmd)
 
@@ -268,6 +268,7 @@ def evaluate(
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=CROP_MODE_HELP),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help=CROP_SIZE_HELP),
     by_content: bool = typer.Option(False, "--by-content", help=f"With --model. {BY_CONTENT_HELP}"),
+    by: Optional[List[str]] = typer.Option(None, "--by", help=BY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Correlation table (SROCC, KROCC, PLCC, RMSE, raw and logistic-mapped, 95% bootstrap intervals).
@@ -287,10 +288,10 @@ def evaluate(
 
         eval_cmd(model=model, manifest=manifest, split=split, logo=logo, root=root, sample=sample,
                  pooling=pooling, bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size,
-                 by_content=by_content, as_json=as_json)
+                 by_content=by_content, by=by, as_json=as_json)
         return
-    if by_content:
-        _fail("--by-content needs a model on a manifest split: add --model and --manifest", 2)
+    if by_content or by:
+        _fail(f"{'--by-content' if by_content else '--by'} needs a model on a manifest split: add --model and --manifest", 2)
     if not (pred and labels):
         _fail("give PRED and LABELS files, or --model and --manifest", 2)
     try:

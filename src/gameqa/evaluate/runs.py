@@ -114,6 +114,26 @@ def split_contents(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence
     return {"contents": content_table(pred, mos, names), "offset_free_srocc": offset_free_srocc(pred, mos, names)}
 
 
+def manifest_groups(manifest: str | os.PathLike, columns: Sequence[str]) -> dict[str, dict[str, str]]:
+    """For each of ``columns`` of a corpus manifest (codec, height, game, ...), clip_id -> its value; a column the
+    manifest lacks is a one-line ConfigError naming the columns it has (checked before any clip is scored)."""
+    from gameqa.data.manifest import read_manifest
+
+    rows = read_manifest(manifest)
+    have = list(rows[0]) if rows else []
+    for column in columns:
+        if column not in have:
+            raise ConfigError(manifest, f"has no column {column!r} to group by (it has: {', '.join(have)})")
+    return {column: {r["clip_id"]: r[column] for r in rows} for column in columns}
+
+
+def split_by(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence[float],
+             groups: dict[str, dict[str, str]]) -> dict[str, list[dict]]:
+    """``content_table`` rows per value of each grouping column (``manifest_groups``), keyed by column: where a model
+    errs by codec, resolution or game, as ``--by-content`` shows it by content (``gameqa eval --by COLUMN``)."""
+    return {column: content_table(pred, mos, [values[c] for c in clip_ids]) for column, values in groups.items()}
+
+
 def group_contents(per_run: Sequence[RunScores], manifest: str | os.PathLike,
                    content: Optional[dict[str, str]] = None,
                    pristine: Optional[Sequence[dict[str, float]]] = None,

@@ -129,12 +129,13 @@ def print_table(rows: list[dict], *, title: str | None = None, console=None) -> 
     (console or plain_console()).print(table)
 
 
-def content_rich_table(rows: list[dict], *, title: str, pristine: bool = False):
-    """A rich table of ``gameqa.evaluate.runs.content_table`` rows (with ``pristine``: their pristine column)."""
+def content_rich_table(rows: list[dict], *, title: str, pristine: bool = False, key: str = "content"):
+    """A rich table of ``gameqa.evaluate.runs.content_table`` rows (with ``pristine``: their pristine column);
+    ``key`` heads the first column (what the rows are: content, codec, ...)."""
     from gameqa.console import Table
 
     table = Table(title=title)
-    table.add_column("content", overflow="fold")  # long level names wrap instead of being cut
+    table.add_column(key, overflow="fold")  # long level names wrap instead of being cut
     for name in ("clips", "mean MOS", "mean prediction", "offset", "SROCC inside") + (
             ("pristine source",) if pristine else ()):
         table.add_column(name, justify="right")

@@ -30,6 +30,8 @@ CROP_MODE_HELP = ("grid, texture (the most detailed windows) or typical (windows
                   "default: the model's own: a checkpoint's input.crop_mode, a model folder's model.json.")
 CROP_SIZE_HELP = ("Crop side in pixels, a multiple of 32 (default: the model's own: a checkpoint's input.crop_size, "
                   "the training size, a model folder's model.json).")
+BY_HELP = ("With --model. Also a table per value of this manifest column (codec, height, game, ...): clips, mean MOS, "
+           "mean prediction, offset, SROCC inside. Repeatable.")
 BY_CONTENT_HELP = ("Also per content (game session): mean MOS, mean prediction, offset, SROCC inside; and the SROCC "
                    "with each content's offset taken out (a diagnostic: it reads the labels).")
 
@@ -93,25 +95,29 @@ def eval_cmd(
     crop_mode: Optional[str] = typer.Option(None, "--crop-mode", help=CROP_MODE_HELP),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help=CROP_SIZE_HELP),
     by_content: bool = typer.Option(False, "--by-content", help=BY_CONTENT_HELP),
+    by: Optional[List[str]] = typer.Option(None, "--by", help=BY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (predictions included) instead of tables."),
 ) -> None:
     """Correlation of a model's clip scores with MOS on one split of a manifest."""
     from gameqa.evaluate import print_table
-    from gameqa.evaluate.runs import split_contents
+    from gameqa.evaluate.runs import manifest_groups, split_by, split_contents
     from gameqa.evaluate.table import content_rich_table
     from gameqa.train.evaluation import evaluate_split
 
     try:
+        groups = manifest_groups(manifest, by) if by else {}
         with counting_bar(f"scoring the {split} split") as clips:
             ev = evaluate_split(model, manifest, split, root=root, logo_game=logo, sample=sample, pooling=pooling,
                                 bootstrap=bootstrap, crops=crops, crop_mode=crop_mode, crop_size=crop_size,
                                 progress=clips)
         contents = split_contents(ev.clip_ids, ev.predictions, ev.mos, manifest) if by_content else None
+        grouped = split_by(ev.clip_ids, ev.predictions, ev.mos, groups)
     except GameQAError as exc:
         _fail(str(exc))
     if as_json:
         doc = {"clips": len(ev.clip_ids), "table": ev.table, "predictions": dict(zip(ev.clip_ids, ev.predictions))}
-        doc = json.loads(json.dumps({**doc, **(contents or {})}, default=float))
+        doc = json.loads(json.dumps({**doc, **(contents or {}), **({"by": grouped} if grouped else {})},
+                                    default=float))
         out.print_json(json.dumps(json_safe(doc), allow_nan=False))
         return
     reading = ", ".join(f"{what} {v}" for what, v in (("crops", crops), ("crop mode", crop_mode),
@@ -122,6 +128,8 @@ def eval_cmd(
         out.print(content_rich_table(contents["contents"], title=f"{head}: per content"))
         out.print(f"SROCC with each content's offset taken out: {contents['offset_free_srocc']:.4f} "
                   f"(diagnostic: it reads the labels)")
+    for column, rows in grouped.items():
+        out.print(content_rich_table(rows, title=f"{head}: per {column}", key=column))
 
 
 @app.command("export")

@@ -567,7 +567,7 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
     got = json.loads(done.stdout[done.stdout.index("{"):])
     assert got["predictions"] == runs[0]["predictions"] and list(got["by"]) == ["codec", "height"]
     for column in ("codec", "height"):
-        want = content_table(pred, mos, [rows[c][column] for c in ids])
+        want = content_table(pred, mos, [str(rows[c][column]) for c in ids])
         assert [r["content"] for r in got["by"][column]] == [r["content"] for r in want]
         assert sum(r["clips"] for r in got["by"][column]) == 3
         for a, b in zip(got["by"][column], want):  # JSON has no NaN: a group too small to order reads null
@@ -575,8 +575,10 @@ def test_texture_crops_train_validate_and_export(corpus, tmp_path):
                 {k: b[k] for k in b if k != "content"}, nan_ok=True)
     assert len(got["by"]["height"]) >= 2  # the 3 test clips are at more than one height: grouped, not pooled
     shown = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--bootstrap", "0",
-                                     "--by", "codec"])
-    assert shown.exit_code == 0 and "per codec" in shown.stdout and "codec" in shown.stdout.split("per codec")[1]
+                                     "--by", "codec", "--by", "height"])
+    assert shown.exit_code == 0, shown.output
+    assert "per codec" in shown.stdout and "h264" in shown.stdout.split("per codec")[1].split("per height")[0]
+    assert "per height" in shown.stdout and str(rows[ids[0]]["height"]) in shown.stdout.split("per height")[1]
     bad = CliRunner().invoke(app, ["eval", "--model", str(best), "--manifest", manifest, "--by", "nosuch"])
     assert bad.exit_code == 2 and "has no column 'nosuch' to group by" in bad.output
     assert "scoring the test split" not in bad.stderr  # refused before a clip is scored

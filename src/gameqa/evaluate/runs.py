@@ -124,7 +124,7 @@ def manifest_groups(manifest: str | os.PathLike, columns: Sequence[str]) -> dict
     for column in columns:
         if column not in have:
             raise ConfigError(manifest, f"has no column {column!r} to group by (it has: {', '.join(have)})")
-    return {column: {r["clip_id"]: r[column] for r in rows} for column in columns}
+    return {column: {r["clip_id"]: str(r[column]) for r in rows} for column in columns}  # 720, not 720 the number
 
 
 def split_by(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence[float],

@@ -115,16 +115,9 @@ def split_contents(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence
 
 
 def manifest_groups(manifest: str | os.PathLike, columns: Sequence[str]) -> dict[str, dict[str, str]]:
-    """For each of ``columns`` of a corpus manifest (codec, height, game, ...), clip_id -> its value; a column the
-    manifest lacks is a one-line ConfigError naming the columns it has (checked before any clip is scored)."""
-    from gameqa.data.manifest import read_manifest
-
-    rows = read_manifest(manifest)
-    have = list(rows[0]) if rows else []
-    for column in columns:
-        if column not in have:
-            raise ConfigError(manifest, f"has no column {column!r} to group by (it has: {', '.join(have)})")
-    return {column: {r["clip_id"]: str(r[column]) for r in rows} for column in columns}  # 720, not 720 the number
+    """For each of ``columns`` of a corpus manifest (codec, height, game, ...), clip_id -> its value as text; a
+    column the manifest lacks is a one-line ConfigError (``_clip_fields``), raised before any clip is scored."""
+    return dict(zip(columns, _clip_fields(manifest, *columns)))
 
 
 def split_by(clip_ids: Sequence[str], pred: Sequence[float], mos: Sequence[float],
@@ -193,11 +186,15 @@ def plot_contents(result: dict[str, dict], out_png: str | os.PathLike) -> Path:
 
 
 def _clip_fields(manifest: str | os.PathLike, *columns: str) -> list[dict[str, str]]:
-    """For each of ``columns`` (source_id, content), clip_id -> that column of a corpus manifest (read once)."""
+    """For each of ``columns`` (source_id, content, height, ...), clip_id -> that column of a corpus manifest as
+    text (a height is "720"), read once; a column the manifest lacks is a ConfigError naming the ones it has."""
     from gameqa.data.manifest import read_manifest
 
-    rows = read_manifest(manifest)
-    return [{r["clip_id"]: r[column] for r in rows} for column in columns]
+    rows = read_manifest(manifest)  # never empty: read_manifest refuses a manifest without rows
+    for column in columns:
+        if column not in rows[0]:
+            raise ConfigError(manifest, f"has no column {column!r} to group by (it has: {', '.join(rows[0])})")
+    return [{r["clip_id"]: str(r[column]) for r in rows} for column in columns]
 
 
 def _clip_field(manifest: str | os.PathLike, column: str) -> dict[str, str]:

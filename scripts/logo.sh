@@ -69,9 +69,11 @@ PY=${PY:-.venv/bin/python}
 # A lane trains a run, then reads it at once on every clip of its held-out game (on the lane's threads, while the
 # other lane trains; the predictions are kept beside the run, so the table at the end reads them again in seconds)
 # and writes that game's line to $CACHE/logo/$NAME-<game>-$CHECKPOINT.json.
+bench_logo() {  # one reading for the lanes and the table, so the table finds the lanes' kept predictions
+    "$GAMEQA" bench logo "$@" --manifest "$MANIFEST" --crop-mode texture --checkpoint "$CHECKPOINT"
+}
 judge() {
-    OMP_NUM_THREADS=$THREADS "$GAMEQA" bench logo --run "$1=$CACHE/runs/$NAME-$1" --manifest "$MANIFEST" \
-        --crop-mode texture --checkpoint "$CHECKPOINT" --json "$CACHE/logo/$NAME-$1-$CHECKPOINT.json"
+    OMP_NUM_THREADS=$THREADS bench_logo --run "$1=$CACHE/runs/$NAME-$1" --json "$CACHE/logo/$NAME-$1-$CHECKPOINT.json"
 }
 verdict() {  # verdict GAME: prints the held-out game's SROCC and whether it reaches the bar; fails if it does not
     "$PY" - "$CACHE/logo/$NAME-$1-$CHECKPOINT.json" "$1" <<'PY'
@@ -130,8 +132,7 @@ table() {  # the table of every finished run
         if [ -f "$CACHE/runs/$NAME-$GAME/best.pt" ]; then runs+=(--run "$GAME=$CACHE/runs/$NAME-$GAME"); fi
     done
     local table=$CACHE/logo/$NAME-$CHECKPOINT
-    "$GAMEQA" bench logo "${runs[@]}" --manifest "$MANIFEST" --crop-mode texture --checkpoint "$CHECKPOINT" \
-        --json "$table.json" --plot "$table.png"
+    bench_logo "${runs[@]}" --json "$table.json" --plot "$table.png"
 }
 
 FIRST=() REST=()   # (a finished run passes through in a few minutes: train checks the frame cache, says it is done)

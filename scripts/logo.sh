@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ERAQUE's leave-one-game-out bar (every game held out at SROCC >= 0.90) from nothing, in one resumable command:
 #   1. the training cache: `gameqa corpus rebuild --plus` (capture, corpus, candidate games, soft and JPEG-blocked
-#      training contents, merged into corpus-plus-sj);
-#   2. one run per game held out, all with one recipe (soft + JPEG contents, EPOCHS epochs, 3 by default), LANES
+#      training contents, synthetic scroller scenes, merged into corpus-plus-sj);
+#   2. one run per game held out, all with one recipe (soft + JPEG contents and the synthetic scenes: TRAIN_GROUPS;
+#      EPOCHS epochs, 3 by default), LANES
 #      runs side by side;
 #      each run read on its held-out game as soon as it is trained; the probe games (PROBE, "pingus supertux") go
 #      first, and if one of them reads under the bar the chain stops before the other games (exit 3);
@@ -25,8 +26,16 @@ ALL_GAMES="pingus supertux openttd chromium-bsu teeworlds warmux hedgewars wesno
 GAMES=${GAMES:-$ALL_GAMES}
 EPOCHS=${EPOCHS:-3}
 NGAMES=$(echo $ALL_GAMES | wc -w)
-NAME=${NAME:-eraque-logo${NGAMES}sj$([ "$EPOCHS" = 3 ] || echo "e$EPOCHS")}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
+# The manifest groups the runs train on: the games, their soft and JPEG-blocked copies and, since the seventh
+# recording's rule (docs/models/eraque.md), the synthetic scroller scenes. TRAIN_GROUPS="game soft": the sixth's recipe.
+TRAIN_GROUPS=${TRAIN_GROUPS:-game soft synth}
+GROUPS_TOML="[$(printf '"%s",' $TRAIN_GROUPS | sed 's/,$//')]"
+TAG=""
+if [[ " $TRAIN_GROUPS " == *" soft "* ]]; then TAG+=sj; fi
+if [[ " $TRAIN_GROUPS " == *" synth "* ]]; then TAG+=syn; fi
+NAME=${NAME:-eraque-logo${NGAMES}${TAG}$([ "$EPOCHS" = 3 ] || echo "e$EPOCHS")}   # runs are $GAMEQA_CACHE/runs/$NAME-<game>
 DATA=$CACHE/corpus-plus-sj
+PY=${PY:-.venv/bin/python}
 # Runs side by side, each on its share of the cores: on a 2-core machine two 1-thread runs train about 16% more
 # steps an hour than one 2-thread run (docs/models/eraque.md, "Training speed"). LANES=1: one run at a time.
 CORES=$(nproc)
@@ -37,10 +46,18 @@ mkdir -p "$LOGS"
 
 # A clip that fails is listed at the end of the rebuild (exit 1) and left out of the manifests: the runs go on
 # without it once the training cache is there. Any other stop of the rebuild (a signal, no cache) ends the chain.
-# Once the training cache is complete (its merged manifest is written last) it is not rebuilt again: a rebuild
-# retries rejected captures, and a capture that succeeds then would change the clips under runs already started.
+# Once the training cache is complete (its merged manifest is written last, with every group the runs need) it is
+# not rebuilt again: a rebuild retries rejected captures, and a capture that succeeds then would change the clips
+# under runs already started. A cache built before the synthetic scenes lacks the group synth: rebuilt to add them.
+has_groups() {
+    "$PY" - "$DATA/manifests/corpus.csv" $TRAIN_GROUPS <<'PY'
+import csv, sys
+have = {r["group"] for r in csv.DictReader(open(sys.argv[1]))}
+sys.exit(0 if set(sys.argv[2:]) <= have else 1)
+PY
+}
 REBUILT=0
-if [ -f "$DATA/manifests/corpus.csv" ] && [ -z "${REBUILD:-}" ]; then
+if [ -f "$DATA/manifests/corpus.csv" ] && [ -z "${REBUILD:-}" ] && has_groups; then
     echo "== $(date +%H:%M) training cache in place: $DATA (not rebuilt, so every run trains on the same clips;"\
          "REBUILD=1 rebuilds it first)"
 else
@@ -64,7 +81,6 @@ MANIFEST=$DATA/manifests/corpus.csv
 # them reads under the bar the chain stops there, since the table cannot meet it (the rule of the sixth recording,
 # docs/models/eraque.md). PROBE= (empty) trains every game without stopping.
 PROBE=${PROBE-pingus supertux}
-PY=${PY:-.venv/bin/python}
 
 # A lane trains a run, then reads it at once on every clip of its held-out game (on the lane's threads, while the
 # other lane trains; the predictions are kept beside the run, so the table at the end reads them again in seconds)
@@ -93,7 +109,7 @@ lane() {   # lane NUMBER CLAIMS_DIR GAMES...: takes the next game no other lane 
     for GAME in "$@"; do
         mkdir "$claims/$GAME" 2>/dev/null || continue
         echo "== $(date +%H:%M) lane $n: $NAME-$GAME ($GAME held out, $THREADS thread(s)), log $LOGS/$NAME-$GAME.log"
-        if "$GAMEQA" train configs/eraque/default.toml "data.root=\"$DATA\"" 'data.groups=["game","soft"]' \
+        if "$GAMEQA" train configs/eraque/default.toml "data.root=\"$DATA\"" "data.groups=$GROUPS_TOML" \
             "data.logo_game=\"$GAME\"" "train.epochs=$EPOCHS" train.validate_every=1 "train.threads=$THREADS" \
             "name=\"$NAME-$GAME\"" >> "$LOGS/$NAME-$GAME.log" 2>&1; then
             echo "== $(date +%H:%M) lane $n: $NAME-$GAME $(grep -a 'done:' "$LOGS/$NAME-$GAME.log" | tail -1)"

@@ -273,20 +273,22 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
     assert 0 < float(low["vmaf"]) < float(high["vmaf"]) <= 100  # real VMAF labels, the smaller rung lower
     assert manifest.with_suffix(".png").stat().st_size > 0 and (root / "manifests" / "corpus.csv").is_file()
     clips = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")}
-    # again with --plus: the corpus is kept as it is; the candidate game, soft and JPEG contents are added
+    # again with --plus: the corpus is kept as it is; the candidate game, soft, JPEG and synthetic contents are added
     candidates = tmp_path / "candidates.toml"
     candidates.write_text(games.read_text().replace("[games.scroller]", "[games.scroller2]"))
-    again = subprocess.run(cmd + ["--plus", "--candidates", str(candidates)], capture_output=True, text=True,
-                           timeout=600, env=env)
+    again = subprocess.run(cmd + ["--plus", "--candidates", str(candidates), "--synth-scenes", "1"],
+                           capture_output=True, text=True, timeout=600, env=env)
     # the same six clips fail again, and every stage after them still runs
     assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")} == clips
     assert list(csv.DictReader(manifest.open())) == rows
-    for stage in ("capture of the candidate games", "candidate games' build", "soft and JPEG-blocked contents"):
+    for stage in ("capture of the candidate games", "candidate games' build",
+                  "soft, JPEG-blocked and synthetic contents"):
         assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", again.stdout), again.stdout[-3000:]
     merged = list(csv.DictReader((tmp_path / "corpus-plus-sj" / "manifests" / "corpus.csv").open()))
-    assert {r["game"] for r in merged} == games_seen | {"scroller2"}
-    assert {r["group"] for r in merged} >= {"game", "natural", "soft"} and len(merged) > len(rows) + 2
+    assert {r["game"] for r in merged} == games_seen | {"scroller2", "synthetic"}
+    assert {r["group"] for r in merged} >= {"game", "natural", "soft", "synth"} and len(merged) > len(rows) + 2
+    assert {r["content"] for r in merged if r["group"] == "synth"} == {"synthetic--scene-000"}
 
 
 def test_a_rebuild_stage_that_fails_says_it_stopped_not_how_long_it_took(tmp_path):

@@ -412,7 +412,8 @@ def test_soften_jpeg_kind_puts_8x8_block_edges_into_the_source(tiny_corpus, tmp_
 
 def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus, tmp_path):
     """``build_plus_folders`` (the tail of ``gameqa corpus rebuild --plus``): the corpus and a candidate game merged,
-    every train content softened (blur/half, then JPEG), all merged into corpus-plus-sj; a rerun rebuilds nothing."""
+    every train content softened (blur/half, then JPEG), synthetic scenes built, all merged into corpus-plus-sj; a
+    rerun rebuilds nothing."""
     from gameqa.data.plus import PLUS_FOLDERS, build_plus_folders
 
     root, _, _, _ = tiny_corpus
@@ -426,7 +427,8 @@ def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus
     assert failures == [] and len(cand_rows) == 6
     write_manifest([dict(r, split="train") for r in cand_rows], others / "manifests" / "corpus.csv")
 
-    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None)
+    small = {"synth_scenes": 1, "synth_size": (320, 180)}
+    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None, **small)
     assert failures == [] and {k: p.name for k, p in folders.items()} == PLUS_FOLDERS
     merged = read_manifest(folders["plus_sj"] / "manifests" / "corpus.csv", root=folders["plus_sj"], check_files=True)
     contents = {r["content"] for r in merged}
@@ -434,15 +436,17 @@ def test_plus_folders_join_candidates_and_add_soft_and_jpeg_contents(tiny_corpus
     assert {c for c in contents if "-soft" in c} == {
         "alpha--alpha-softblur", "alpha--beta-softhalf", "gamma--s1-softblur",
         "alpha--alpha-softjpeg", "alpha--beta-softjpeg", "gamma--s1-softjpeg"}, contents
-    assert len(merged) == 12 + 6 + 3 * 6 + 3 * 6
+    assert len(merged) == 12 + 6 + 3 * 6 + 3 * 6 + 6
     assert {r["group"] for r in merged if "-soft" in r["content"]} == {"soft"}
+    assert {(r["content"], r["group"], r["split"]) for r in merged if r["game"] == "synthetic"} == {
+        ("synthetic--scene-000", "synth", "train")}
     held = logo_split(merged, "gamma")  # the held-out game's soft and JPEG clips train nowhere
     assert not any(r["game"] == "gamma" for r in held["train"] + held["val"])
     assert {r["content"] for r in held["test"]} == {"gamma--s1"}
 
     clips = sorted((folders["jpeg"] / "clips").rglob("*.mkv"))
     stamps = [p.stat().st_mtime_ns for p in clips]
-    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None)
+    folders, failures = build_plus_folders(corpus, others, tmp_path, ladder, log=lambda m: None, **small)
     assert failures == [] and [p.stat().st_mtime_ns for p in clips] == stamps
     assert len(read_manifest(folders["plus_sj"] / "manifests" / "corpus.csv")) == len(merged)
 
@@ -547,3 +551,50 @@ def test_leaving_out_a_game_the_manifest_lacks_names_the_manifest_and_its_games(
     manifest = root / "manifests" / "corpus.csv"
     with pytest.raises(ConfigError, match=r"corpus\.csv: no clips of game 'zelda' in the manifest \(its games: alpha, beta\)"):
         logo_split(rows, "zelda", manifest)
+
+
+def test_synth_scenes_are_reproducible_and_built_into_the_train_split(tiny_corpus, tmp_path):
+    """Synthetic scroller scenes: the same number and seed give the same pixels; the scenes differ from each other
+    (sky, layers, speed, brightness); built through the ladder, every clip is labelled, in the train split and the
+    group ``synth`` of the game ``synthetic``, which a leave-one-game-out split keeps in training."""
+    import av
+    from typer.testing import CliRunner
+
+    from gameqa.cli import app
+    from gameqa.data.synth import scene_frames, scene_plan, synth_corpus, synth_sources
+
+    root, corpus_rows, _, _ = tiny_corpus
+    assert scene_plan(3) == scene_plan(3) and scene_plan(3) != scene_plan(3, seed=1)
+    plans = [scene_plan(i) for i in range(24)]
+    assert len({p["sky"] for p in plans}) == 3 and len({p["speed"] for p in plans}) >= 4
+    assert min(p["brightness"] for p in plans) < 0.5 < 1.0 < max(p["brightness"] for p in plans)
+    assert {p["weather"]["kind"] for p in plans} == {"none", "rain", "snow"}
+    rainy = next(p for p in plans if p["weather"]["kind"] == "rain")
+    dry = dict(rainy, weather={"kind": "none"})
+    wet, plain = next(scene_frames(rainy, 1, 320, 180)), next(scene_frames(dry, 1, 320, 180))
+    assert 0 < (wet != plain).any(axis=2).mean() < 0.2  # streaks over the scene, not a new scene
+    first = list(scene_frames(plans[0], 3, 320, 180))
+    assert first[0].shape == (180, 320, 3) and first[0].dtype == np.uint8
+    assert not np.array_equal(first[0], first[2])  # it scrolls
+
+    manifest, rows, failures = synth_corpus(tmp_path / "synth", load_ladder(root / "ladder.toml"), 2,
+                                            size=(320, 180), log=lambda m: None)
+    assert failures == [] and len(rows) == 2 * 2 * 3
+    assert {(r["game"], r["split"], r["group"]) for r in read_manifest(manifest)} == {("synthetic", "train", "synth")}
+    assert {r["content"] for r in rows} == {"synthetic--scene-000", "synthetic--scene-001"}
+    assert all(1.0 <= r["mos"] <= 5.0 for r in rows)
+    held = logo_split(read_manifest(manifest) + [dict(r) for r in corpus_rows], "alpha")
+    assert {r["game"] for r in held["train"]} >= {"synthetic"} and {r["game"] for r in held["test"]} == {"alpha"}
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24") for _, f in zip(range(4), c.decode(video=0))]
+
+    again = synth_sources(tmp_path / "again", 1, 1.0, size=(320, 180), log=lambda m: None)[0]
+    original = tmp_path / "synth" / "sources" / again.name
+    assert all(np.array_equal(a, b) for a, b in zip(frames(again), frames(original)))
+
+    with pytest.raises(ConfigError, match="at least one scene"):
+        synth_sources(tmp_path / "none", 0, 1.0)
+    result = CliRunner().invoke(app, ["corpus", "synth", "--out", str(tmp_path / "y"), "--count", "0"])
+    assert result.exit_code != 0 and not (tmp_path / "y").exists()

@@ -286,7 +286,9 @@ def test_bad_inputs_fail_before_training(corpus, tmp_path):
         Trainer(tiny_config(corpus, tmp_path / "w3", ["input.crop_size=128"]), log=quiet)
     with pytest.raises(ConfigError, match=r"no clips of group\(s\) \['natural'\]"):
         Trainer(tiny_config(corpus, tmp_path / "w4", ['data.groups=["natural"]']), log=quiet)
-    assert not any((tmp_path / w).exists() for w in ("w1", "w3", "w4"))  # nothing was started
+    with pytest.raises(ConfigError, match=r"no clips of group\(s\) \['synth'\] .*the manifest has game"):
+        Trainer(tiny_config(corpus, tmp_path / "w5", ['data.groups=["game","synth"]']), log=quiet)
+    assert not any((tmp_path / w).exists() for w in ("w1", "w3", "w4", "w5"))  # nothing was started
 
 
 def test_pristine_anchors_add_each_train_source_labelled_top(corpus, tmp_path):

@@ -268,6 +268,36 @@ def soften(
     exit_on_failures(failures)
 
 
+@corpus_app.command("synth")
+def synth(
+    out_dir: Path = typer.Option(..., "--out", help="Folder of the synthetic corpus (sources, clips, manifest)."),
+    count: int = typer.Option(24, "--count", min=1, help="Scenes (sources), numbered from 0."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the scenes' choices (the same seed, the same sources)."),
+    ladder: Path = typer.Option(DEFAULT_LADDER, "--ladder", help="Ladder config (codecs, rungs)."),
+    workers: int = typer.Option(2, "--workers", help="Clips built in parallel."),
+) -> None:
+    """Synthetic 2D scroller scenes layered from scikit-image's pictures, encoded and labelled.
+
+    Many more kinds of art than the games bring (textures, photographs, pixel blocks, dark and bright scenes), all in
+    the train split and the group `synth` (resumable); join them with `gameqa corpus merge`."""
+    from gameqa.data.ladder import load_ladder
+    from gameqa.data.synth import synth_corpus
+
+    with _clip_progress("synthetic clips") as progress:
+        task = progress.add_task("", total=None)
+        try:
+            manifest, rows, failures = synth_corpus(
+                out_dir, load_ladder(ladder), count, seed=seed, workers=workers,
+                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except GameQAError as exc:
+            _fail(str(exc), progress)
+    sources = len({r["source_id"] for r in rows})
+    out.print(f"{len(rows)} synthetic clips of {sources} scenes (train split, group synth), manifest written to "
+              f"{manifest}; {len(failures)} failed. Join them: gameqa corpus merge CORPUS {out_dir} --out MERGED")
+    exit_on_failures(failures)
+
+
 def _check_rebuild_tools(ladder: Path, captures: list[tuple[Path, Path]]) -> None:
     """Stop a rebuild before it starts (one line, nothing written) when a tool it needs is missing: the ffmpeg
     encoders and libvmaf always, the capture tools when a recipe of ``captures`` (games TOML, corpus folder) still
@@ -301,9 +331,11 @@ def rebuild(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: a checkout's manifests/corpus.csv, else the corpus folder's; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
     plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
-                              "and the soft and JPEG-blocked training contents, merged into corpus-plus-sj beside "
+                              "and the soft, JPEG-blocked and synthetic training contents, merged into corpus-plus-sj beside "
                               "the corpus: what the leave-one-game-out runs train on."),
     candidates: Path = typer.Option(DEFAULT_CANDIDATES, "--candidates", help="Candidate game recipes (with --plus)."),
+    synth_scenes: int = typer.Option(24, "--synth-scenes", min=1, help="Synthetic scenes (with --plus; the "
+                                     "leave-one-game-out recipe of docs/models/eraque.md takes 24)."),
 ) -> None:
     """The whole corpus from nothing (or from where it stopped): capture, build, stats plot.
 
@@ -333,16 +365,16 @@ def rebuild(
     with _stage("candidate games' build"):
         failures += _build_folder(ladder, others, others / "manifests" / "corpus.csv", workers, natural=False,
                                   max_sources=None)
-    with _stage("soft and JPEG-blocked contents"), _clip_progress("soft clips") as progress:
+    with _stage("soft, JPEG-blocked and synthetic contents"), _clip_progress("soft and synthetic clips") as progress:
         task = progress.add_task("", total=None)
         try:
             folders, soft_failures = build_plus_folders(
-                root, others, root.parent, load_ladder(ladder), workers=workers,
+                root, others, root.parent, load_ladder(ladder), workers=workers, synth_scenes=synth_scenes,
                 log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except GameQAError as exc:
             _fail(str(exc), progress)
     failures += soft_failures
     out.print(f"training cache ready: {folders['plus_sj']} (train with data.root={folders['plus_sj']} "
-              f"'data.groups=[\"game\",\"soft\"]'); {len(failures)} clips failed")
+              f"'data.groups=[\"game\",\"soft\",\"synth\"]'); {len(failures)} clips failed")
     exit_on_failures(failures)

@@ -28,6 +28,7 @@ NUMERIC = {"height": int, "width": int, "display_height": int, "display_width": 
            "vmaf_p5": float, "psnr_y": float, "ssim": float, "mos": float, "frames": int}
 SPLITS = ("train", "val", "test")
 SOFT_GROUP = "soft"  # clips of train contents re-rendered soft (gameqa.data.soften): always train, never a test
+SYNTH_GROUP = "synth"  # clips of synthetic scroller scenes (gameqa.data.synth): always train, never a test
 
 
 def _rank(content_id: str) -> str:

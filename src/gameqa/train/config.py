@@ -53,7 +53,7 @@ class DataConfig(_Section):
     val_frames: int = Field(4, ge=1)    # frames per clip used for validation (spread over the cached ones)
     val_crops: int = Field(2, ge=1)     # crops per frame for validation (grid, as the ONNX engine takes them)
     limit_clips: int = Field(0, ge=0)   # use only the first N clips of each split (smoke runs); 0 = all
-    groups: list[str] = Field(default_factory=list)  # manifest groups to use ("game", "natural", "soft"); [] = all
+    groups: list[str] = Field(default_factory=list)  # manifest groups to use ("game", "natural", "soft", "synth"); [] = all
     pristine_anchors: bool = False      # also train on each train source's lossless capture, labelled pristine_mos
     pristine_mos: float = Field(5.0, ge=1.0, le=5.0)  # label of a pristine capture (top of the scale: VMAF 100)
 

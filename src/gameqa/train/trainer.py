@@ -121,9 +121,12 @@ def load_splits(cfg: EraqueConfig) -> dict[str, list[dict]]:
     manifest = cfg.manifest_path()
     rows = read_manifest(manifest, root=cfg.corpus_root(), check_files=True)
     if cfg.data.groups:
+        present = {r["group"] for r in rows}
+        missing = [g for g in cfg.data.groups if g not in present]
+        if missing:  # e.g. "synth" named on a training cache built before the synthetic scenes
+            raise ConfigError(manifest, f"no clips of group(s) {missing} (data.groups; the manifest has "
+                                        f"{', '.join(sorted(present))})")
         rows = [r for r in rows if r["group"] in cfg.data.groups]
-        if not rows:
-            raise ConfigError(manifest, f"no clips of group(s) {cfg.data.groups} (data.groups)")
     if cfg.model.reference == "full":
         for line, row in enumerate(rows, start=2):
             if not os.path.isfile(row["abs_source_path"]):

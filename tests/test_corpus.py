@@ -598,3 +598,6 @@ def test_synth_scenes_are_reproducible_and_built_into_the_train_split(tiny_corpu
         synth_sources(tmp_path / "none", 0, 1.0)
     result = CliRunner().invoke(app, ["corpus", "synth", "--out", str(tmp_path / "y"), "--count", "0"])
     assert result.exit_code != 0 and not (tmp_path / "y").exists()
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(app, ["corpus", "synth", "--out", str(tmp_path / "a-file"), "--count", "1"])
+    assert result.exit_code == 1 and "a-file/sources: cannot make the sources folder" in result.output

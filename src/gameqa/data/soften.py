@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
 from gameqa.data.manifest import SOFT_GROUP, corpus_manifest, read_manifest, write_manifest
-from gameqa.errors import ConfigError, GameQAError
+from gameqa.errors import ConfigError, GameQAError, make_folder
 from gameqa.ffmpeg import run_ffmpeg
 
 __all__ = ["SOFTENINGS", "DEFAULT_KINDS", "check_kinds", "soft_filter", "soften_sources", "soften_corpus"]
@@ -106,7 +106,7 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
     if not picked:
         raise ConfigError(manifest, "no train contents to soften (every game left out, or no train split)")
     out_dir = out_root / "sources"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "sources")
     turn: dict[str, int] = {}
     for content, sources in picked:
         game = sources[0]["game"]

@@ -35,7 +35,7 @@ import numpy as np
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
 from gameqa.data.manifest import SYNTH_GROUP, write_manifest
-from gameqa.errors import ConfigError, GameQAError
+from gameqa.errors import ConfigError, GameQAError, make_folder
 from gameqa.ffmpeg import ffmpeg_exe
 
 __all__ = ["SYNTH_GAME", "PICTURES", "scene_plan", "scene_frames", "synth_sources", "synth_corpus"]
@@ -228,7 +228,7 @@ def synth_sources(out_root: str | os.PathLike, count: int, seconds: float, *, se
     if count < 1:
         raise ConfigError(None, f"at least one scene, not {count}")
     out_dir = Path(out_root) / "sources"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "sources")
     paths = []
     for i in range(count):
         dest = out_dir / f"{SYNTH_GAME}--scene-{i:03d}--00.mkv"

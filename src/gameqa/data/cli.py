@@ -331,8 +331,8 @@ def rebuild(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest CSV to write (default: a checkout's manifests/corpus.csv, else the corpus folder's; with --root, ROOT/manifests/corpus.csv)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
     plus: bool = typer.Option(False, "--plus", help="Then the candidate games (--candidates, into corpus-candidates) "
-                              "and the soft, JPEG-blocked and synthetic training contents, merged into corpus-plus-sj beside "
-                              "the corpus: what the leave-one-game-out runs train on."),
+                              "and the soft, JPEG-blocked and synthetic training contents, merged into "
+                              "corpus-plus-sj beside the corpus: what the leave-one-game-out runs train on."),
     candidates: Path = typer.Option(DEFAULT_CANDIDATES, "--candidates", help="Candidate game recipes (with --plus)."),
     synth_scenes: int = typer.Option(24, "--synth-scenes", min=1, help="Synthetic scenes (with --plus; the "
                                      "leave-one-game-out recipe of docs/models/eraque.md takes 24)."),

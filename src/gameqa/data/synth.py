@@ -64,7 +64,7 @@ def _picture(name: str) -> np.ndarray:
 
 
 def scene_plan(index: int, seed: int = 0) -> dict:
-    """The drawn choices of scene ``index`` (a dict of plain values: kept beside the source, printed by the CLI)."""
+    """The drawn choices of scene ``index`` (a dict of plain values; the CLI prints them as each scene is written)."""
     rng = np.random.default_rng([seed, index])
     pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
     layer = lambda: {"picture": pick(PICTURES), "scale": int(rng.integers(1, 4)),  # noqa: E731
@@ -88,6 +88,7 @@ def scene_plan(index: int, seed: int = 0) -> dict:
 
 
 def _weather_plan(rng: np.random.Generator) -> dict:
+    """No weather, rain or snow (4 : 3.5 : 2.5), with its particle count, seed, slant and opacity."""
     kind = ("none", "rain", "snow")[int(rng.choice(3, p=[0.4, 0.35, 0.25]))]
     return {"kind": kind, "count": int(rng.integers(300, 1200) if kind == "rain" else rng.integers(150, 700)),
             "seed": int(rng.integers(2**31)), "slant": float(rng.uniform(-0.4, 0.4)),
@@ -119,8 +120,8 @@ def _weather_pixels(weather: dict, frames: int, width: int, height: int):
         dy = np.array([a for a, _ in offsets] * n, float).reshape(n, 9)[keep]
         dx = np.array([b for _, b in offsets] * n, float).reshape(n, 9)[keep]
         owner = np.nonzero(keep)[0]
-    return (((y0[owner] + vy[owner] * f + dy).astype(int) % height, (x0[owner] + vx[owner] * f + dx).astype(int) % width)
-            for f in range(frames))
+    return (((y0[owner] + vy[owner] * f + dy).astype(int) % height,
+             (x0[owner] + vx[owner] * f + dx).astype(int) % width) for f in range(frames))
 
 
 def _scaled(img: np.ndarray, scale: int, smooth: bool) -> np.ndarray:

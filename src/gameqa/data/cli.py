@@ -5,7 +5,7 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import typer
 from rich.text import Text
@@ -22,6 +22,7 @@ DEFAULT_LADDER = CONFIGS / "corpus" / "ladder.toml"
 DEFAULT_GAMES = CONFIGS / "corpus" / "games.toml"
 DEFAULT_CANDIDATES = CONFIGS / "corpus" / "candidates.toml"
 # a checkout's committed manifest; installed from a wheel, the corpus folder's own
+T = TypeVar("T")
 DEFAULT_MANIFEST = (REPO_ROOT if in_checkout() else corpus_dir()) / "manifests" / "corpus.csv"
 
 
@@ -38,6 +39,18 @@ def _clip_progress(title: str):
 
     return Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=err)
+
+
+def _with_clip_progress(title: str, run: Callable[..., T]) -> T:
+    """``run(log=..., progress=...)`` under a clip progress bar (``_clip_progress``): its messages printed above the
+    bar, its ``(done, total)`` counted on it; a GameQAError ends the command with its one line."""
+    with _clip_progress(title) as progress:
+        task = progress.add_task("", total=None)
+        try:
+            return run(log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
+                       progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except GameQAError as exc:
+            _fail(str(exc), progress)
 
 
 @contextmanager
@@ -252,16 +265,9 @@ def soften(
     from gameqa.data.soften import soften_corpus
 
     from_root = from_root or corpus_dir()
-    with _clip_progress("soft clips") as progress:
-        task = progress.add_task("", total=None)
-        try:
-            manifest, rows, failures = soften_corpus(
-                from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
-                kinds=[k.strip() for k in kinds.split(",") if k.strip()], workers=workers,
-                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
-                progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except GameQAError as exc:
-            _fail(str(exc), progress)
+    manifest, rows, failures = _with_clip_progress("soft clips", lambda **report: soften_corpus(
+        from_root, out_dir, load_ladder(ladder), exclude_games=exclude_game or (), per_content=per_content,
+        kinds=[k.strip() for k in kinds.split(",") if k.strip()], workers=workers, **report))
     sources = len({r["source_id"] for r in rows})
     out.print(f"{len(rows)} soft clips of {sources} sources (train split), manifest written to {manifest}; "
               f"{len(failures)} failed. Join them: gameqa corpus merge {from_root} {out_dir} --out MERGED")
@@ -283,15 +289,8 @@ def synth(
     from gameqa.data.ladder import load_ladder
     from gameqa.data.synth import synth_corpus
 
-    with _clip_progress("synthetic clips") as progress:
-        task = progress.add_task("", total=None)
-        try:
-            manifest, rows, failures = synth_corpus(
-                out_dir, load_ladder(ladder), count, seed=seed, workers=workers,
-                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
-                progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except GameQAError as exc:
-            _fail(str(exc), progress)
+    manifest, rows, failures = _with_clip_progress("synthetic clips", lambda **report: synth_corpus(
+        out_dir, load_ladder(ladder), count, seed=seed, workers=workers, **report))
     sources = len({r["source_id"] for r in rows})
     out.print(f"{len(rows)} synthetic clips of {sources} scenes (train split, group synth), manifest written to "
               f"{manifest}; {len(failures)} failed. Join them: gameqa corpus merge CORPUS {out_dir} --out MERGED")
@@ -365,15 +364,9 @@ def rebuild(
     with _stage("candidate games' build"):
         failures += _build_folder(ladder, others, others / "manifests" / "corpus.csv", workers, natural=False,
                                   max_sources=None)
-    with _stage("soft, JPEG-blocked and synthetic contents"), _clip_progress("soft and synthetic clips") as progress:
-        task = progress.add_task("", total=None)
-        try:
-            folders, soft_failures = build_plus_folders(
-                root, others, root.parent, load_ladder(ladder), workers=workers, synth_scenes=synth_scenes,
-                log=lambda m: progress.console.print(m, highlight=False, soft_wrap=True),
-                progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except GameQAError as exc:
-            _fail(str(exc), progress)
+    with _stage("soft, JPEG-blocked and synthetic contents"):
+        folders, soft_failures = _with_clip_progress("soft and synthetic clips", lambda **report: build_plus_folders(
+            root, others, root.parent, load_ladder(ladder), workers=workers, synth_scenes=synth_scenes, **report))
     failures += soft_failures
     out.print(f"training cache ready: {folders['plus_sj']} (train with data.root={folders['plus_sj']} "
               f"'data.groups=[\"game\",\"soft\",\"synth\"]'); {len(failures)} clips failed")

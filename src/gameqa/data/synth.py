@@ -161,13 +161,13 @@ def scene_frames(plan: dict, frames: int, width: int = WIDTH, height: int = HEIG
     ground_top = max(int(plan["ground_top"] * height), far_bottom)
     far = _strip(plan["far"], far_bottom - far_top, span // 2 + width)
     ground = _strip(plan["ground"], height - ground_top, span)
+    from skimage.transform import resize
+
     sprites = []
     for s in plan["sprites"]:
         img = _picture(s["picture"])
         side = min(img.shape[:2])
         y0, x0 = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
-        from skimage.transform import resize
-
         cut = resize(img[y0:y0 + side, x0:x0 + side], (s["size"], s["size"]), order=1, anti_aliasing=True,
                      preserve_range=True).astype(np.uint8)
         sprites.append((s, cut))
@@ -176,7 +176,7 @@ def scene_frames(plan: dict, frames: int, width: int = WIDTH, height: int = HEIG
         text = _picture("text")
         hud = text[: min(60, text.shape[0]), : min(360, text.shape[1])]
     gain, levels = plan["brightness"], plan["levels"]
-    weather = plan.get("weather", {"kind": "none"})
+    weather = plan["weather"]
     drops = _weather_pixels(weather, frames, width, height)
     tint = np.array((200, 210, 230) if weather["kind"] == "rain" else (245, 248, 255), np.float32)
     for f in range(frames):

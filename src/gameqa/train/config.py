@@ -186,6 +186,10 @@ class DistillConfig(_Section):
     of its reading of the student's crop. The teacher may also be an exported model (a registered name such as
     the bundled ``"eraque"``, or a model folder): it then gives those whole-frame targets only, read as
     ``gameqa score`` reads frames, so ``output_target = "frame"`` and ``feature_weight = 0`` go with it.
+    ``block_weight`` adds, for a student whose backbone blocks give what the teacher's give in shape (a pruned
+    copy of the teacher, ``efficientnet-lite0-p<keep>``), the mean over blocks of the normalised squared distance
+    between each block's output and the teacher's, the student's block fed what the teacher's was fed: every
+    block is taught its own part, not only the last map.
     """
 
     teacher: str = ""                         # checkpoint (.pt), or an exported model (whole-frame targets only)
@@ -193,6 +197,7 @@ class DistillConfig(_Section):
     output_loss: Literal["l1", "l2"] = "l1"
     output_target: Literal["crop", "frame"] = "crop"  # the teacher's score of the same crop, or of the whole frame
     feature_weight: float = Field(1.0, ge=0.0)
+    block_weight: float = Field(0.0, ge=0.0)  # each backbone block's output against the teacher's (pruned students)
     unlabelled_clips: int = Field(0, ge=0)    # train clips that give extra, unlabelled frames; 0 = none
     unlabelled_sample: str = "uniform:12"     # frames taken from each of them (other times than data.sample)
     unlabelled_per_batch: int = Field(4, ge=0)  # unlabelled crops added to each batch

@@ -7,14 +7,17 @@ the student's loss is
     ground truth (regression + hard ranking, ``[loss]``, labelled crops only)
     + output_weight  x |student score - teacher score|    (soft targets; L1 or L2)
     + feature_weight x ||adapter(student map) - teacher map||^2 / ||teacher map||^2
+    + block_weight   x mean over backbone blocks of ||student block(teacher block's input) - teacher block||^2
+                       / ||teacher block||^2
 
 where the adapter is a 1x1 convolution from the student's last feature map to the teacher's (trained with the
-student, dropped at export); with ``distill.output_target = "frame"`` the soft target of a crop is the teacher's
-score of its whole frame, read the teacher's own way (``teacher_frame_scores``). Unlabelled crops -- more frames
-of the train clips than the labelled cache holds, sampled at other times, or frames of the clips of another
-manifest (``distill.unlabelled_manifest``: more gameplay, other games; contents and sources of the val and test
-splits left out) -- feed the two distillation terms only. Everything else (splits, caching, schedule,
-validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
+student, dropped at export); the block term is for a student whose blocks give the teacher's shapes (a pruned
+copy of the teacher, ``gameqa.models.pruning``); with ``distill.output_target = "frame"`` the soft target of a
+crop is the teacher's score of its whole frame, read the teacher's own way (``teacher_frame_scores``).
+Unlabelled crops -- more frames of the train clips than the labelled cache holds, sampled at other times, or
+frames of the clips of another manifest (``distill.unlabelled_manifest``: more gameplay, other games; contents
+and sources of the val and test splits left out) -- feed the distillation terms only. Everything else (splits,
+caching, schedule, validation, checkpoints, resume, torchrun) is the ERAQUE trainer's.
 """
 from __future__ import annotations
 
@@ -32,11 +35,16 @@ from torch import nn
 
 from gameqa.data.corpus import file_digest
 from gameqa.errors import ConfigError, ModelError
+from gameqa.models.backbones import LITE0_BLOCKS, lite0_blocks, lite0_keep
 from gameqa.models.eraque import normalise_crops
+from gameqa.models.pruning import pruned_copy
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import CachedFrames, FrameCache
 from gameqa.train.trainer import (Trainer, _barrier, channels_last, copy_weights, load_checkpoint,
                                   model_from_checkpoint, random_crop, spread, torch_frame_scores)
+
+
+CALIBRATION_CROPS = 32  # train crops that pick a pruned student's channels from the teacher's
 
 
 def feature_distance(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -98,6 +106,20 @@ def unlabelled_rows(manifest: Path, held_out: list[dict], logo_game: str = "") -
     return rows
 
 
+def _same_blocks(student: str, teacher: str) -> bool:
+    """Whether two backbone names are EfficientNet-Lite0 networks with the same blocks (pruned or not)."""
+    if lite0_keep(student) is None or lite0_keep(teacher) is None:
+        return False
+    return (lite0_blocks(student) or LITE0_BLOCKS) == (lite0_blocks(teacher) or LITE0_BLOCKS)
+
+
+def _lite0_blocks(model: nn.Module) -> list[nn.Module] | None:
+    """The MBConv blocks of an EfficientNet-Lite0 ``EraqueNet`` (plain, truncated or pruned), else None."""
+    net = getattr(getattr(model, "backbone", None), "net", None)
+    blocks = getattr(net, "_blocks", None)
+    return list(blocks) if blocks is not None else None
+
+
 class DistillTrainer(Trainer):
     """The ERAQUE trainer with a frozen teacher, an adapter, and unlabelled crops."""
 
@@ -117,14 +139,20 @@ class DistillTrainer(Trainer):
                 raise ConfigError(path, "teacher not found (distill.teacher: a checkpoint .pt, or a registered "
                                         "or exported model)") from None
             if dcfg.output_target != "frame" or dcfg.output_weight <= 0 or dcfg.feature_weight > 0 \
-                    or dcfg.init_from_teacher:
+                    or dcfg.block_weight > 0 or dcfg.init_from_teacher:
                 raise ConfigError(path, "an exported teacher gives whole-frame scores only: set distill.output_target "
-                                        "= \"frame\", output_weight > 0, feature_weight = 0, init_from_teacher = false")
+                                        "= \"frame\", output_weight > 0, feature_weight = 0, block_weight = 0, "
+                                        "init_from_teacher = false")
             if card.full_reference != (cfg.model.reference == "full"):
                 raise ConfigError(path, f"the teacher {card.name!r} and the student (reference="
                                         f"{cfg.model.reference!r}) must see the same input")
         elif not path.is_file():
             raise ConfigError(path, "teacher checkpoint not found (distill.teacher)")
+        elif dcfg.block_weight > 0 and not _same_blocks(cfg.model.backbone,
+                                                        load_checkpoint(path)["config"]["model"]["backbone"]):
+            raise ConfigError(path, "distill.block_weight needs a student whose backbone blocks give the teacher's "
+                                    "outputs in shape (an EfficientNet-Lite0 teacher and a pruned copy, "
+                                    "model.backbone = \"efficientnet-lite0-p<keep>\")")
         if cfg.model.reference == "full" and dcfg.unlabelled_clips:
             raise ConfigError(path, "unlabelled frames are for no-reference students "
                                     "(set distill.unlabelled_clips = 0)")
@@ -153,14 +181,17 @@ class DistillTrainer(Trainer):
         self.unlabelled_pool = (self.splits["train"] if extra is None else
                                 unlabelled_rows(extra, self.splits.get("val", []) + self.splits.get("test", []),
                                                 logo_game=cfg.data.logo_game))
-        self.extra_log = {"distill_output": 0.0, "distill_feature": 0.0}
+        self.extra_log = {"distill_output": 0.0, "distill_feature": 0.0, "distill_blocks": 0.0}
+        self._student_blocks: list[nn.Module] = []
+        self._teacher_blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- setup --------------------------------------------------------------------------------------------------
     def _cache(self) -> None:
         super()._cache()
         cfg, d = self.cfg, self.dist
         n = cfg.distill.unlabelled_clips
-        if not n or not cfg.distill.unlabelled_per_batch or cfg.distill.output_weight + cfg.distill.feature_weight == 0:
+        if not n or not cfg.distill.unlabelled_per_batch or \
+                cfg.distill.output_weight + cfg.distill.feature_weight + cfg.distill.block_weight == 0:
             return
         extra = cfg.distill.unlabelled_manifest_path()
         what = "train clips" if extra is None else f"clips of {extra.name} (no val or test content)"
@@ -206,9 +237,16 @@ class DistillTrainer(Trainer):
         if self.cfg.distill.output_target == "frame" and self.cfg.distill.output_weight > 0:
             self._frame_targets()
         if self.cfg.distill.init_from_teacher:
-            copied = copy_weights(model, self.teacher)
+            source = self.teacher
+            keep = lite0_keep(self.cfg.model.backbone)
+            if keep is not None and keep < 1.0 and self.teacher.backbone_name == "efficientnet-lite0":
+                # the teacher's channels that vary most on train crops, what the others give folded in
+                source = pruned_copy(self.teacher, keep, calibration=self._calibration_crops(CALIBRATION_CROPS))
+            copied = copy_weights(model, source)
             if self.dist.main:
                 self.log(f"initialised {copied} of {len(model.state_dict())} student tensors from the teacher")
+        if self.cfg.distill.block_weight > 0:
+            self._watch_blocks(model)
         if self.cfg.distill.feature_weight > 0:
             torch.manual_seed(self.cfg.seed + 17)
             self.adapter = channels_last(nn.Conv2d(model.feature_channels, self.teacher.feature_channels, 1)
@@ -222,6 +260,40 @@ class DistillTrainer(Trainer):
                 ids = [self.dist.local_rank] if self.device == "cuda" else None
                 self._adapter_run = DistributedDataParallel(self.adapter, device_ids=ids)
         return model, optimizer
+
+    def _calibration_crops(self, count: int) -> torch.Tensor:
+        """``count`` random crops of cached train frames (seeded), normalised, on the device."""
+        rng = np.random.default_rng([self.cfg.seed, 29])
+        train = self.clips["train"]
+        crops = []
+        for _ in range(count):
+            frames = train[int(rng.integers(len(train)))].frames
+            crops.append(random_crop(frames.load(int(rng.integers(len(frames)))), None, self.cfg.input.crop_size,
+                                     rng, hflip=False))
+        return channels_last(normalise_crops(crops).to(self.device))
+
+    def _watch_blocks(self, model: nn.Module) -> None:
+        """Keep what goes into and comes out of each of the teacher's backbone blocks at every forward (the block
+        term); a ConfigError before training unless the student's blocks give the teacher's shapes."""
+        student_blocks, teacher_blocks = _lite0_blocks(model), _lite0_blocks(self.teacher)
+        outputs = [[b._project_conv.out_channels for b in blocks or []] for blocks in (student_blocks, teacher_blocks)]
+        if not student_blocks or outputs[0] != outputs[1]:
+            raise ConfigError(self.teacher_path, "distill.block_weight needs a student whose backbone blocks give "
+                                                 "the teacher's outputs in shape (an EfficientNet-Lite0 teacher and "
+                                                 "a pruned copy, model.backbone = \"efficientnet-lite0-p<keep>\")")
+        self._student_blocks = student_blocks
+        for k, block in enumerate(teacher_blocks):
+            def keep(_module, args, out, k=k):
+                self._teacher_blocks[k] = (args[0], out)
+            block.register_forward_hook(keep)
+
+    def block_distance(self) -> torch.Tensor:
+        """Mean over backbone blocks of the distance of the student's block, fed what the teacher's block was fed
+        at the last teacher forward, to the teacher block's output: each block learns its part on its own,
+        without the errors of the blocks before it."""
+        terms = [feature_distance(self._student_blocks[k](given), wanted)
+                 for k, (given, wanted) in sorted(self._teacher_blocks.items())]
+        return sum(terms) / len(terms)
 
     def extra_state(self) -> dict:
         state = {"teacher": str(self.teacher_path)}
@@ -268,7 +340,7 @@ class DistillTrainer(Trainer):
         pred = pred.reshape(-1)
         parts = self.ground_truth_loss(pred[labelled], y[labelled])
         t_map = None
-        if frame_target is None or self._adapter_run is not None:
+        if frame_target is None or self._adapter_run is not None or dcfg.block_weight > 0:
             with torch.no_grad():  # the teacher reads the crop (without the student's context strip)
                 t_pred, t_map = self.teacher(x[:, :, :x.shape[3]], features=True)
         total = parts.total
@@ -280,6 +352,11 @@ class DistillTrainer(Trainer):
         if self._adapter_run is not None:
             feat_term = feature_distance(self._adapter_run(fmap), t_map)
             total = total + dcfg.feature_weight * feat_term
+        block_term = torch.zeros(())
+        if dcfg.block_weight > 0:
+            block_term = self.block_distance()
+            total = total + dcfg.block_weight * block_term
         parts.total = total
-        self.extra_log = {"distill_output": float(out_term.detach()), "distill_feature": float(feat_term.detach())}
+        self.extra_log = {"distill_output": float(out_term.detach()), "distill_feature": float(feat_term.detach()),
+                          "distill_blocks": float(block_term.detach())}
         return parts

@@ -41,6 +41,7 @@ from gameqa.data.manifest import logo_split, read_manifest, source_rows, split_r
 from gameqa.errors import ConfigError
 from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
+from gameqa.models.backbones import lite0_keep
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
 from gameqa.models.onnx_engine import context_strip, crop_patches, with_context
 from gameqa.models.pooling import pool_scores
@@ -50,7 +51,7 @@ from gameqa.train.frames import CachedFrames, FrameCache
 
 CHECKPOINT_FORMAT = "gameqa-eraque-checkpoint-1"
 METRIC_COLUMNS = ["step", "epoch", "lr", "train_loss", "regression", "ranking", "hard_pairs", "distill_output",
-                  "distill_feature", "val_srocc", "val_plcc", "val_rmse", "seconds"]
+                  "distill_feature", "distill_blocks", "val_srocc", "val_plcc", "val_rmse", "seconds"]
 
 
 # -- distributed helpers ---------------------------------------------------------------------------------------
@@ -289,8 +290,14 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
     Backbone tensors are copied where name and shape match (the first blocks of a truncated EfficientNet-Lite0
     take the full net's); a stem with more input channels takes the source's filters in its first channels,
     the others keep their start (zeros for the full-reference difference channels: the model starts as its
-    no-reference source); the head is copied when all of it fits, else it stays new. Nothing shared is an
-    error: the option would silently do nothing."""
+    no-reference source); the head is copied when all of it fits, else it stays new. A pruned EfficientNet-Lite0
+    (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's most important channels
+    (``gameqa.models.pruning.pruned_copy``). Nothing shared is an error: the option would silently do nothing."""
+    keep = lite0_keep(getattr(model, "backbone_name", ""))
+    if keep is not None and keep < 1.0 and getattr(source, "backbone_name", "") == "efficientnet-lite0":
+        from gameqa.models.pruning import pruned_copy
+
+        source = pruned_copy(source, keep)
     mine = model.state_dict()
     copy: dict[str, torch.Tensor] = {}
     for key, value in source.state_dict().items():

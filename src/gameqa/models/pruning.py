@@ -6,20 +6,19 @@ multiples of 8. Every block's input and output channels stay as they are, so a p
 carries the teacher's residual stream block for block, and each of its blocks can be taught to give what the
 teacher's block gives (``distill.block_weight``).
 
-Which channels stay is read from the weights: a hidden channel's importance is the product of the norms of its
-expand filter, its depthwise filter and its column of the project conv, each BatchNorm's scale included (the
-gain the channel has on the block's output, activations aside); for the last conv, its filter, its BatchNorm
-scale and, when given, its column of the head's first linear layer. The same rule prunes ImageNet weights and a
-trained teacher's."""
+Which channels stay: given calibration crops, the channels whose output varies most on them (times the weight that
+reads them), with what each dropped channel gives on average folded into the next layer, so that a nearly constant
+channel costs nothing to drop; without crops (a network built from its name, or ImageNet weights), a hidden
+channel's importance is the product of the norms of its expand filter, its depthwise filter and its column of the
+project conv, each BatchNorm's scale included, and a last-conv channel's its filter, its BatchNorm scale and, when
+given, its column of the head's first linear layer. On a trained teacher the weights alone pick badly (pruned to
+half, its scores no longer follow the teacher's; docs/models/eraque-student.md)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 from torch import nn
-
-FULL_HEAD = 1280
-
 
 def kept_channels(channels: int, keep: float) -> int:
     """How many of ``channels`` a pruning to ``keep`` leaves: a multiple of 8, at least 8, at most all."""

@@ -41,15 +41,6 @@ def read_config_text(path: str | os.PathLike, what: str) -> str:
         raise ConfigError(path, f"the {what} is not UTF-8 text (byte {exc.start})") from None
 
 
-def make_folder(path: str | os.PathLike, what: str) -> None:
-    """Make the folder ``path`` (and its parents) or raise a one-line ConfigError naming it (a file in the way,
-    no permission, a read-only place)."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(path, f"cannot make the {what} folder ({exc.strerror or exc})") from None
-
-
 @contextmanager
 def naming(path: str | os.PathLike | None) -> Iterator[None]:
     """Inside, an error that names no file (a model's complaint about a frame) is raised again naming ``path``,

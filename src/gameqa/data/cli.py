@@ -21,8 +21,8 @@ err = console(stderr=True)
 DEFAULT_LADDER = CONFIGS / "corpus" / "ladder.toml"
 DEFAULT_GAMES = CONFIGS / "corpus" / "games.toml"
 DEFAULT_CANDIDATES = CONFIGS / "corpus" / "candidates.toml"
-# a checkout's committed manifest; installed from a wheel, the corpus folder's own
 T = TypeVar("T")
+# a checkout's committed manifest; installed from a wheel, the corpus folder's own
 DEFAULT_MANIFEST = (REPO_ROOT if in_checkout() else corpus_dir()) / "manifests" / "corpus.csv"
 
 

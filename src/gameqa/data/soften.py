@@ -26,8 +26,9 @@ from typing import Callable, Optional, Sequence
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
 from gameqa.data.manifest import SOFT_GROUP, corpus_manifest, read_manifest, write_manifest
-from gameqa.errors import ConfigError, GameQAError, make_folder
+from gameqa.errors import ConfigError
 from gameqa.ffmpeg import run_ffmpeg
+from gameqa.sinks import make_folder, write_via_temp
 
 __all__ = ["SOFTENINGS", "DEFAULT_KINDS", "check_kinds", "soft_filter", "soften_sources", "soften_corpus"]
 
@@ -61,7 +62,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
 def _render_soft(kind: str, row: dict, seconds: float, dest: Path) -> None:
     """Write ``row``'s source rendered soft the ``kind`` way to ``dest`` (lossless H.264, first ``seconds`` + 1 s)."""
     src, cut = row["abs_source_path"], ["-t", f"{seconds + 1:g}", "-an"]
-    lossless = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    lossless = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "matroska"]
     if kind != "jpeg":
         run_ffmpeg(["-y", "-i", src, *cut, "-vf", soft_filter(kind, row["display_width"], row["display_height"]),
                     *lossless, str(dest)], path=src)
@@ -106,7 +107,7 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
     if not picked:
         raise ConfigError(manifest, "no train contents to soften (every game left out, or no train split)")
     out_dir = out_root / "sources"
-    make_folder(out_dir, "sources")
+    make_folder(out_dir, "the sources folder")
     turn: dict[str, int] = {}
     for content, sources in picked:
         game = sources[0]["game"]
@@ -116,13 +117,8 @@ def soften_sources(from_root: str | os.PathLike, out_root: str | os.PathLike, se
             dest = out_dir / f"{content}-soft{kind}--{k:02d}.mkv"
             if dest.is_file():
                 continue
-            tmp = dest.with_name(f".tmp-{dest.name}")
-            try:
-                _render_soft(kind, row, seconds, tmp)
-            except GameQAError:
-                tmp.unlink(missing_ok=True)  # no half-written source left behind
-                raise
-            os.replace(tmp, dest)
+            # written to a temporary name first: no half-written source left behind
+            write_via_temp(dest, lambda tmp: _render_soft(kind, row, seconds, Path(tmp)))
             log(f"{dest.name} <- {Path(row['source_path']).name} ({kind})")
 
 

@@ -35,8 +35,9 @@ import numpy as np
 from gameqa.data.corpus import build_corpus
 from gameqa.data.ladder import Ladder
 from gameqa.data.manifest import SYNTH_GROUP, write_manifest
-from gameqa.errors import ConfigError, GameQAError, make_folder
+from gameqa.errors import ConfigError, GameQAError
 from gameqa.ffmpeg import ffmpeg_exe
+from gameqa.sinks import make_folder, write_via_temp
 
 __all__ = ["SYNTH_GAME", "PICTURES", "scene_plan", "scene_frames", "synth_sources", "synth_corpus"]
 
@@ -209,7 +210,7 @@ def _write_scene(plan: dict, seconds: float, dest: Path, size: tuple[int, int]) 
     """Write a scene as lossless H.264 (``seconds`` + 1 s at 30 frames/s, ``size`` = (width, height)) to ``dest``."""
     args = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{size[0]}x{size[1]}", "-r", str(FPS), "-i", "-", "-an", "-c:v", "libx264", "-qp", "0",
-            "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(dest)]
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "matroska", str(dest)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for frame in scene_frames(plan, int(round((seconds + 1) * FPS)), *size):
@@ -217,6 +218,10 @@ def _write_scene(plan: dict, seconds: float, dest: Path, size: tuple[int, int]) 
         proc.stdin.close()
     except BrokenPipeError:
         pass
+    except BaseException:  # a frame that could not be drawn: stop ffmpeg before it writes what it was given
+        proc.kill()
+        proc.wait()
+        raise
     err = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
         raise GameQAError(dest, f"ffmpeg could not write the scene: {err.splitlines()[-1] if err else 'no message'}")
@@ -225,11 +230,11 @@ def _write_scene(plan: dict, seconds: float, dest: Path, size: tuple[int, int]) 
 def synth_sources(out_root: str | os.PathLike, count: int, seconds: float, *, seed: int = 0,
                   size: tuple[int, int] = (WIDTH, HEIGHT), log: Callable[[str], None] = print) -> list[Path]:
     """Write scenes 0..count-1 into ``out_root/sources`` as ``synthetic--scene-NNN--00.mkv`` (kept if already
-    there; a scene is written to a temporary name first, so no half-written source is left)."""
+    there; a scene is written to a temporary name first, ``write_via_temp``: no half-written source is left)."""
     if count < 1:
         raise ConfigError(None, f"at least one scene, not {count}")
     out_dir = Path(out_root) / "sources"
-    make_folder(out_dir, "sources")
+    make_folder(out_dir, "the sources folder")
     paths = []
     for i in range(count):
         dest = out_dir / f"{SYNTH_GAME}--scene-{i:03d}--00.mkv"
@@ -237,13 +242,7 @@ def synth_sources(out_root: str | os.PathLike, count: int, seconds: float, *, se
         if dest.is_file():
             continue
         plan = scene_plan(i, seed)
-        tmp = dest.with_name(f".tmp-{dest.name}")
-        try:
-            _write_scene(plan, seconds, tmp, size)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
+        write_via_temp(dest, lambda tmp: _write_scene(plan, seconds, Path(tmp), size))
         log(f"{dest.name}: {plan['sky']} sky, far {plan['far']['picture']}, ground {plan['ground']['picture']}, "
             f"{len(plan['sprites'])} sprites, speed {plan['speed']}, brightness {plan['brightness']:g}"
             + (f", {plan['levels']} levels" if plan["levels"] else "")

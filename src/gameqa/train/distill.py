@@ -37,7 +37,6 @@ from gameqa.data.corpus import file_digest
 from gameqa.errors import ConfigError, ModelError
 from gameqa.models.backbones import LITE0_BLOCKS, lite0_blocks, lite0_keep
 from gameqa.models.eraque import normalise_crops
-from gameqa.models.pruning import pruned_copy
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import CachedFrames, FrameCache
 from gameqa.train.trainer import (Trainer, _barrier, channels_last, copy_weights, load_checkpoint,
@@ -113,11 +112,9 @@ def _same_blocks(student: str, teacher: str) -> bool:
     return (lite0_blocks(student) or LITE0_BLOCKS) == (lite0_blocks(teacher) or LITE0_BLOCKS)
 
 
-def _lite0_blocks(model: nn.Module) -> list[nn.Module] | None:
-    """The MBConv blocks of an EfficientNet-Lite0 ``EraqueNet`` (plain, truncated or pruned), else None."""
-    net = getattr(getattr(model, "backbone", None), "net", None)
-    blocks = getattr(net, "_blocks", None)
-    return list(blocks) if blocks is not None else None
+def _lite0_blocks(model: nn.Module) -> list[nn.Module]:
+    """The MBConv blocks of an EfficientNet-Lite0 ``EraqueNet`` (plain, truncated or pruned)."""
+    return list(model.backbone.net._blocks)
 
 
 class DistillTrainer(Trainer):
@@ -148,11 +145,13 @@ class DistillTrainer(Trainer):
                                         f"{cfg.model.reference!r}) must see the same input")
         elif not path.is_file():
             raise ConfigError(path, "teacher checkpoint not found (distill.teacher)")
-        elif dcfg.block_weight > 0 and not _same_blocks(cfg.model.backbone,
-                                                        load_checkpoint(path)["config"]["model"]["backbone"]):
-            raise ConfigError(path, "distill.block_weight needs a student whose backbone blocks give the teacher's "
-                                    "outputs in shape (an EfficientNet-Lite0 teacher and a pruned copy, "
-                                    "model.backbone = \"efficientnet-lite0-p<keep>\")")
+        else:
+            teacher_ckpt = load_checkpoint(path)
+            if dcfg.block_weight > 0 and not _same_blocks(cfg.model.backbone,
+                                                          teacher_ckpt["config"]["model"]["backbone"]):
+                raise ConfigError(path, "distill.block_weight needs a student whose backbone blocks give the "
+                                        "teacher's outputs in shape (an EfficientNet-Lite0 teacher and a pruned copy, "
+                                        "model.backbone = \"efficientnet-lite0-p<keep>\")")
         if cfg.model.reference == "full" and dcfg.unlabelled_clips:
             raise ConfigError(path, "unlabelled frames are for no-reference students "
                                     "(set distill.unlabelled_clips = 0)")
@@ -167,7 +166,7 @@ class DistillTrainer(Trainer):
             self.teacher_engine = create_model(dcfg.teacher, threads=max(1, torch.get_num_threads()))
             self.teacher_path = Path(self.teacher_engine.card.weights)
         else:
-            self.teacher, self.teacher_cfg = model_from_checkpoint(load_checkpoint(path))
+            self.teacher, self.teacher_cfg = model_from_checkpoint(teacher_ckpt)
             if self.teacher_cfg.model.reference != cfg.model.reference:
                 raise ConfigError(path, f"the teacher is reference={self.teacher_cfg.model.reference!r}, the student "
                                         f"reference={cfg.model.reference!r}: they must see the same input")
@@ -237,12 +236,9 @@ class DistillTrainer(Trainer):
         if self.cfg.distill.output_target == "frame" and self.cfg.distill.output_weight > 0:
             self._frame_targets()
         if self.cfg.distill.init_from_teacher:
-            source = self.teacher
-            keep = lite0_keep(self.cfg.model.backbone)
-            if keep is not None and keep < 1.0 and self.teacher.backbone_name == "efficientnet-lite0":
-                # the teacher's channels that vary most on train crops, what the others give folded in
-                source = pruned_copy(self.teacher, keep, calibration=self._calibration_crops(CALIBRATION_CROPS))
-            copied = copy_weights(model, source)
+            # a pruned student keeps the teacher's channels that vary most on train crops
+            copied = copy_weights(model, self.teacher,
+                                  calibration=lambda: self._calibration_crops(CALIBRATION_CROPS))
             if self.dist.main:
                 self.log(f"initialised {copied} of {len(model.state_dict())} student tensors from the teacher")
         if self.cfg.distill.block_weight > 0:
@@ -274,15 +270,9 @@ class DistillTrainer(Trainer):
 
     def _watch_blocks(self, model: nn.Module) -> None:
         """Keep what goes into and comes out of each of the teacher's backbone blocks at every forward (the block
-        term); a ConfigError before training unless the student's blocks give the teacher's shapes."""
-        student_blocks, teacher_blocks = _lite0_blocks(model), _lite0_blocks(self.teacher)
-        outputs = [[b._project_conv.out_channels for b in blocks or []] for blocks in (student_blocks, teacher_blocks)]
-        if not student_blocks or outputs[0] != outputs[1]:
-            raise ConfigError(self.teacher_path, "distill.block_weight needs a student whose backbone blocks give "
-                                                 "the teacher's outputs in shape (an EfficientNet-Lite0 teacher and "
-                                                 "a pruned copy, model.backbone = \"efficientnet-lite0-p<keep>\")")
-        self._student_blocks = student_blocks
-        for k, block in enumerate(teacher_blocks):
+        term; ``__init__`` has checked that the student's blocks give the teacher's shapes)."""
+        self._student_blocks = _lite0_blocks(model)
+        for k, block in enumerate(_lite0_blocks(self.teacher)):
             def keep(_module, args, out, k=k):
                 self._teacher_blocks[k] = (args[0], out)
             block.register_forward_hook(keep)

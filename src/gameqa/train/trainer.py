@@ -284,7 +284,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def copy_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
+def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
+                 calibration: Optional[Callable[[], torch.Tensor]] = None) -> int:
     """Start ``model`` from ``source``'s weights where they fit; returns how many tensors were copied.
 
     Backbone tensors are copied where name and shape match (the first blocks of a truncated EfficientNet-Lite0
@@ -292,12 +293,13 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
     the others keep their start (zeros for the full-reference difference channels: the model starts as its
     no-reference source); the head is copied when all of it fits, else it stays new. A pruned EfficientNet-Lite0
     (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's most important channels
-    (``gameqa.models.pruning.pruned_copy``). Nothing shared is an error: the option would silently do nothing."""
+    (``gameqa.models.pruning.pruned_copy``; by their activity on the crops ``calibration()`` gives, when given,
+    else by their weights). Nothing shared is an error: the option would silently do nothing."""
     keep = lite0_keep(getattr(model, "backbone_name", ""))
     if keep is not None and keep < 1.0 and getattr(source, "backbone_name", "") == "efficientnet-lite0":
         from gameqa.models.pruning import pruned_copy
 
-        source = pruned_copy(source, keep)
+        source = pruned_copy(source, keep, calibration() if calibration is not None else None)
     mine = model.state_dict()
     copy: dict[str, torch.Tensor] = {}
     for key, value in source.state_dict().items():

@@ -576,6 +576,8 @@ def test_synth_scenes_are_reproducible_and_built_into_the_train_split(tiny_corpu
     first = list(scene_frames(plans[0], 3, 320, 180))
     assert first[0].shape == (180, 320, 3) and first[0].dtype == np.uint8
     assert not np.array_equal(first[0], first[2])  # it scrolls
+    crowded = next(p for p in plans if p["hud"] and max((s["size"] for s in p["sprites"]), default=0) > 100)
+    assert next(scene_frames(crowded, 1, 64, 48)).shape == (48, 64, 3)  # sprites and HUD fit a tiny scene
 
     manifest, rows, failures = synth_corpus(tmp_path / "synth", load_ladder(root / "ladder.toml"), 2,
                                             size=(320, 180), log=lambda m: None)

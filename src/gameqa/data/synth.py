@@ -169,13 +169,14 @@ def scene_frames(plan: dict, frames: int, width: int = WIDTH, height: int = HEIG
         img = _picture(s["picture"])
         side = min(img.shape[:2])
         y0, x0 = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
-        cut = resize(img[y0:y0 + side, x0:x0 + side], (s["size"], s["size"]), order=1, anti_aliasing=True,
+        n = min(s["size"], height, width)  # a sprite never taller than the scene (small test scenes)
+        cut = resize(img[y0:y0 + side, x0:x0 + side], (n, n), order=1, anti_aliasing=True,
                      preserve_range=True).astype(np.uint8)
         sprites.append((s, cut))
     hud = None
     if plan["hud"]:
         text = _picture("text")
-        hud = text[: min(60, text.shape[0]), : min(360, text.shape[1])]
+        hud = text[: max(0, min(60, height - 16)), : max(0, min(360, width - 16))]  # clipped to the scene
     gain, levels = plan["brightness"], plan["levels"]
     weather = plan["weather"]
     drops = _weather_pixels(weather, frames, width, height)

@@ -37,35 +37,42 @@ def space_to_depth(backbone: str) -> int:
     return 2 if mobilenet_width(backbone) is not None and backbone.endswith(SPACE_TO_DEPTH) else 1
 
 
-def lite0_blocks(backbone: str) -> Optional[int]:
-    """The block count of an ``efficientnet-lite0-b<K>`` name (1-16: the stem and the first K blocks, no
-    1280-channel head conv), 16 blocks plus the head conv for plain ``efficientnet-lite0``, else None."""
+def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:
+    """(blocks, keep) of an EfficientNet-Lite0 name: plain (16, 1.0), ``-b<K>`` (K, 1.0), ``-p<keep>`` (16, keep);
+    None for any other name or a count or fraction out of range."""
     if backbone == "efficientnet-lite0":
-        return LITE0_BLOCKS
+        return LITE0_BLOCKS, 1.0
     prefix = "efficientnet-lite0-b"
-    if not backbone.startswith(prefix) or not backbone[len(prefix):].isdigit():
-        return None
-    k = int(backbone[len(prefix):])
-    return k if 1 <= k <= LITE0_BLOCKS else None
-
-
-def lite0_keep(backbone: str) -> Optional[float]:
-    """The fraction of channels an ``efficientnet-lite0-p<keep>`` name keeps (0.05-1), 1.0 for plain
-    ``efficientnet-lite0`` and its truncations, else None."""
-    if lite0_blocks(backbone) is not None:
-        return 1.0
+    if backbone.startswith(prefix) and backbone[len(prefix):].isdigit():
+        k = int(backbone[len(prefix):])
+        return (k, 1.0) if 1 <= k <= LITE0_BLOCKS else None
     if not backbone.startswith(LITE0_PRUNED):
         return None
     try:
         keep = float(backbone[len(LITE0_PRUNED):])
     except ValueError:
         return None
-    return keep if 0.05 <= keep <= 1.0 else None
+    return (LITE0_BLOCKS, keep) if 0.05 <= keep <= 1.0 else None
+
+
+def lite0_blocks(backbone: str) -> Optional[int]:
+    """The block count of an EfficientNet-Lite0 name: K for ``efficientnet-lite0-b<K>`` (1-16: the stem and the
+    first K blocks, no 1280-channel head conv), 16 blocks plus the head conv for plain ``efficientnet-lite0`` and
+    a pruned ``efficientnet-lite0-p<keep>``, else None."""
+    parsed = _lite0_name(backbone)
+    return None if parsed is None else parsed[0]
+
+
+def lite0_keep(backbone: str) -> Optional[float]:
+    """The fraction of channels an ``efficientnet-lite0-p<keep>`` name keeps (0.05-1), 1.0 for plain
+    ``efficientnet-lite0`` and its truncations, else None."""
+    parsed = _lite0_name(backbone)
+    return None if parsed is None else parsed[1]
 
 
 def check_backbone(backbone: str) -> str:
     """The name itself if known; ValueError otherwise."""
-    if backbone not in FIXED and mobilenet_width(backbone) is None and lite0_keep(backbone) is None:
+    if backbone not in FIXED and mobilenet_width(backbone) is None and _lite0_name(backbone) is None:
         raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5, "
                          f"blocks 1-{LITE0_BLOCKS}, keep 0.05-1)")
     return backbone
@@ -78,7 +85,7 @@ def backbone_stride(backbone: str) -> int:
         return TINY_STRIDE
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE * space_to_depth(backbone)
-    return LITE0_BLOCK_STRIDES[(lite0_blocks(backbone) or LITE0_BLOCKS) - 1]
+    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]
 
 
 def context_feature_rows(backbone: str, rows: int) -> int:

@@ -160,7 +160,7 @@ class EraqueNet(nn.Module):
         elif width is not None:
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:
-            self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone) or LITE0_BLOCKS,
+            self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone),
                                                       lite0_keep(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(

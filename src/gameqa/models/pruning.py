@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+
 def kept_channels(channels: int, keep: float) -> int:
     """How many of ``channels`` a pruning to ``keep`` leaves: a multiple of 8, at least 8, at most all."""
     return min(channels, max(8, int(round(channels * keep / 8)) * 8))
@@ -146,19 +147,18 @@ def pruned_copy(model: nn.Module, keep: float, calibration: Optional[torch.Tenso
 
     twin = copy.deepcopy(model).eval()
     twin.backbone_name = f"efficientnet-lite0-p{keep:g}"
-    first = twin.head[2]
-    idx = prune_lite0(twin.backbone.net, keep, head=first, calibration=calibration, model=twin)
-    for owner, key in ((twin.head, 2), (twin, "context")):
-        layer = owner[key] if isinstance(key, int) else getattr(owner, key)
-        if layer is None:
-            continue
-        new = nn.Linear(len(idx), layer.out_features, bias=layer.bias is not None)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight[:, idx])
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        if isinstance(key, int):
-            owner[key] = new
-        else:
-            setattr(owner, key, new)
+    idx = prune_lite0(twin.backbone.net, keep, head=twin.head[2], calibration=calibration, model=twin)
+    twin.head[2] = _kept_columns(twin.head[2], idx)
+    if twin.context is not None:
+        twin.context = _kept_columns(twin.context, idx)
     return twin
+
+
+def _kept_columns(layer: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    """A copy of ``layer`` that reads only the input features ``idx``."""
+    new = nn.Linear(len(idx), layer.out_features, bias=layer.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight[:, idx])
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    return new

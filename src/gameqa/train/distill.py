@@ -35,7 +35,7 @@ from torch import nn
 
 from gameqa.data.corpus import file_digest
 from gameqa.errors import ConfigError, ModelError
-from gameqa.models.backbones import LITE0_BLOCKS, lite0_blocks, lite0_keep
+from gameqa.models.backbones import lite0_blocks
 from gameqa.models.eraque import normalise_crops
 from gameqa.train.config import EraqueConfig
 from gameqa.train.frames import CachedFrames, FrameCache
@@ -107,9 +107,7 @@ def unlabelled_rows(manifest: Path, held_out: list[dict], logo_game: str = "") -
 
 def _same_blocks(student: str, teacher: str) -> bool:
     """Whether two backbone names are EfficientNet-Lite0 networks with the same blocks (pruned or not)."""
-    if lite0_keep(student) is None or lite0_keep(teacher) is None:
-        return False
-    return (lite0_blocks(student) or LITE0_BLOCKS) == (lite0_blocks(teacher) or LITE0_BLOCKS)
+    return lite0_blocks(student) is not None and lite0_blocks(student) == lite0_blocks(teacher)
 
 
 def _lite0_blocks(model: nn.Module) -> list[nn.Module]:

@@ -165,8 +165,9 @@ if [ ${#FIRST[@]} -gt 0 ]; then
     done
     if [ ${#BELOW[@]} -gt 0 ]; then
         table
+        if [ ${#REST[@]} -gt 0 ]; then NOT="${REST[*]} not started (PROBE= runs them anyway)"; else NOT="no other game was asked for"; fi
         echo "== $(date +%H:%M) the probe: ${BELOW[*]} not read at or over the bar (above, or a failed run):" \
-             "the chain stops here, as the rule says; ${REST[*]:-no other game} not started (PROBE= runs them anyway)" >&2
+             "the chain stops here, as the rule says; $NOT" >&2
         exit 3
     fi
     echo "== $(date +%H:%M) the probe passes: ${FIRST[*]} at or over the bar; the other games follow"

@@ -147,6 +147,7 @@ table() {  # the table of every finished run
     for GAME in $ALL_GAMES; do
         if [ -f "$CACHE/runs/$NAME-$GAME/best.pt" ]; then runs+=(--run "$GAME=$CACHE/runs/$NAME-$GAME"); fi
     done
+    if [ ${#runs[@]} -eq 0 ]; then echo "== $(date +%H:%M) no finished run of $NAME to tabulate"; return 0; fi
     local table=$CACHE/logo/$NAME-$CHECKPOINT
     bench_logo "${runs[@]}" --json "$table.json" --plot "$table.png"
 }

@@ -283,6 +283,10 @@ def test_probe_models_demo(clips):
     r = invoke("probe", str(clips / "dist.mp4"), "--json")
     info = json.loads(r.stdout)[0]
     assert (info["codec"], info["width"], info["height"], info["frame_count"]) == ("h264", 192, 144, 10)
+    assert "mean_qp" not in info
+    lossless, lossy = json.loads(invoke("probe", str(clips / "ref.mkv"), str(clips / "dist.mp4"), "--qp", "--json").stdout)
+    assert lossless["mean_qp"] == 0 and lossy["qp_max"] == 51 and 30 < lossy["mean_qp"] <= 51
+    assert lossy["qp_level"] == pytest.approx(lossy["mean_qp"] / 51, abs=1e-3)
     r = invoke("probe", str(clips / "empty.mp4"))
     assert r.exit_code == 1 and "empty.mp4" in r.output
     r = invoke("probe", str(clips), "--json")  # a folder: its videos (not shot.png), the bad ones listed

@@ -65,6 +65,8 @@ err = console(stderr=True)
 def probe(
     files: List[str] = typer.Argument(..., help="Video files, folders (their videos), globs or list files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    qp: bool = typer.Option(False, "--qp", help="Also the encoder's quantiser: mean QP over every frame, the "
+                            "codec's top QP, and their ratio (0 finest, 1 coarsest); H.264, HEVC, VP9, AV1."),
 ) -> None:
     """Describe videos: codec, size, fps, frame count, duration, rotation, pixel format, bit depth."""
     from gameqa.media import probe_video
@@ -75,7 +77,14 @@ def probe(
     failures = [str(e) for e in input_errors]
     for f in videos:
         try:
-            infos.append(probe_video(f).to_dict())
+            info = probe_video(f).to_dict()
+            if qp:
+                from gameqa.media.bitstream import frame_qps
+
+                quantiser = frame_qps(f)
+                info.update(mean_qp=round(quantiser.mean, 2), qp_max=quantiser.qp_max,
+                            qp_level=round(quantiser.level, 4))
+            infos.append(info)
         except GameQAError as exc:
             failures.append(str(exc))
     if as_json:

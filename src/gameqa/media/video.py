@@ -292,6 +292,16 @@ def _count_packets(path: str) -> int:
     hides (packets flagged discard, e.g. the start of a GOP before the cut), which would skew ``uniform:K``.
     The packets' timestamps must also reach the duration the header gives: ``uniform:K`` stops decoding at its
     last pick, so this is where a truncated file shows."""
+    return sum(1 for _, packet in demux_video(path) if not packet.is_discard)
+
+
+def demux_video(path: str | os.PathLike) -> Iterator[tuple[av.video.stream.VideoStream, av.Packet]]:
+    """(stream, packet) for every packet with data of the first video stream of ``path``, demuxed only.
+
+    Packets flagged discard (an MP4 edit list's hidden start) come too: a bitstream reader needs them, a frame
+    count skips them. A MediaError names the file when the container is corrupt, or when its packets stop well
+    before the duration the header gives (a truncated file whose demuxer drops the cut packet)."""
+    path = check_media_file(path)
     with _open_container(path) as container:
         stream = _video_stream(container, path)
         for other in container.streams:
@@ -301,8 +311,9 @@ def _count_packets(path: str) -> int:
         first = end = None
         try:
             for packet in container.demux(stream):
-                if not packet.size or packet.is_discard:
+                if not packet.size:
                     continue
+                yield stream, packet
                 count += 1
                 start = packet.pts if packet.pts is not None else packet.dts
                 if start is not None:
@@ -313,7 +324,6 @@ def _count_packets(path: str) -> int:
             raise MediaError(path, f"corrupt or truncated container after {count} packets ({_reason(err)})") from err
         if end is not None and stream.time_base is not None:
             _check_stream_end(path, container, stream, float((end - first) * stream.time_base), f"{count} packets")
-        return count
 
 
 def _average_rate(stream) -> Fraction:

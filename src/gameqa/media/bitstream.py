@@ -1,0 +1,102 @@
+"""The encoder's quantiser, frame by frame: what a no-reference model cannot see in the pixels.
+
+At one bitrate a level that is hard to encode (rain over the whole screen) is quantised harder than an easy one,
+and the encoder drops what it cannot afford; the decoded frames then look clean, the quantiser does not. Read from
+the bitstream of the first video stream: H.264 (each macroblock's QP) and VP9 (each frame's base q index) from
+the encoding parameters libavcodec exports while decoding; HEVC (each picture's slice QP) and AV1 (each frame's
+base_q_idx) from the headers alone (:mod:`gameqa.media.hevc_qp`, :mod:`gameqa.media.av1_qp`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import av.error
+import numpy as np
+
+from gameqa.errors import MediaError, naming
+from gameqa.media.av1_qp import Av1QpParser
+from gameqa.media.hevc_qp import HevcQpParser
+from gameqa.media.video import _reason, demux_video
+
+QP_MAX = {"h264": 51, "hevc": 51, "vp9": 255, "av1": 255}  # the top of each codec's quantiser scale
+_HEADER_PARSERS = {"hevc": HevcQpParser, "av1": Av1QpParser}
+
+
+@dataclass(frozen=True)
+class FrameQPs:
+    """One stream's quantiser: ``qps`` per coded frame in decode order, on the codec's own scale (0..``qp_max``)."""
+
+    codec: str
+    qps: tuple[float, ...]
+
+    @property
+    def qp_max(self) -> int:
+        return QP_MAX[self.codec]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.qps))
+
+    @property
+    def level(self) -> float:
+        """The mean QP as a share of the codec's scale (0 = finest, 1 = coarsest)."""
+        return self.mean / self.qp_max
+
+    def to_dict(self) -> dict:
+        return {"codec": self.codec, "frames": len(self.qps), "mean_qp": round(self.mean, 3),
+                "qp_max": self.qp_max, "level": round(self.level, 5)}
+
+
+def frame_qps(path: str | os.PathLike, codec: str | None = None) -> FrameQPs:
+    """The quantiser of every coded frame of ``path`` (H.264, HEVC, VP9 or AV1; only ``codec`` when given).
+
+    A MediaError names the file when the stream is of another codec, or when its headers or packets are
+    corrupt or truncated. HEVC and AV1 need only demuxing; H.264 and VP9 are decoded (a few hundred frames a
+    second at 720p)."""
+    path = os.fspath(path)
+    qps: list[float] = []
+    expected, codec = codec, None
+    parser = context = None
+    with naming(path):
+        for stream, packet in demux_video(path):
+            if codec is None:
+                codec = stream.codec_context.codec.canonical_name
+                if expected and codec != expected:
+                    raise MediaError(path, f"the video stream is {codec}, not {expected}")
+                if codec in _HEADER_PARSERS:
+                    parser = _HEADER_PARSERS[codec](stream.codec_context.extradata)
+                elif codec in QP_MAX:
+                    context = av.CodecContext.create(codec, "r")
+                    context.extradata = stream.codec_context.extradata
+                    context.options = {"export_side_data": "venc_params"}
+                else:
+                    raise MediaError(path, f"no quantiser reader for {codec} video (H.264, HEVC, VP9 and AV1 have one)")
+            if parser is not None:
+                frames = parser.packet(bytes(packet))
+                if not packet.is_discard:  # decoded but never shown (an MP4 edit list's hidden start)
+                    qps += frames
+            else:
+                qps += _decoded_qps(path, context, packet)
+        if context is not None:
+            qps += _decoded_qps(path, context, None)  # the frames still in the decoder
+    if codec is None:
+        raise MediaError(path, "the video stream has no packets")
+    if not qps:
+        raise MediaError(path, f"no {codec} frame carried a quantiser")
+    return FrameQPs(codec, tuple(float(q) for q in qps))
+
+
+def _decoded_qps(path: str, context, packet) -> list[float]:
+    """Decode ``packet`` (None: flush) and return the QP of each frame it gives, from the exported parameters."""
+    try:
+        frames = context.decode(packet)
+    except av.error.FFmpegError as err:
+        raise MediaError(path, f"corrupt video stream ({_reason(err)})") from err
+    qps = []
+    for frame in frames:
+        for data in frame.side_data:
+            if data.type == av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS:
+                # H.264 gives a QP per macroblock; VP9 only the frame's base q index (no blocks).
+                qps.append(float(data.qp_map().mean()) if data.nb_blocks else float(data.qp))
+    return qps

@@ -471,6 +471,49 @@ def bench_runs_cmd(
         out.print(f"per-content plot: {plot_contents(result, plot)}")
 
 
+@bench_app.command("qp")
+def bench_qp_cmd(
+    manifest: str = typer.Option(..., "--manifest", help="Corpus manifest CSV."),
+    root: Optional[str] = typer.Option(None, "--root", help="Corpus folder (default: the manifest's corpus)."),
+    group: List[str] = typer.Option(["game"], "--group", help="Manifest groups that take part (repeat)."),
+    bar: float = typer.Option(0.90, "--bar", help="SROCC each held-out game must reach."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for the 95% intervals."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
+) -> None:
+    """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
+
+    A least-squares fit of the label on each clip's mean QP, its height and bitrate: the yardstick for a pixel
+    model on encodes."""
+    from gameqa.evaluate.qp_bench import QPFailures, qp_bench
+    from gameqa.sinks import write_atomic
+
+    try:
+        with counting_bar("clips' quantisers") as clips:
+            result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, progress=clips)
+    except QPFailures as exc:
+        exit_on_failures(exc.problems, None)
+    except GameQAError as exc:
+        _fail(str(exc))
+    table = Table(title=f"the quantiser alone on {Path(manifest).name} (fit per codec: {', '.join(result['features'])})")
+    for name in ("read on", "fitted on", "clips", "SROCC [95% CI]", "PLCC", "RMSE", "bar"):
+        table.add_column(name, justify="left" if name in ("read on", "fitted on") else "right")
+
+    def row(label: str, fitted: str, e: dict, verdict: str = "") -> None:
+        low, high = e["srocc_ci"]
+        table.add_row(label, fitted, str(e["clips"]), f"{e['srocc']:.3f} [{low:.3f}, {high:.3f}]", f"{e['plcc']:.3f}",
+                      f"{e['rmse']:.3f}", Text.from_markup(verdict))
+
+    if "test" in result:
+        row("test split", "train + val splits", result["test"])
+    for game, e in result["games"].items():
+        row(game, "every other game", e, "[green]met[/]" if e["passes"] else "[red]below[/]")
+    out.print(table)
+    if result["games"]:
+        out.print(f"every game at or over {bar:.2f} held out: {'yes' if result['every_game_passes'] else 'no'}")
+    if json_out:
+        write_atomic(json.dumps(result, indent=2), json_out)
+
+
 # Modules of the optional extras (pyproject.toml) -> the extra that installs them.
 EXTRA_OF_MODULE = {"torch": "train", "efficientnet_lite_pytorch": "train", "yaml": "train", "ray": "cluster",
                    "pyarrow": "cluster", "fastapi": "serve", "uvicorn": "serve", "sqlalchemy": "serve",

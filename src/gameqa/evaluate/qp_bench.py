@@ -1,0 +1,97 @@
+"""The bitstream yardstick on a corpus: :class:`~gameqa.models.qp_linear.QPLinear` fitted and read on the test
+split, and leave one game out, so that a pixel model's readings can be set beside what the quantiser alone gives.
+
+Each clip's quantiser is read once and kept in ``<corpus>/qp-levels.json`` (keyed by clip path, size and mtime), so
+a second run reads no video.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from gameqa.data.manifest import manifest_root, read_manifest
+from gameqa.errors import GameQAError
+from gameqa.evaluate.metrics import plcc, rmse, srocc
+from gameqa.evaluate.table import PERF_METRICS, bootstrap_ci
+from gameqa.media.bitstream import frame_qps
+from gameqa.models.qp_linear import FEATURES, QPLinear
+
+CACHE_NAME = "qp-levels.json"
+
+
+class QPFailures(GameQAError):
+    """Clips whose quantiser could not be read: ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(None, f"{len(problems)} clip(s) could not be read")
+
+
+def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
+    """clip_id -> mean QP as a share of the codec's top, for every row (``abs_path`` set); read from the cache in
+    ``root`` where the file is unchanged. Every unreadable clip is tried before QPFailures names them all; what was
+    read is cached all the same."""
+    from gameqa.sinks import write_atomic
+
+    cache_path = root / CACHE_NAME
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}  # a cache that cannot be read is rebuilt
+    levels, problems, changed = {}, [], False
+    for done, row in enumerate(rows, start=1):
+        try:
+            stat = os.stat(row["abs_path"])
+            stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            entry = cache.get(row["path"])
+            if not entry or any(entry.get(k) != v for k, v in stamp.items()):
+                qps = frame_qps(row["abs_path"])
+                entry = {**stamp, "codec": qps.codec, "frames": len(qps.qps), "mean_qp": qps.mean, "level": qps.level}
+                cache[row["path"]], changed = entry, True
+            levels[row["clip_id"]] = entry["level"]
+        except OSError as exc:
+            problems.append(f"{row['abs_path']}: cannot read ({exc.strerror or exc})")
+        except GameQAError as exc:
+            problems.append(str(exc))
+        if progress:
+            progress(done, len(rows))
+    if changed:
+        write_atomic(json.dumps(cache, indent=1, sort_keys=True), str(cache_path))
+    if problems:
+        raise QPFailures(problems)
+    return levels
+
+
+def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, groups: tuple[str, ...] = ("game",),
+             bar: float = 0.90, bootstrap: int = 1000,
+             progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Fit on the train and val splits and read the test split; then, game by game, fit on every other game and
+    read that one. Only rows of ``groups`` (the manifest's ``group`` column) take part."""
+    folder = manifest_root(manifest, root)
+    rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
+    if not rows:
+        raise GameQAError(manifest, f"no rows of group(s) {', '.join(groups)}")
+    levels = clip_levels(rows, folder, progress)
+    clips = [{**r, "level": levels[r["clip_id"]]} for r in rows]
+
+    def read(train: list[dict], test: list[dict]) -> dict:
+        pred = QPLinear.fit(train).predict(test)
+        mos = [c["mos"] for c in test]
+        low, high = bootstrap_ci(PERF_METRICS["SROCC"], pred, mos, n_boot=bootstrap)
+        return {"clips": len(test), "srocc": srocc(pred, mos), "srocc_ci": [low, high], "plcc": plcc(pred, mos),
+                "rmse": rmse(pred, mos)}
+
+    result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups)}
+    test = [c for c in clips if c["split"] == "test"]
+    if test:
+        result["test"] = read([c for c in clips if c["split"] != "test"], test)
+    games = sorted({c["game"] for c in clips})
+    result["games"] = {}
+    if len(games) > 1:
+        for game in games:
+            entry = read([c for c in clips if c["game"] != game], [c for c in clips if c["game"] == game])
+            result["games"][game] = {**entry, "passes": bool(entry["srocc"] >= bar)}
+    result["every_game_passes"] = bool(result["games"]) and all(g["passes"] for g in result["games"].values())
+    return result

@@ -1,0 +1,112 @@
+"""`gameqa bench qp`: the quantiser alone, fitted per codec, on a tiny corpus of real encodes labelled by a real
+full-reference metric (PSNR against each clip's source, mapped to 1-5)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import clipgen
+from gameqa.cli import app
+from gameqa.data.manifest import write_manifest
+from gameqa.errors import ModelError
+from gameqa.evaluate.qp_bench import CACHE_NAME
+from gameqa.models.qp_linear import FEATURES, QPLinear
+from gameqa.scoring import Scorer
+from tinycorpus import manifest_row
+
+# Three "games", each two sources of different detail: the quantiser at one bitrate differs between them.
+GAMES = {"fractal": ["mandelbrot", "mandelbrot=size=160x96:rate=10:start_scale=0.5"],
+         "pattern": ["testsrc2", "testsrc"],
+         "cells": ["life=size=160x96:rate=10:seed=7:ratio=0.3:mold=5", "cellauto=size=160x96:rate=10:seed=5:rule=110"]}
+ENCODES = [("libx264", "h264", "mkv"), ("libvpx-vp9", "vp9", "webm")]
+RATES = [8, 16, 32, 64, 128]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qpcorpus")
+    for folder in ("sources", "clips", "manifests"):
+        (root / folder).mkdir()
+    psnr = Scorer("psnr", sample="all")
+    rows = []
+    for game, sources in GAMES.items():
+        for n, lavfi in enumerate(sources):
+            src = clipgen.make_clip(root / "sources" / f"{game}{n}.mkv", size=(160, 96), fps=10, seconds=1,
+                                    source=lavfi, extra=["-qp", "0"])
+            for encoder, codec, ext in ENCODES:
+                for rate in RATES:
+                    clip = clipgen.make_clip(root / "clips" / f"{game}{n}-{codec}-{rate}.{ext}", codec=encoder,
+                                             size=(160, 96), fps=10, seconds=1, source=lavfi,
+                                             extra=["-b:v", f"{rate}k"])
+                    label = min(5.0, max(1.0, 1 + (psnr.score(clip, ref=src).overall - 22) / 7))
+                    row = manifest_row(root, 0, game, ("x", 160, 96, 0, 3.0), clip, src)
+                    row.update(clip_id=f"{game}{n}-{codec}-{rate}", source_id=f"{game}{n}", codec=codec,
+                               encoder=encoder, kbps=rate, display_height=96, mos=round(label, 3),
+                               split="test" if n == 1 and game == "pattern" else "train")
+                    rows.append(row)
+    write_manifest(rows, root / "manifests" / "corpus.csv")
+    return root
+
+
+def test_bench_qp_reads_each_game_held_out_and_caches_the_quantisers(corpus, tmp_path):
+    manifest = str(corpus / "manifests" / "corpus.csv")
+    out = tmp_path / "qp.json"
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(out)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    result = json.loads(out.read_text())
+    assert set(result["games"]) == set(GAMES) and result["test"]["clips"] == 10
+    for game, entry in result["games"].items():
+        # Each game read by a fit on the other two only: the bitrate ladders of unseen sources still ordered.
+        assert entry["clips"] == 20 and entry["srocc"] > 0.5, (game, entry)
+    assert result["test"]["srocc"] > 0.5
+    assert "every game at or over 0.90 held out" in done.output
+    cache = json.loads((corpus / CACHE_NAME).read_text())
+    assert len(cache) == 60 and {e["codec"] for e in cache.values()} == {"h264", "vp9"}
+
+    # A second run reads no video: every clip blanked (same size and mtime), the cached levels give the same numbers.
+    shutil.copytree(corpus / "clips", tmp_path / "kept", copy_function=shutil.copy2)
+    try:
+        for clip in (corpus / "clips").iterdir():
+            stat = clip.stat()
+            clip.write_bytes(bytes(stat.st_size))
+            os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        again = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(out)])
+        assert again.exit_code == 0, again.output
+        assert json.loads(out.read_text())["games"] == result["games"]
+    finally:
+        shutil.rmtree(corpus / "clips")
+        shutil.copytree(tmp_path / "kept", corpus / "clips", copy_function=shutil.copy2)
+
+
+def test_bench_qp_names_every_clip_it_cannot_read(corpus, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(corpus, bad)
+    (bad / CACHE_NAME).unlink()
+    old = clipgen.make_clip(tmp_path / "old.avi", codec="mpeg4", size=(160, 96), fps=10, seconds=1)
+    target = bad / "clips" / "cells0-h264-8.mkv"
+    target.write_bytes(old.read_bytes())
+    cut = bad / "clips" / "fractal1-vp9-128.webm"
+    cut.write_bytes(cut.read_bytes()[:300])
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", str(bad / "manifests" / "corpus.csv")])
+    assert done.exit_code == 1
+    assert f"{target}: no quantiser reader for mpeg4 video" in done.output
+    assert str(cut) in done.output and "SROCC" not in done.output  # no table from a part of the corpus
+    assert len(json.loads((bad / CACHE_NAME).read_text())) == 58  # what was read is kept for the rerun
+
+
+def test_qp_linear_fits_per_codec_and_refuses_what_it_cannot_fit():
+    # Labels made by a known linear rule of the features: the fit gives them back exactly.
+    clips = [{"codec": "hevc", "level": lv, "height": h, "display_height": 720, "kbps": kb,
+              "mos": 4.5 - 3 * lv + 0.5 * h / 720} for lv in (0.2, 0.4, 0.6, 0.8) for h in (360, 720)
+             for kb in (250, 2000)]
+    model = QPLinear.fit(clips)
+    assert list(model.coefs) == ["hevc"] and len(model.coefs["hevc"]) == len(FEATURES)
+    assert model.predict(clips) == pytest.approx([c["mos"] for c in clips], abs=1e-9)
+    with pytest.raises(ModelError, match="no av1 clips were fitted"):
+        model.predict([{**clips[0], "codec": "av1"}])
+    with pytest.raises(ModelError, match="3 vp9 clips to fit on"):
+        QPLinear.fit(clips + [{**c, "codec": "vp9"} for c in clips[:3]])

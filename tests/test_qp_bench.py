@@ -46,7 +46,7 @@ def corpus(tmp_path_factory):
                     row = manifest_row(root, 0, game, ("x", 160, 96, 0, 3.0), clip, src)
                     row.update(clip_id=f"{game}{n}-{codec}-{rate}", source_id=f"{game}{n}", codec=codec,
                                encoder=encoder, kbps=rate, display_height=96, mos=round(label, 3),
-                               split="test" if n == 1 and game == "pattern" else "train")
+                               split="test" if (n, game) == (1, "pattern") else "val" if n == 1 else "train")
                     rows.append(row)
     write_manifest(rows, root / "manifests" / "corpus.csv")
     return root
@@ -110,3 +110,42 @@ def test_qp_linear_fits_per_codec_and_refuses_what_it_cannot_fit():
         model.predict([{**clips[0], "codec": "av1"}])
     with pytest.raises(ModelError, match="3 vp9 clips to fit on"):
         QPLinear.fit(clips + [{**c, "codec": "vp9"} for c in clips[:3]])
+
+
+def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpus, tmp_path):
+    pytest.importorskip("torch")
+    from test_eraque import quiet, tiny_config
+    from gameqa.evaluate.metrics import srocc
+    from gameqa.evaluate.runs import run_scores
+    from gameqa.train.trainer import Trainer
+
+    manifest = str(corpus / "manifests" / "corpus.csv")
+    runs = tmp_path / "runs"
+    for game in GAMES:
+        config = tiny_config(corpus, tmp_path / "work" / game, ["train.max_steps=2", f"name=logo-{game}",
+                                                   f'data.logo_game="{game}"', f'out_dir="{runs / game}"'])
+        Trainer(config, log=quiet).fit()
+    out = tmp_path / "head.json"
+    args = ["bench", "qp", "--manifest", manifest, "--cnn-runs", str(runs / "*"), "--checkpoint", "last",
+            "--crop-mode", "grid", "--json", str(out)]
+    done = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "CNN weight per codec" in done.output
+    result = json.loads(out.read_text())
+    assert set(result["cnn_runs"]) == set(GAMES)
+    for game, entry in result["games"].items():
+        # The CNN alone is read on the game's clips with its own run; the quantiser alone as without runs.
+        assert entry["cnn"]["clips"] == entry["quantiser"]["clips"] == entry["clips"] == 20
+        assert set(entry["cnn_weight"]) == {"h264", "vp9"} and entry["passes"] == (entry["srocc"] >= 0.90)
+        own = run_scores(runs / game, manifest, "test", logo_game=game, crop_mode="grid", checkpoint="last")
+        assert entry["cnn"]["srocc"] == pytest.approx(srocc(own.predictions, own.mos), abs=1e-12)
+    assert len({e["cnn"]["srocc"] for e in result["games"].values()}) == 3  # three runs, three readings
+    alone = json.loads(CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(out)]).exit_code
+                       == 0 and out.read_text())
+    assert {g: e["srocc"] for g, e in alone["games"].items()} == {
+        g: e["quantiser"]["srocc"] for g, e in result["games"].items()}
+
+    # One game without a run that held it out: named, nothing read.
+    (runs / "cells").rename(tmp_path / "aside")
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1 and "no run holds out cells" in done.output

@@ -479,29 +479,48 @@ def bench_qp_cmd(
     bar: float = typer.Option(0.90, "--bar", help="SROCC each held-out game must reach."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples for the 95% intervals."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the numbers here."),
+    cnn_runs: Optional[str] = typer.Option(None, "--cnn-runs", help="RUN_GLOB: one leave-one-game-out run per game "
+                                           "(e.g. 'runs/eraque-logo9sj-*'); adds the CNN alone and the quantiser "
+                                           "head on it, each game read with its own run's scores."),
+    crop_mode: Optional[str] = typer.Option("texture", "--crop-mode", help=_RUN_CROP_MODE_HELP + " With --cnn-runs."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help=_RUN_CHECKPOINT_HELP + " With --cnn-runs."),
 ) -> None:
     """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
 
     A least-squares fit of the label on each clip's mean QP, its height and bitrate: the yardstick for a pixel
     model on encodes."""
     from gameqa.evaluate.qp_bench import QPFailures, qp_bench
+    from gameqa.evaluate.runs import CHECKPOINTS, expand_group
     from gameqa.sinks import write_atomic
 
+    check_choice("--checkpoint", checkpoint, CHECKPOINTS)
     try:
+        runs = expand_group(f"runs={cnn_runs}")[1] if cnn_runs else None
         with counting_bar("clips' quantisers") as clips:
-            result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, progress=clips)
+            result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, cnn_runs=runs,
+                              crop_mode=crop_mode, checkpoint=checkpoint, progress=clips, run_progress=_say_scoring)
     except QPFailures as exc:
         exit_on_failures(exc.problems, None)
     except GameQAError as exc:
         _fail(str(exc))
-    table = Table(title=f"the quantiser alone on {Path(manifest).name} (fit per codec: {', '.join(result['features'])})")
-    for name in ("read on", "fitted on", "clips", "SROCC [95% CI]", "PLCC", "RMSE", "bar"):
-        table.add_column(name, justify="left" if name in ("read on", "fitted on") else "right")
+    head = runs is not None
+    what = "the quantiser head on each held-out CNN run" if head else "the quantiser alone"
+    table = Table(title=f"{what} on {Path(manifest).name} (fit per codec: {', '.join(result['features'])}"
+                        f"{', CNN score' if head else ''})")
+    names = ["read on", "fitted on", "clips"] + (["quantiser alone", "CNN alone"] if head else [])
+    names += ["SROCC [95% CI]", "PLCC", "RMSE"] + (["CNN weight per codec"] if head else []) + ["bar"]
+    for name in names:
+        table.add_column(name, justify="left" if name in ("read on", "fitted on", "CNN weight per codec") else "right")
 
     def row(label: str, fitted: str, e: dict, verdict: str = "") -> None:
         low, high = e["srocc_ci"]
-        table.add_row(label, fitted, str(e["clips"]), f"{e['srocc']:.3f} [{low:.3f}, {high:.3f}]", f"{e['plcc']:.3f}",
-                      f"{e['rmse']:.3f}", Text.from_markup(verdict))
+        cells = [label, fitted, str(e["clips"])]
+        if head:
+            cells += [f"{e['quantiser']['srocc']:.3f}", f"{e['cnn']['srocc']:.3f}"] if "cnn" in e else ["", ""]
+        cells += [f"{e['srocc']:.3f} [{low:.3f}, {high:.3f}]", f"{e['plcc']:.3f}", f"{e['rmse']:.3f}"]
+        if head:
+            cells.append(" ".join(f"{c} {w:+.2f}" for c, w in e.get("cnn_weight", {}).items()))
+        table.add_row(*cells, Text.from_markup(verdict))
 
     if "test" in result:
         row("test split", "train + val splits", result["test"])

@@ -1,5 +1,7 @@
 """The bitstream yardstick on a corpus: :class:`~gameqa.models.qp_linear.QPLinear` fitted and read on the test
 split, and leave one game out, so that a pixel model's readings can be set beside what the quantiser alone gives.
+Given one leave-one-game-out CNN run per game, also a quantiser head on the CNN: for each held-out game, fitted on
+the other games' clips with the score each got from the run that held its own game out.
 
 Each clip's quantiser is read once and kept in ``<corpus>/qp-levels.json`` (keyed by clip path, size and mtime), so
 a second run reads no video.
@@ -65,10 +67,14 @@ def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, 
 
 
 def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, groups: tuple[str, ...] = ("game",),
-             bar: float = 0.90, bootstrap: int = 1000,
-             progress: Optional[Callable[[int, int], None]] = None) -> dict:
+             bar: float = 0.90, bootstrap: int = 1000, cnn_runs: Optional[list[Path]] = None,
+             crop_mode: Optional[str] = "texture", checkpoint: str = "last",
+             progress: Optional[Callable[[int, int], None]] = None,
+             run_progress: Optional[Callable[[str], None]] = None) -> dict:
     """Fit on the train and val splits and read the test split; then, game by game, fit on every other game and
-    read that one. Only rows of ``groups`` (the manifest's ``group`` column) take part."""
+    read that one. Only rows of ``groups`` (the manifest's ``group`` column) take part. With ``cnn_runs`` (one
+    run per game, each trained without it), each game is also read by the CNN alone and by the quantiser head on
+    it, the bar then applying to the head."""
     folder = manifest_root(manifest, root)
     rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
     if not rows:
@@ -76,22 +82,71 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
     levels = clip_levels(rows, folder, progress)
     clips = [{**r, "level": levels[r["clip_id"]]} for r in rows]
 
-    def read(train: list[dict], test: list[dict]) -> dict:
-        pred = QPLinear.fit(train).predict(test)
+    def scored(pred, test: list[dict]) -> dict:
         mos = [c["mos"] for c in test]
         low, high = bootstrap_ci(PERF_METRICS["SROCC"], pred, mos, n_boot=bootstrap)
         return {"clips": len(test), "srocc": srocc(pred, mos), "srocc_ci": [low, high], "plcc": plcc(pred, mos),
                 "rmse": rmse(pred, mos)}
+
+    def read(train: list[dict], test: list[dict], with_cnn: bool = False) -> dict:
+        model = QPLinear.fit(train, with_cnn)
+        entry = scored(model.predict(test), test)
+        if with_cnn:
+            entry["cnn_weight"] = {codec: w[-1] for codec, w in model.coefs.items()}
+        return entry
 
     result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups)}
     test = [c for c in clips if c["split"] == "test"]
     if test:
         result["test"] = read([c for c in clips if c["split"] != "test"], test)
     games = sorted({c["game"] for c in clips})
+    if cnn_runs is not None:
+        scores = _cnn_scores(cnn_runs, manifest, games, crop_mode, checkpoint, run_progress)
+        unscored = sorted({c["game"] for c in clips if c["clip_id"] not in scores})
+        if unscored:
+            raise GameQAError(manifest, f"clips of {', '.join(unscored)} have no score from the run holding it out")
+        clips = [{**c, "cnn": scores[c["clip_id"]]} for c in clips]
+        result["cnn_runs"] = {game: str(run) for game, run in sorted(_runs_by_game(cnn_runs, games).items())}
     result["games"] = {}
     if len(games) > 1:
         for game in games:
-            entry = read([c for c in clips if c["game"] != game], [c for c in clips if c["game"] == game])
+            train, test = [c for c in clips if c["game"] != game], [c for c in clips if c["game"] == game]
+            entry = read(train, test)
+            if cnn_runs is not None:
+                entry = {"quantiser": entry, "cnn": scored([c["cnn"] for c in test], test),
+                         **read(train, test, with_cnn=True)}
             result["games"][game] = {**entry, "passes": bool(entry["srocc"] >= bar)}
     result["every_game_passes"] = bool(result["games"]) and all(g["passes"] for g in result["games"].values())
     return result
+
+
+def _runs_by_game(runs: list[Path], games: list[str]) -> dict[str, Path]:
+    """game -> the run that held it out; every game of the manifest needs exactly one."""
+    from gameqa.evaluate.logo import held_out_game
+
+    by_game: dict[str, Path] = {}
+    for run in runs:
+        game = held_out_game(run)
+        if not game:
+            raise GameQAError(run, "this run trained on every game: a quantiser head needs runs that held one out")
+        if game in by_game:
+            raise GameQAError(run, f"a second run holding out {game} (the first: {by_game[game]})")
+        by_game[game] = Path(run)
+    missing = [g for g in games if g not in by_game]
+    if missing:
+        raise GameQAError(None, f"no run holds out {', '.join(missing)}: a quantiser head needs one run per game")
+    return by_game
+
+
+def _cnn_scores(runs: list[Path], manifest, games: list[str], crop_mode, checkpoint: str,
+                progress: Optional[Callable[[str], None]]) -> dict[str, float]:
+    """clip_id -> the score of the run that held the clip's game out (its held-out reading, cached in the run)."""
+    from gameqa.evaluate.runs import run_scores
+
+    scores: dict[str, float] = {}
+    for game, run in sorted(_runs_by_game(runs, games).items()):
+        if progress:
+            progress(f"{run} on {game}")
+        read = run_scores(run, manifest, "test", logo_game=game, crop_mode=crop_mode, checkpoint=checkpoint)
+        scores.update(zip(read.clip_ids, read.predictions))
+    return scores

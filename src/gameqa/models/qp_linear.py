@@ -3,7 +3,8 @@
 No pixel is read. Features of a clip: its mean QP as a share of the codec's top (``level``, 0 finest .. 1
 coarsest, from :func:`gameqa.media.bitstream.frame_qps`), its square and cube, the coded height as a share of the
 display height and its product with the level, and the log of the nominal bitrate. It is the yardstick a pixel
-model is held against when both read encodes labelled by a full-reference metric (``gameqa bench qp``).
+model is held against when both read encodes labelled by a full-reference metric (``gameqa bench qp``); fitted
+``with_cnn``, a pixel model's score of the clip is one more feature (a quantiser head on that model).
 """
 from __future__ import annotations
 
@@ -28,22 +29,28 @@ class QPLinear:
     """Least-squares coefficients per codec, over ``FEATURES``."""
 
     coefs: dict[str, tuple[float, ...]]
+    with_cnn: bool = False
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return FEATURES + (("CNN score",) if self.with_cnn else ())
 
     @classmethod
-    def fit(cls, clips: list[dict]) -> "QPLinear":
-        """Fit on clips with ``codec``, ``level``, ``height``, ``display_height``, ``kbps`` and ``mos``; a codec
-        with fewer clips than features cannot be fitted (ModelError)."""
+    def fit(cls, clips: list[dict], with_cnn: bool = False) -> "QPLinear":
+        """Fit on clips with ``codec``, ``level``, ``height``, ``display_height``, ``kbps`` and ``mos`` (and
+        ``cnn``, with_cnn); a codec with fewer clips than features cannot be fitted (ModelError)."""
         by_codec: dict[str, list[dict]] = {}
         for clip in clips:
             by_codec.setdefault(clip["codec"], []).append(clip)
         coefs = {}
         for codec, rows in sorted(by_codec.items()):
-            if len(rows) < len(FEATURES):
-                raise ModelError(None, f"{len(rows)} {codec} clips to fit on: a fit needs at least {len(FEATURES)}")
-            x = np.array([_row(c) for c in rows])
+            need = len(FEATURES) + with_cnn
+            if len(rows) < need:
+                raise ModelError(None, f"{len(rows)} {codec} clips to fit on: a fit needs at least {need}")
+            x = np.array([_row(c, with_cnn) for c in rows])
             y = np.array([float(c["mos"]) for c in rows])
             coefs[codec] = tuple(float(w) for w in np.linalg.lstsq(x, y, rcond=None)[0])
-        return cls(coefs)
+        return cls(coefs, with_cnn)
 
     def predict(self, clips: list[dict]) -> np.ndarray:
         """One prediction per clip; a ModelError names a codec the fit had no clips of."""
@@ -52,9 +59,10 @@ class QPLinear:
             weights = self.coefs.get(clip["codec"])
             if weights is None:
                 raise ModelError(None, f"no {clip['codec']} clips were fitted (fitted: {', '.join(self.coefs)})")
-            out.append(float(np.dot(weights, _row(clip))))
+            out.append(float(np.dot(weights, _row(clip, self.with_cnn))))
         return np.array(out)
 
 
-def _row(clip: dict) -> list[float]:
-    return features(float(clip["level"]), float(clip["height"]), float(clip["display_height"]), float(clip["kbps"]))
+def _row(clip: dict, with_cnn: bool = False) -> list[float]:
+    row = features(float(clip["level"]), float(clip["height"]), float(clip["display_height"]), float(clip["kbps"]))
+    return (row + [float(clip["cnn"])]) if with_cnn else row

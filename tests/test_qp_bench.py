@@ -55,8 +55,11 @@ def corpus(tmp_path_factory):
 def test_bench_qp_reads_each_game_held_out_and_caches_the_quantisers(corpus, tmp_path):
     manifest = str(corpus / "manifests" / "corpus.csv")
     out = tmp_path / "qp.json"
-    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(out)], catch_exceptions=False)
+    png = tmp_path / "qp.png"
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(out), "--plot", str(png)],
+                              catch_exceptions=False)
     assert done.exit_code == 0, done.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in done.output
     result = json.loads(out.read_text())
     assert set(result["games"]) == set(GAMES) and result["test"]["clips"] == 10
     for game, entry in result["games"].items():
@@ -126,10 +129,12 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
                                                    f'data.logo_game="{game}"', f'out_dir="{runs / game}"'])
         Trainer(config, log=quiet).fit()
     out = tmp_path / "head.json"
+    png = tmp_path / "head.png"
     args = ["bench", "qp", "--manifest", manifest, "--cnn-runs", str(runs / "*"), "--checkpoint", "last",
-            "--crop-mode", "grid", "--json", str(out)]
+            "--crop-mode", "grid", "--json", str(out), "--plot", str(png)]
     done = CliRunner().invoke(app, args, catch_exceptions=False)
     assert done.exit_code == 0, done.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "CNN weight per codec" in done.output
     result = json.loads(out.read_text())
     assert set(result["cnn_runs"]) == set(GAMES)

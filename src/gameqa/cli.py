@@ -484,16 +484,18 @@ def bench_qp_cmd(
                                            "head on it, each game read with its own run's scores."),
     crop_mode: Optional[str] = typer.Option("texture", "--crop-mode", help=_RUN_CROP_MODE_HELP + " With --cnn-runs."),
     checkpoint: str = typer.Option("last", "--checkpoint", help=_RUN_CHECKPOINT_HELP + " With --cnn-runs."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Bars per held-out game (PNG)."),
 ) -> None:
     """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
 
     A least-squares fit of the label on each clip's mean QP, its height and bitrate: the yardstick for a pixel
     model on encodes."""
-    from gameqa.evaluate.qp_bench import QPFailures, qp_bench
+    from gameqa.evaluate.qp_bench import QPFailures, plot_qp_bench, qp_bench
     from gameqa.evaluate.runs import CHECKPOINTS, expand_group
     from gameqa.sinks import write_atomic
 
     check_choice("--checkpoint", checkpoint, CHECKPOINTS)
+    check_png(plot)
     try:
         runs = expand_group(f"runs={cnn_runs}")[1] if cnn_runs else None
         with counting_bar("clips' quantisers") as clips:
@@ -531,6 +533,8 @@ def bench_qp_cmd(
         out.print(f"every game at or over {bar:.2f} held out: {'yes' if result['every_game_passes'] else 'no'}")
     if json_out:
         write_atomic(json.dumps(result, indent=2), json_out)
+    if plot and result["games"]:
+        out.print(f"plot: {plot_qp_bench(result, plot)}")
 
 
 # Modules of the optional extras (pyproject.toml) -> the extra that installs them.

@@ -150,3 +150,37 @@ def _cnn_scores(runs: list[Path], manifest, games: list[str], crop_mode, checkpo
         read = run_scores(run, manifest, "test", logo_game=game, crop_mode=crop_mode, checkpoint=checkpoint)
         scores.update(zip(read.clip_ids, read.predictions))
     return scores
+
+
+def plot_qp_bench(result: dict, out_png: str | os.PathLike) -> Path:
+    """Bars per held-out game: the quantiser alone and, with CNN runs, the CNN alone and the head (95% intervals
+    where known); a line at the bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from gameqa.sinks import save_figure
+
+    games = list(result["games"])
+    head = "cnn_runs" in result
+    series = ([("quantiser alone", "quantiser", "#8c8c8c"), ("CNN alone", "cnn", "#4472c4"),
+               ("quantiser head on the CNN", None, "#2ca02c")] if head else [("quantiser alone", None, "#8c8c8c")])
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(games)), 4))
+    for k, (label, key, color) in enumerate(series):
+        entries = [result["games"][g][key] if key else result["games"][g] for g in games]
+        values = np.array([e["srocc"] for e in entries])
+        spans = np.array([[v - e["srocc_ci"][0], e["srocc_ci"][1] - v] for v, e in zip(values, entries)]).T
+        x = np.arange(len(games)) + (k - (len(series) - 1) / 2) * width
+        ax.bar(x, values, width, color=color, label=label, yerr=spans, capsize=2, error_kw={"linewidth": 0.8})
+    ax.axhline(result["bar"], color="black", linestyle="--", linewidth=1, label=f"bar {result['bar']:.2f}")
+    ax.set_xticks(range(len(games)), games, rotation=30, ha="right")
+    low = min(0.5, min(result["games"][g]["cnn"]["srocc"] for g in games) - 0.05) if head else 0.5
+    ax.set_ylim(max(0.0, low), 1)
+    ax.set_ylabel("SROCC, game held out")
+    ax.set_title("Leave one game out: each game read by a fit on the other games")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out_png, dpi=110)

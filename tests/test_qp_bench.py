@@ -45,7 +45,8 @@ def corpus(tmp_path_factory):
                     label = min(5.0, max(1.0, 1 + (psnr.score(clip, ref=src).overall - 22) / 7))
                     row = manifest_row(root, 0, game, ("x", 160, 96, 0, 3.0), clip, src)
                     row.update(clip_id=f"{game}{n}-{codec}-{rate}", source_id=f"{game}{n}", codec=codec,
-                               encoder=encoder, kbps=rate, display_height=96, mos=round(label, 3),
+                               encoder=encoder, kbps=rate, display_height=96,
+                               actual_kbps=round(clip.stat().st_size * 8 / 1000, 3), mos=round(label, 3),
                                split="test" if (n, game) == (1, "pattern") else "val" if n == 1 else "train")
                     rows.append(row)
     write_manifest(rows, root / "manifests" / "corpus.csv")
@@ -103,7 +104,7 @@ def test_bench_qp_names_every_clip_it_cannot_read(corpus, tmp_path):
 
 def test_qp_linear_fits_per_codec_and_refuses_what_it_cannot_fit():
     # Labels made by a known linear rule of the features: the fit gives them back exactly.
-    clips = [{"codec": "hevc", "level": lv, "height": h, "display_height": 720, "kbps": kb,
+    clips = [{"codec": "hevc", "level": lv, "height": h, "display_height": 720, "actual_kbps": kb,
               "mos": 4.5 - 3 * lv + 0.5 * h / 720} for lv in (0.2, 0.4, 0.6, 0.8) for h in (360, 720)
              for kb in (250, 2000)]
     model = QPLinear.fit(clips)

@@ -2,7 +2,8 @@
 
 No pixel is read. Features of a clip: its mean QP as a share of the codec's top (``level``, 0 finest .. 1
 coarsest, from :func:`gameqa.media.bitstream.frame_qps`), its square and cube, the coded height as a share of the
-display height and its product with the level, and the log of the nominal bitrate. It is the yardstick a pixel
+display height and its product with the level, and the log of the measured bitrate (what a deployed model knows
+of a stream; the ladder's nominal rate it does not). It is the yardstick a pixel
 model is held against when both read encodes labelled by a full-reference metric (``gameqa bench qp``); fitted
 ``with_cnn``, a pixel model's score of the clip is one more feature (a quantiser head on that model).
 """
@@ -15,13 +16,13 @@ import numpy as np
 
 from gameqa.errors import ModelError
 
-FEATURES = ("1", "level", "level^2", "level^3", "height share", "height share x level", "log kb/s")
+FEATURES = ("1", "level", "level^2", "level^3", "height share", "height share x level", "log measured kb/s")
 
 
-def features(level: float, height: float, display_height: float, kbps: float) -> list[float]:
+def features(level: float, height: float, display_height: float, actual_kbps: float) -> list[float]:
     """The feature row of one clip (see ``FEATURES``)."""
     share = height / display_height
-    return [1.0, level, level ** 2, level ** 3, share, share * level, math.log(kbps)]
+    return [1.0, level, level ** 2, level ** 3, share, share * level, math.log(actual_kbps)]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class QPLinear:
 
     @classmethod
     def fit(cls, clips: list[dict], with_cnn: bool = False) -> "QPLinear":
-        """Fit on clips with ``codec``, ``level``, ``height``, ``display_height``, ``kbps`` and ``mos`` (and
+        """Fit on clips with ``codec``, ``level``, ``height``, ``display_height``, ``actual_kbps`` and ``mos`` (and
         ``cnn``, with_cnn); a codec with fewer clips than features cannot be fitted (ModelError)."""
         by_codec: dict[str, list[dict]] = {}
         for clip in clips:
@@ -64,5 +65,6 @@ class QPLinear:
 
 
 def _row(clip: dict, with_cnn: bool = False) -> list[float]:
-    row = features(float(clip["level"]), float(clip["height"]), float(clip["display_height"]), float(clip["kbps"]))
+    row = features(float(clip["level"]), float(clip["height"]), float(clip["display_height"]),
+                   float(clip["actual_kbps"]))
     return (row + [float(clip["cnn"])]) if with_cnn else row

@@ -63,7 +63,8 @@ def report(corpus, tmp_path_factory):  # noqa: F811
 
 def test_report_files_and_plots(report):
     out = report["out"]
-    assert {"report.md", "report.html", "results.json", "scatter_test.png", "logo.png", "ablation.png"} <= \
+    assert {"report.md", "report.html", "results.json", "scatter_test.png", "logo.png", "ablation.png",
+            "quantiser.png"} <= \
         {p.name for p in out.iterdir()}
     pngs = sorted(out.glob("*.png"))
     for png in pngs:
@@ -354,3 +355,17 @@ def test_an_unwritable_store_is_one_line_and_writes_no_report(report, tmp_path):
     assert done.exit_code == 1
     assert "cannot make the prediction store" in done.output and len(done.output.strip().splitlines()) <= 3
     assert not out.exists() and blocker.read_text() == "not a folder"
+
+
+def test_quantiser_section_matches_bench_qp(report):
+    """The report's quantiser section is `gameqa bench qp` on the same manifest: the same numbers, in the table."""
+    from gameqa.evaluate.qp_bench import qp_bench
+
+    res, md = report["results"]["quantiser"], report["md"]
+    assert "## The quantiser alone (no pixels)" in md
+    again = qp_bench(report["manifest"], bootstrap=100)
+    assert set(res["games"]) == {"game_a", "game_b"} == set(again["games"])
+    for game, e in res["games"].items():
+        assert e["srocc"] == pytest.approx(again["games"][game]["srocc"])
+        assert f"| {game} | every other game | {e['clips']} | {e['srocc']:.3f} [" in md
+    assert res["test"]["clips"] == sum(1 for r in csv.DictReader(report["manifest"].open()) if r["split"] == "test")

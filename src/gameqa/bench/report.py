@@ -686,6 +686,37 @@ def _section_logo(doc: Doc, out: Path, opts: ReportOptions, pred: Predictor, row
     return result
 
 
+def _section_quantiser(doc: Doc, out: Path, opts: ReportOptions, manifest: Path, log: Log,
+                       bootstrap: int = 1000) -> dict:
+    """The quantiser alone (``gameqa bench qp``): the test split and each game held out, no pixel read."""
+    from gameqa.evaluate.qp_bench import QPFailures, plot_qp_bench, qp_bench
+
+    doc.h(2, "The quantiser alone (no pixels)")
+    doc.p("A least-squares fit per codec of the label on each clip's mean QP (as a share of the codec's top), the "
+          "coded height and the measured bitrate (`gameqa bench qp`, `gameqa.models.qp_linear`): fitted on the train "
+          "and val splits and read on the test split, then fitted on every other game and read on each game (every "
+          "game clip, all splits). Not a pixel model: the yardstick for one on encodes, whose full-reference labels "
+          "follow how hard the encoder found the source.")
+    log("the quantiser of every game clip")
+    try:
+        result = qp_bench(manifest, opts.root, bootstrap=bootstrap)
+    except QPFailures as exc:
+        doc.note(f"not read: {len(exc.problems)} clip(s) have no quantiser, the first: {exc.problems[0]}")
+        return {"problems": exc.problems}
+    except GameQAError as exc:
+        doc.note(f"not read: {exc}")
+        return {"error": str(exc)}
+    named = ([("test split", "train + val splits", result["test"])] if "test" in result else []) + \
+        [(game, "every other game", e) for game, e in result["games"].items()]
+    doc.table(["read on", "fitted on", "clips", "SROCC [95% CI]", "PLCC", "RMSE"],
+              [[label, fitted, str(e["clips"]), f"{fmt(e['srocc'])} [{fmt(e['srocc_ci'][0])}, {fmt(e['srocc_ci'][1])}]",
+                fmt(e["plcc"]), fmt(e["rmse"])] for label, fitted, e in named])
+    if result["games"]:
+        plot_qp_bench(result, out / "quantiser.png")
+        doc.img("quantiser.png", "The quantiser alone, each game held out")
+    return result
+
+
 GROUP_METRICS = ("srocc", "plcc", "krocc", "rmse", "pairs<=0.25", "pairs<=0.5")
 
 
@@ -935,6 +966,7 @@ def build_report(opts: ReportOptions, output: str | os.PathLike, log: Log = lamb
             log("leave one game out")
             results["logo"] = _section_logo(doc, staging, opts, pred, rows, manifest, results["accuracy"], log,
                                             bootstrap)
+            results["quantiser"] = _section_quantiser(doc, staging, opts, manifest, log, bootstrap)
             log("ablation")
             results["ablation"] = _section_ablation(doc, staging, opts, pred, manifest, test_rows, log)
             log("distillation")

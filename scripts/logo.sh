@@ -8,6 +8,8 @@
 #      each run read on its held-out game as soon as it is trained; the probe games (PROBE, "pingus supertux") go
 #      first, and if one of them reads under the bar the chain stops before the other games (exit 3);
 #   3. the table and plot (`gameqa bench logo`) of each run's last step, kept under $GAMEQA_CACHE/logo/.
+#   4. once every game has its reading, the quantiser head on the nine runs (`gameqa bench qp --cnn-runs`), kept
+#      there too.
 # Interrupted anywhere, run it again: the rebuild goes on where it stopped (a complete training cache is kept as
 # it is: REBUILD=1 rebuilds it), each run resumes from its last checkpoint (same config; train.threads may
 # differ), a finished run is only judged again. Needs the games
@@ -152,6 +154,19 @@ table() {  # the table of every finished run
     bench_logo "${runs[@]}" --json "$table.json" --plot "$table.png"
 }
 
+head_table() {  # with every game read held out: the quantiser head on these runs (gameqa bench qp --cnn-runs)
+    for GAME in $ALL_GAMES; do
+        if [ ! -f "$CACHE/logo/$NAME-$GAME-$CHECKPOINT.json" ]; then
+            echo "== $(date +%H:%M) the quantiser head waits for every game's run ($GAME has no reading yet)"
+            return 0
+        fi
+    done
+    local table=$CACHE/logo/$NAME-quantiser-head-$CHECKPOINT
+    echo "== $(date +%H:%M) the quantiser head on the nine runs (table and plot: $table.*)"
+    "$GAMEQA" bench qp --manifest "$MANIFEST" --cnn-runs "$CACHE/runs/$NAME-*" --crop-mode texture \
+        --checkpoint "$CHECKPOINT" --json "$table.json" --plot "$table.png"
+}
+
 FIRST=() REST=()   # (a finished run passes through in a few minutes: train checks the frame cache, says it is done)
 for GAME in $GAMES; do
     if [[ " $PROBE " == *" $GAME "* ]]; then FIRST+=("$GAME"); else REST+=("$GAME"); fi
@@ -175,4 +190,5 @@ if [ ${#FIRST[@]} -gt 0 ]; then
 fi
 [ ${#REST[@]} -eq 0 ] || lanes "${REST[@]}" || FAILED=1
 table
+head_table
 if [ "$FAILED" != 0 ]; then echo "some runs failed: see the FAILED lines above" >&2; exit 1; fi

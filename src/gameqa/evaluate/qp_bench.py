@@ -101,12 +101,13 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
         result["test"] = read([c for c in clips if c["split"] != "test"], test)
     games = sorted({c["game"] for c in clips})
     if cnn_runs is not None:
-        scores = _cnn_scores(cnn_runs, manifest, games, crop_mode, checkpoint, run_progress)
+        by_game = _runs_by_game(cnn_runs, games)
+        scores = _cnn_scores(by_game, manifest, crop_mode, checkpoint, run_progress)
         unscored = sorted({c["game"] for c in clips if c["clip_id"] not in scores})
         if unscored:
             raise GameQAError(manifest, f"clips of {', '.join(unscored)} have no score from the run holding it out")
         clips = [{**c, "cnn": scores[c["clip_id"]]} for c in clips]
-        result["cnn_runs"] = {game: str(run) for game, run in sorted(_runs_by_game(cnn_runs, games).items())}
+        result["cnn_runs"] = {game: str(run) for game, run in sorted(by_game.items())}
     result["games"] = {}
     if len(games) > 1:
         for game in games:
@@ -138,13 +139,13 @@ def _runs_by_game(runs: list[Path], games: list[str]) -> dict[str, Path]:
     return by_game
 
 
-def _cnn_scores(runs: list[Path], manifest, games: list[str], crop_mode, checkpoint: str,
+def _cnn_scores(by_game: dict[str, Path], manifest, crop_mode, checkpoint: str,
                 progress: Optional[Callable[[str], None]]) -> dict[str, float]:
     """clip_id -> the score of the run that held the clip's game out (its held-out reading, cached in the run)."""
     from gameqa.evaluate.runs import run_scores
 
     scores: dict[str, float] = {}
-    for game, run in sorted(_runs_by_game(runs, games).items()):
+    for game, run in sorted(by_game.items()):
         if progress:
             progress(f"{run} on {game}")
         read = run_scores(run, manifest, "test", logo_game=game, crop_mode=crop_mode, checkpoint=checkpoint)

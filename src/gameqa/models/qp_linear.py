@@ -32,10 +32,6 @@ class QPLinear:
     coefs: dict[str, tuple[float, ...]]
     with_cnn: bool = False
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return FEATURES + (("CNN score",) if self.with_cnn else ())
-
     @classmethod
     def fit(cls, clips: list[dict], with_cnn: bool = False) -> "QPLinear":
         """Fit on clips with ``codec``, ``level``, ``height``, ``display_height``, ``actual_kbps`` and ``mos`` (and

@@ -6,13 +6,20 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import clipgen
 from gameqa.cli import app
 from gameqa.data.manifest import write_manifest
-from gameqa.errors import ModelError
+from gameqa.data.manifest import read_manifest
+from gameqa.errors import GameQAError, ModelError
+from gameqa.export.onnx import export_onnx
+from gameqa.media.bitstream import frame_qps
+from gameqa.media.video import probe_video
+from gameqa.models.qp_head import QPHead
 from gameqa.evaluate.qp_bench import CACHE_NAME
 from gameqa.models.qp_linear import FEATURES, QPLinear
 from gameqa.scoring import Scorer
@@ -150,6 +157,60 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
                        == 0 and out.read_text())
     assert {g: e["srocc"] for g, e in alone["games"].items()} == {
         g: e["quantiser"]["srocc"] for g, e in result["games"].items()}
+
+    # The head to ship: fitted on the train and val clips of every game (each scored by its own game's run), saved,
+    # carried by a model folder, applied by the scorer to what it reads of a clip's stream.
+    saved = tmp_path / "qp_head.json"
+    done = CliRunner().invoke(app, args + ["--save-head", str(saved)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    head = QPHead.load(saved)
+    assert head.codecs == ["h264", "vp9"] and head.display_height == 96
+    assert head.fitted_on["clips"] == {"h264": 25, "vp9": 25} and head.fitted_on["splits"] == ["train", "val"]
+    scores = {}
+    for game in GAMES:
+        scores.update(zip(*(lambda r: (r.clip_ids, r.predictions))(
+            run_scores(runs / game, manifest, "test", logo_game=game, crop_mode="grid", checkpoint="last"))))
+    rows = [dict(r, level=json.loads((corpus / CACHE_NAME).read_text())[r["path"]]["level"], cnn=scores[r["clip_id"]])
+            for r in read_manifest(manifest) if r["split"] != "test"]
+    refit = QPLinear.fit(rows, with_cnn=True).coefs
+    assert all(head.linear.coefs[c] == pytest.approx(refit[c], abs=1e-9) for c in ("h264", "vp9"))
+
+    folder = tmp_path / "model"
+    export_onnx(runs / "cells" / "last.pt", folder, name="qp-head-test")
+    shutil.copy(saved, folder / "qp_head.json")
+    spec = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**spec, "bitstream_head": "qp_head.json"}))
+    bare = tmp_path / "bare"  # the same model without its head
+    shutil.copytree(folder, bare)
+    (bare / "model.json").write_text(json.dumps({**spec, "name": "qp-head-test-bare"}))
+    clip = corpus / "clips" / "cells1-vp9-16.webm"
+    with_head = Scorer(str(folder)).score(clip)
+    read = with_head.bitstream
+    assert read["applied"] and read["codec"] == "vp9" and read["qp_level"] == pytest.approx(frame_qps(clip).level, abs=1e-5)
+    assert read["kbps"] == pytest.approx(clip.stat().st_size * 8 / 1000 / probe_video(clip).duration, rel=1e-4)
+    expected = head.linear.predict([{"codec": "vp9", "level": frame_qps(clip).level, "height": 96,
+                                     "display_height": 96, "actual_kbps": read["kbps"],
+                                     "cnn": read["pixel_overall"]}])[0]
+    assert with_head.overall == pytest.approx(min(5.0, max(1.0, expected)), abs=1e-3)
+    assert with_head.summary()["head"] == "quantiser (vp9)"
+    assert read["pixel_overall"] == pytest.approx(Scorer(str(bare)).score(clip).overall, abs=1e-9)
+    assert Scorer(str(bare)).score(clip).bitstream is None and "head" not in Scorer(str(bare)).score(clip).summary()
+    # What the head cannot read keeps the pixel score, and says why: another codec, an image, another pooling.
+    mpeg4 = clipgen.make_clip(tmp_path / "mpeg4.avi", codec="mpeg4", size=(160, 96), fps=10, seconds=1)
+    other = Scorer(str(folder)).score(mpeg4)
+    assert not other.bitstream["applied"] and "no quantiser head for mpeg4 (fitted: h264, vp9)" in (
+        other.summary()["head"]) and other.overall == other.bitstream["pixel_overall"]
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)).save(image)
+    assert Scorer(str(folder)).score(image).bitstream["reason"] == "an image has no bitstream"
+    worst = Scorer(str(folder), pooling="worst:10").score(clip).bitstream
+    assert not worst["applied"] and "fitted on mean pooling, not worst:10" in worst["reason"]
+    # A head file that is not one: one line naming it, before any scoring.
+    (folder / "qp_head.json").write_text(json.dumps({**head.to_dict(), "coefs": {"vp9": [1, 2]}}))
+    with pytest.raises(GameQAError, match="qp_head.json.*coefs must map each codec to 8 finite numbers"):
+        Scorer(str(folder))
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--save-head", str(saved)])
+    assert done.exit_code == 1 and "--save-head needs --cnn-runs" in done.output
 
     # One game without a run that held it out: named, nothing read.
     (runs / "cells").rename(tmp_path / "aside")

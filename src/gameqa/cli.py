@@ -485,6 +485,12 @@ def bench_qp_cmd(
     crop_mode: Optional[str] = typer.Option("texture", "--crop-mode", help=_RUN_CROP_MODE_HELP + " With --cnn-runs."),
     checkpoint: str = typer.Option("last", "--checkpoint", help=_RUN_CHECKPOINT_HELP + " With --cnn-runs."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Bars per held-out game (PNG)."),
+    save_head: Optional[str] = typer.Option(None, "--save-head", help="With --cnn-runs: write the head fitted on "
+                                            "every game's clips of --head-split (each scored by the run that held "
+                                            "its game out) to this JSON file, for a model folder's "
+                                            "\"bitstream_head\"."),
+    head_split: List[str] = typer.Option(["train", "val"], "--head-split", help="Splits the saved head is fitted "
+                                         "on (repeat)."),
 ) -> None:
     """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
 
@@ -496,11 +502,19 @@ def bench_qp_cmd(
 
     check_choice("--checkpoint", checkpoint, CHECKPOINTS)
     check_png(plot)
+    if save_head and not cnn_runs:
+        _fail("--save-head needs --cnn-runs: the head is fitted on the runs' scores")
     try:
         runs = expand_group(f"runs={cnn_runs}")[1] if cnn_runs else None
         with counting_bar("clips' quantisers") as clips:
             result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, cnn_runs=runs,
-                              crop_mode=crop_mode, checkpoint=checkpoint, progress=clips, run_progress=_say_scoring)
+                              crop_mode=crop_mode, checkpoint=checkpoint,
+                              head_splits=tuple(head_split) if save_head else None, progress=clips,
+                              run_progress=_say_scoring)
+        fitted = result.pop("head", None)
+        if fitted is not None:
+            fitted.save(save_head)
+            result["head"] = {"path": save_head, **fitted.to_dict()}
     except QPFailures as exc:
         exit_on_failures(exc.problems, None)
     except GameQAError as exc:
@@ -535,6 +549,10 @@ def bench_qp_cmd(
         write_atomic(json.dumps(result, indent=2), json_out)
     if plot and result["games"]:
         out.print(f"plot: {plot_qp_bench(result, plot)}")
+    if "head" in result:
+        clips = result["head"]["fitted_on"]["clips"]
+        out.print(f"head fitted on {sum(clips.values())} clips of {', '.join(head_split)} "
+                  f"({', '.join(f'{c} {n}' for c, n in clips.items())}): {save_head}")
 
 
 # Modules of the optional extras (pyproject.toml) -> the extra that installs them.

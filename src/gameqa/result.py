@@ -44,6 +44,7 @@ class ScoreResult(BaseModel):
     reference: Optional[str] = None
     sample: Optional[str] = None
     timing: Timing = Field(default_factory=Timing)
+    bitstream: Optional[dict] = None  # a model with a quantiser head: what it read, whether it applied, the pixel score
     gameqa_version: str = __version__
 
     def summary(self, per_frame: bool = False) -> dict:
@@ -62,6 +63,10 @@ class ScoreResult(BaseModel):
             "model_s": round(self.timing.model_s, 4),
             "total_s": round(self.timing.total_s, 4),
         }
+        if self.bitstream is not None:  # every result of a model with a quantiser head has these two
+            row["pixel_overall"] = self.bitstream["pixel_overall"]
+            row["head"] = (f"quantiser ({self.bitstream['codec']})" if self.bitstream["applied"]
+                           else f"none: {self.bitstream['reason']}")
         if per_frame:
             row["frame_indices"] = self.frame_indices
             row["timestamps"] = self.timestamps

@@ -20,6 +20,7 @@ from gameqa.errors import GameQAError, MediaError, naming
 from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.media import DEFAULT_BATCH, DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
 from gameqa.models.pooling import pool_scores
+from gameqa.models.qp_head import QPHead
 from gameqa.models.registry import create_model
 from gameqa.result import ScoreResult, Timing
 
@@ -50,6 +51,7 @@ class Scorer:
         self.batch_size = max(1, int(batch_size))
         self.pooling = pooling or self.card.pooling
         pool_scores(np.zeros(1), self.pooling)  # reject a bad pooling name before any work
+        self.head = QPHead.load(self.card.bitstream_head) if self.card.bitstream_head else None
 
     def score(self, path: str | os.PathLike, ref: str | os.PathLike | None = None) -> ScoreResult:
         """Score one video or image file; ``ref`` is the reference for full-reference models."""
@@ -74,6 +76,13 @@ class Scorer:
         scores = np.asarray(scores, dtype=np.float64)
         if not np.isfinite(scores).any():
             raise GameQAError(path, f"model {self.card.name!r} gave no finite score for any sampled frame (blank frames?)")
+        overall = pool_scores(scores, self.pooling, self.card.lower_better)
+        bitstream = None
+        if self.head is not None:
+            if kind == "video":
+                overall, bitstream = self.head.apply(path, overall, self.pooling, self.card.score_range)
+            else:
+                bitstream = {"pixel_overall": overall, "applied": False, "reason": "an image has no bitstream"}
         return ScoreResult(
             path=path,
             kind=kind,
@@ -81,7 +90,7 @@ class Scorer:
             model_version=self.card.version,
             score_range=self.card.score_range,
             lower_better=self.card.lower_better,
-            overall=pool_scores(scores, self.pooling, self.card.lower_better),
+            overall=overall,
             pooling=self.pooling,
             frame_indices=list(indices),
             timestamps=[round(float(t), 6) for t in stamps],
@@ -89,6 +98,7 @@ class Scorer:
             reference=None if ref is None else os.fspath(ref),
             sample=self.sample if kind == "video" else None,
             timing=timing,
+            bitstream=bitstream,
         )
 
     def _score_image(self, path: str, ref) -> ScoreResult:

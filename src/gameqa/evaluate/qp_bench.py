@@ -69,12 +69,15 @@ def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, 
 def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, groups: tuple[str, ...] = ("game",),
              bar: float = 0.90, bootstrap: int = 1000, cnn_runs: Optional[list[Path]] = None,
              crop_mode: Optional[str] = "texture", checkpoint: str = "last",
+             head_splits: Optional[tuple[str, ...]] = None,
              progress: Optional[Callable[[int, int], None]] = None,
              run_progress: Optional[Callable[[str], None]] = None) -> dict:
     """Fit on the train and val splits and read the test split; then, game by game, fit on every other game and
     read that one. Only rows of ``groups`` (the manifest's ``group`` column) take part. With ``cnn_runs`` (one
     run per game, each trained without it), each game is also read by the CNN alone and by the quantiser head on
-    it, the bar then applying to the head."""
+    it, the bar then applying to the head; with ``head_splits`` too, ``result["head"]`` is the head fitted on every
+    game's clips of those splits (each scored by the run that held its game out), to ship beside a model
+    (:class:`~gameqa.models.qp_head.QPHead`)."""
     folder = manifest_root(manifest, root)
     rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
     if not rows:
@@ -108,6 +111,8 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
             raise GameQAError(manifest, f"clips of {', '.join(unscored)} have no score from the run holding it out")
         clips = [{**c, "cnn": scores[c["clip_id"]]} for c in clips]
         result["cnn_runs"] = {game: str(run) for game, run in sorted(by_game.items())}
+        if head_splits:
+            result["head"] = _fit_head(clips, head_splits, manifest, by_game)
     result["games"] = {}
     if len(games) > 1:
         for game in games:
@@ -119,6 +124,24 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
             result["games"][game] = {**entry, "passes": bool(entry["srocc"] >= bar)}
     result["every_game_passes"] = bool(result["games"]) and all(g["passes"] for g in result["games"].values())
     return result
+
+
+def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: dict[str, Path]):
+    from gameqa.models.qp_head import QPHead
+
+    fit = [c for c in clips if c["split"] in splits]
+    if not fit:
+        raise GameQAError(manifest, f"no clips of split(s) {', '.join(splits)} to fit the head on")
+    heights = sorted({int(c["display_height"]) for c in fit})
+    if len(heights) > 1:
+        raise GameQAError(manifest, f"clips of display heights {heights}: a head is fitted at one display height")
+    counts: dict[str, int] = {}
+    for c in fit:
+        counts[c["codec"]] = counts.get(c["codec"], 0) + 1
+    return QPHead(QPLinear.fit(fit, with_cnn=True), heights[0], "mean", {
+        "manifest": str(manifest), "splits": list(splits), "clips": dict(sorted(counts.items())),
+        "games": sorted({c["game"] for c in fit}), "runs": {g: str(r) for g, r in sorted(by_game.items())},
+        "scores": "each clip scored by the run that held its game out"})
 
 
 def _runs_by_game(runs: list[Path], games: list[str]) -> dict[str, Path]:

@@ -47,6 +47,7 @@ class ModelCard:
     weights: Optional[Path] = None
     preprocess: dict = field(default_factory=dict)
     pooling: str = "mean"
+    bitstream_head: Optional[Path] = None  # a quantiser head on the pooled score (gameqa.models.qp_head), if any
     factory: Optional[Callable[["ModelCard", int], FrameModel]] = field(default=None, compare=False)
 
     @property
@@ -64,6 +65,7 @@ class ModelCard:
             "engine": self.engine,
             "pooling": self.pooling,
             "weights": str(self.weights) if self.weights else None,
+            "bitstream_head": str(self.bitstream_head) if self.bitstream_head else None,
             "description": self.description,
         }
 
@@ -132,7 +134,7 @@ def create_model(name: str, threads: int = 1) -> FrameModel:
 
 _CARD_KEYS = {
     "name", "kind", "reference", "score_range", "lower_better", "version", "description",
-    "weights", "input", "pooling",
+    "weights", "input", "pooling", "bitstream_head",
 }
 
 
@@ -156,6 +158,11 @@ def card_from_model_dir(folder: str | Path) -> ModelCard:
     weights = folder / spec["weights"]
     if not weights.is_file():
         raise ModelError(weights, "weight file not found")
+    head = None
+    if spec.get("bitstream_head"):
+        head = folder / spec["bitstream_head"]
+        if not head.is_file():
+            raise ModelError(head, "quantiser head file not found")
     try:
         lo, hi = (float(v) for v in spec["score_range"])
     except (TypeError, ValueError):
@@ -176,6 +183,7 @@ def card_from_model_dir(folder: str | Path) -> ModelCard:
         weights=weights,
         preprocess=dict(spec.get("input", {})),
         pooling=str(spec.get("pooling", "mean")),
+        bitstream_head=head,
         factory=OnnxFrameModel.from_card,
     )
 

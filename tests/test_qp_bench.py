@@ -205,6 +205,16 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
     assert Scorer(str(folder)).score(image).bitstream["reason"] == "an image has no bitstream"
     worst = Scorer(str(folder), pooling="worst:10").score(clip).bitstream
     assert not worst["applied"] and "fitted on mean pooling, not worst:10" in worst["reason"]
+    # `gameqa eval` reads a model folder with its head, as the scorer does.
+    from gameqa.train.evaluation import evaluate_split
+    pixels, headed = (evaluate_split(str(f), manifest, "test", bootstrap=1) for f in (bare, folder))
+    assert pixels.clip_ids == headed.clip_ids and len(headed.clip_ids) == 10
+    tests = {r["clip_id"]: r for r in read_manifest(manifest, root=corpus)}
+    expected = head.linear.predict([{**tests[i], "level": frame_qps(tests[i]["abs_path"]).level, "cnn": p,
+                                     "actual_kbps": os.path.getsize(tests[i]["abs_path"]) * 8 / 1000 /
+                                     probe_video(tests[i]["abs_path"]).duration}
+                                    for i, p in zip(pixels.clip_ids, pixels.predictions)])
+    assert headed.predictions == pytest.approx(np.clip(expected, 1, 5), abs=1e-9)
     # A head file that is not one: one line naming it, before any scoring.
     (folder / "qp_head.json").write_text(json.dumps({**head.to_dict(), "coefs": {"vp9": [1, 2]}}))
     with pytest.raises(GameQAError, match="qp_head.json.*coefs must map each codec to 8 finite numbers"):

@@ -53,6 +53,19 @@ def _registry_scorer(name: str, crops: Optional[int] = None, crop_mode: Optional
     return engine.score_frames, engine.card.full_reference, engine.card.pooling, None
 
 
+def _bitstream_head(name: str):
+    """``finish(path, pooled, pooling) -> clip score``: the model folder's quantiser head, as the scorer applies it;
+    None for a model without one."""
+    from gameqa.models.qp_head import QPHead
+    from gameqa.models.registry import get_card
+
+    card = get_card(name)
+    if not card.bitstream_head:
+        return None
+    head = QPHead.load(card.bitstream_head)
+    return lambda path, pooled, pooling: head.apply(path, pooled, pooling, card.score_range)[0]
+
+
 def _check_split(split: str, crop_mode: Optional[str]) -> None:
     """A ConfigError (bad user input) unless ``split`` names a split and ``crop_mode`` a crop placement."""
     from gameqa.models.onnx_engine import check_crop_mode
@@ -120,10 +133,12 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     chosen = split_of(manifest, split, logo_game, root)
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
+    finish = None  # a model folder's quantiser head on the pooled score
     if model.endswith(".pt"):
         score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode, crop_size)
     else:
         score, full_ref, model_pooling, model_sample = _registry_scorer(model, crops, crop_mode, crop_size)
+        finish = _bitstream_head(model)
     cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")
     preds, mos, ids = [], [], []
     for done, row in enumerate(chosen, start=1):
@@ -137,7 +152,8 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
             refs = [ref_entry.load(i) for i in range(len(ref_entry))]
         frames = [clip.load(i) for i in range(len(clip))]
         frame_scores = np.asarray(score(frames, refs), dtype=np.float64)
-        preds.append(pool_scores(frame_scores, pooling or model_pooling))
+        pooled = pool_scores(frame_scores, pooling or model_pooling)
+        preds.append(finish(row["abs_path"], pooled, pooling or model_pooling) if finish else pooled)
         mos.append(float(row["mos"]))
         ids.append(row["clip_id"])
         if progress:

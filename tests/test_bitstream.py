@@ -7,7 +7,8 @@ import pytest
 
 import clipgen
 from gameqa.errors import MediaError
-from gameqa.media.bitstream import frame_qps
+from gameqa.media.bitstream import QPCollector, frame_qps
+from gameqa.media.video import iter_frames
 
 
 def test_h264_constant_qp_reads_every_macroblock(tmp_path):
@@ -75,3 +76,26 @@ def test_other_codecs_and_broken_files_are_named(tmp_path):
     with pytest.raises(MediaError) as err:
         frame_qps(junk)
     assert err.value.path == str(junk)
+
+
+@pytest.mark.parametrize("encoder, ext", [("libx264", "mp4"), ("libvpx-vp9", "webm")])
+@pytest.mark.parametrize("policy", ["fps:2", "uniform:3", "all"])
+def test_the_quantiser_read_while_sampling_is_the_whole_streams(tmp_path, encoder, ext, policy):
+    # B-frames and frame threads in the sampled decode: the collector still gets every frame's QP, in decode order.
+    clip = clipgen.make_clip(tmp_path / f"c.{ext}", codec=encoder, size=(160, 96), fps=10, seconds=2,
+                             extra=["-b:v", "40k"] + (["-bf", "3"] if encoder == "libx264" else []))
+    collector = QPCollector()
+    frames = list(iter_frames(clip, policy, collector))
+    assert len(frames) == {"fps:2": 4, "uniform:3": 3, "all": 20}[policy]
+    assert collector.result() == frame_qps(clip)
+
+
+def test_the_collector_gives_nothing_for_a_codec_read_from_headers_or_a_decode_cut_short(tmp_path):
+    hevc = clipgen.make_clip(tmp_path / "c.mkv", codec="libx265", size=(160, 96), fps=10, seconds=1)
+    collector = QPCollector()
+    assert len(list(iter_frames(hevc, "fps:2", collector))) == 2 and collector.result() is None
+    h264 = clipgen.make_clip(tmp_path / "c.mp4", size=(160, 96), fps=10, seconds=1)
+    collector = QPCollector()
+    frames = iter_frames(h264, "all", collector)
+    next(frames), frames.close()  # the consumer stopped after one frame
+    assert collector.result() is None

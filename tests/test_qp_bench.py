@@ -123,7 +123,7 @@ def test_qp_linear_fits_per_codec_and_refuses_what_it_cannot_fit():
         QPLinear.fit(clips + [{**c, "codec": "vp9"} for c in clips[:3]])
 
 
-def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpus, tmp_path):
+def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpus, tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from test_eraque import quiet, tiny_config
     from gameqa.evaluate.metrics import srocc
@@ -193,6 +193,10 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
                                      "cnn": read["pixel_overall"]}])[0]
     assert with_head.overall == pytest.approx(min(5.0, max(1.0, expected)), abs=1e-3)
     assert with_head.summary()["head"] == "quantiser (vp9)"
+    # The scorer reads a VP9 (or H.264) clip's quantiser in the decode that samples its frames, not in a second one.
+    with monkeypatch.context() as patched:
+        patched.setattr("gameqa.media.bitstream.frame_qps", lambda *a, **k: pytest.fail("the clip was decoded twice"))
+        assert Scorer(str(folder)).score(clip).overall == with_head.overall
     assert read["pixel_overall"] == pytest.approx(Scorer(str(bare)).score(clip).overall, abs=1e-9)
     assert Scorer(str(bare)).score(clip).bitstream is None and "head" not in Scorer(str(bare)).score(clip).summary()
     # What the head cannot read keeps the pixel score, and says why: another codec, an image, another pooling.

@@ -20,6 +20,7 @@ from gameqa.errors import GameQAError, MediaError, naming
 from gameqa.models.registry import DEFAULT_MODEL
 from gameqa.media import DEFAULT_BATCH, DEFAULT_SAMPLE, SamplePolicy, iter_batches, load_image, media_kind
 from gameqa.models.pooling import pool_scores
+from gameqa.media.bitstream import QPCollector
 from gameqa.models.qp_head import QPHead
 from gameqa.models.registry import create_model
 from gameqa.result import ScoreResult, Timing
@@ -72,7 +73,7 @@ class Scorer:
         result.timing.total_s = time.perf_counter() - start
         return result
 
-    def _result(self, path, kind, indices, stamps, scores, ref, timing) -> ScoreResult:
+    def _result(self, path, kind, indices, stamps, scores, ref, timing, quantiser=None) -> ScoreResult:
         scores = np.asarray(scores, dtype=np.float64)
         if not np.isfinite(scores).any():
             raise GameQAError(path, f"model {self.card.name!r} gave no finite score for any sampled frame (blank frames?)")
@@ -80,7 +81,8 @@ class Scorer:
         bitstream = None
         if self.head is not None:
             if kind == "video":
-                overall, bitstream = self.head.apply(path, overall, self.pooling, self.card.score_range)
+                overall, bitstream = self.head.apply(path, overall, self.pooling, self.card.score_range,
+                                                     quantiser.result() if quantiser else None)
             else:
                 bitstream = {"pixel_overall": overall, "applied": False, "reason": "an image has no bitstream"}
         return ScoreResult(
@@ -119,7 +121,8 @@ class Scorer:
         scores: list[float] = []
         timing = Timing()
         ahead = _prefetched if self.prefetch else iter
-        batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size), timing))
+        quantiser = QPCollector() if self.head is not None else None  # read while decoding: one decode, not two
+        batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size, quantiser), timing))
         ref_batches = None
         if self.card.full_reference:
             _check_same_timeline(path, ref)
@@ -141,7 +144,7 @@ class Scorer:
         if not scores:
             raise MediaError(path, f"no frames were sampled with policy {self.sample!r}")
         timing.frames = len(scores)
-        return self._result(path, "video", indices, stamps, scores, ref, timing)
+        return self._result(path, "video", indices, stamps, scores, ref, timing, quantiser)
 
 
 def _timed(batches: Iterator, timing: Timing) -> Iterator:

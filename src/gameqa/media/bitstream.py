@@ -87,16 +87,52 @@ def frame_qps(path: str | os.PathLike, codec: str | None = None) -> FrameQPs:
     return FrameQPs(codec, tuple(float(q) for q in qps))
 
 
+class QPCollector:
+    """The quantiser of every frame a sampled decode goes through (``iter_frames(..., quantiser=QPCollector())``),
+    so that an H.264 or VP9 clip scored with a quantiser head is decoded once. ``result()`` is the stream's
+    :class:`FrameQPs`, or None when the decode was of another codec or did not reach the end of the stream."""
+
+    def __init__(self) -> None:
+        self.codec: str | None = None
+        self._qps: list[float] = []
+        self._complete = False
+
+    def start(self, stream) -> bool:
+        """Called before the first frame is decoded; True when this codec's quantiser is read while decoding (the
+        decode then goes on to the stream's end)."""
+        codec = stream.codec_context.codec.canonical_name
+        if codec not in ("h264", "vp9"):
+            return False
+        self.codec = codec
+        stream.codec_context.options = {**dict(stream.codec_context.options or {}), "export_side_data": "venc_params"}
+        return True
+
+    def add(self, frame) -> None:
+        qp = _frame_qp(frame)
+        if qp is not None:
+            self._qps.append(qp)
+
+    def finish(self) -> None:
+        """The decode reached the end of the stream."""
+        self._complete = True
+
+    def result(self) -> FrameQPs | None:
+        return FrameQPs(self.codec, tuple(self._qps)) if self._complete and self.codec and self._qps else None
+
+
+def _frame_qp(frame) -> float | None:
+    """The QP of one decoded frame, from the parameters it exports; H.264 gives one per macroblock (their mean), VP9
+    only the frame's base q index (no blocks)."""
+    for data in frame.side_data:
+        if data.type == av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS:
+            return float(data.qp_map().mean()) if data.nb_blocks else float(data.qp)
+    return None
+
+
 def _decoded_qps(path: str, context, packet) -> list[float]:
     """Decode ``packet`` (None: flush) and return the QP of each frame it gives, from the exported parameters."""
     try:
         frames = context.decode(packet)
     except av.error.FFmpegError as err:
         raise MediaError(path, f"corrupt video stream ({_reason(err)})") from err
-    qps = []
-    for frame in frames:
-        for data in frame.side_data:
-            if data.type == av.sidedata.sidedata.Type.VIDEO_ENC_PARAMS:
-                # H.264 gives a QP per macroblock; VP9 only the frame's base q index (no blocks).
-                qps.append(float(data.qp_map().mean()) if data.nb_blocks else float(data.qp))
-    return qps
+    return [qp for qp in map(_frame_qp, frames) if qp is not None]

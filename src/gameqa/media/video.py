@@ -122,11 +122,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         )
 
 
-def iter_frames(path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SAMPLE) -> Iterator[Frame]:
+def iter_frames(path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SAMPLE,
+                quantiser=None) -> Iterator[Frame]:
     """Yield the frames the policy selects, upright 8-bit RGB, in decode order.
 
     A bad policy or a missing file raises at once; decoding problems raise MediaError while
     iterating (a stream that stops well short of its header's duration raises at the end).
+    ``quantiser`` (a :class:`gameqa.media.bitstream.QPCollector`) reads the quantiser of every decoded frame on the way.
     """
     sample_policy = SamplePolicy.parse(policy)
     path_text = check_media_file(path)
@@ -134,16 +136,16 @@ def iter_frames(path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SA
 
     if is_animated(path_text):
         return decode_animated(path_text, sample_policy)
-    return _decode_sampled(path_text, sample_policy)
+    return _decode_sampled(path_text, sample_policy, quantiser)
 
 
 def iter_batches(
-    path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SAMPLE, batch_size: int = 8
+    path: str | os.PathLike, policy: str | SamplePolicy = DEFAULT_SAMPLE, batch_size: int = 8, quantiser=None
 ) -> Iterator[list[Frame]]:
     """Like :func:`iter_frames`, grouped into lists of ``batch_size`` (the last may be shorter)."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(None, f"batch size must be a whole number above 0, got {batch_size!r}")
-    frames = iter_frames(path, policy)
+    frames = iter_frames(path, policy, quantiser)
     return _batched(frames, batch_size)
 
 
@@ -163,7 +165,7 @@ def _batched(frames: Iterator[Frame], batch_size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
+def _decode_sampled(path: str, policy: SamplePolicy, quantiser=None) -> Iterator[Frame]:
     with _open_container(path) as container:
         stream = _video_stream(container, path)
         frame_count = None
@@ -174,6 +176,7 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
             if other.index != stream.index:
                 other.discard = Discard.all
         stream.thread_type = "AUTO"  # frame + slice threads; thread_count 0 lets libavcodec pick
+        reading_qps = quantiser is not None and quantiser.start(stream)  # then every frame is decoded
 
         time_base = stream.time_base
         rate = _average_rate(stream) or Fraction(30)
@@ -206,10 +209,12 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
                     offset = last_seconds + 1 / rate - raw
                     seconds = raw + offset
             last_frame, last_seconds = frame, seconds
+            if reading_qps:
+                quantiser.add(frame)
             if selector.keep(index, seconds):
                 last_kept = index
                 yield Frame(index, float(seconds), _upright_rgb(frame))
-            if selector.finished(index):
+            if selector.finished(index) and not reading_qps:
                 stopped_early = True
                 break
 
@@ -221,6 +226,8 @@ def _decode_sampled(path: str, policy: SamplePolicy) -> Iterator[Frame]:
             # The stream held fewer frames than its header said: the last frame stands in.
             yield Frame(index, float(last_seconds), _upright_rgb(last_frame))
         _check_not_truncated(path, container, stream, last_frame, last_seconds, rate, index + 1)
+        if reading_qps:
+            quantiser.finish()
 
 
 def _check_not_truncated(path, container, stream, last_frame, last_seconds, rate, decoded) -> None:

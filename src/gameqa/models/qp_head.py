@@ -80,9 +80,10 @@ class QPHead:
         return cls(QPLinear({c: tuple(float(v) for v in w) for c, w in coefs.items()}, with_cnn=True), height,
                    str(spec.get("pooling", "mean")), dict(spec.get("fitted_on") or {}))
 
-    def read_stream(self, path: str | os.PathLike) -> dict:
-        """What the head needs of a video file: codec, mean quantiser, level, height share and measured kb/s. A
-        MediaError names the file when its stream cannot be read."""
+    def read_stream(self, path: str | os.PathLike, qps=None) -> dict:
+        """What the head needs of a video file: codec, mean quantiser, level, height and measured kb/s; ``qps``
+        (:class:`~gameqa.media.bitstream.FrameQPs`) when the quantiser was read already. A MediaError names the
+        file when its stream cannot be read."""
         from gameqa.media.bitstream import frame_qps
         from gameqa.media.video import probe_video
 
@@ -93,18 +94,20 @@ class QPHead:
         stream = {"codec": info.codec, "height": info.display_height,
                   "kbps": os.path.getsize(path) * 8 / 1000 / info.duration}
         if info.codec in self.linear.coefs:
-            qps = frame_qps(path, info.codec)
+            if qps is None or qps.codec != info.codec:
+                qps = frame_qps(path, info.codec)
             stream.update(mean_qp=qps.mean, qp_level=qps.level)
         return stream
 
-    def apply(self, path: str | os.PathLike, pixel_score: float, pooling: str,
-              score_range: tuple[float, float]) -> tuple[float, dict]:
-        """The clip's score and what the head read; the pixel score itself where the head does not apply."""
+    def apply(self, path: str | os.PathLike, pixel_score: float, pooling: str, score_range: tuple[float, float],
+              qps=None) -> tuple[float, dict]:
+        """The clip's score and what the head read; the pixel score itself where the head does not apply. ``qps``:
+        the stream's quantiser if the caller read it while decoding (else it is read here)."""
         info: dict = {"pixel_overall": float(pixel_score)}
         if pooling != self.pooling:
             return pixel_score, {**info, "applied": False,
                                  "reason": f"the head was fitted on {self.pooling} pooling, not {pooling}"}
-        stream = self.read_stream(path)
+        stream = self.read_stream(path, qps)
         info.update(codec=stream["codec"], kbps=round(stream["kbps"], 3))
         if "qp_level" not in stream:
             return pixel_score, {**info, "applied": False, "reason": f"no quantiser head for {stream['codec']} "

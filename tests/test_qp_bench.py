@@ -17,6 +17,7 @@ from gameqa.data.manifest import write_manifest
 from gameqa.data.manifest import read_manifest
 from gameqa.errors import GameQAError, ModelError
 from gameqa.export.onnx import export_onnx
+from gameqa.media import DEFAULT_SAMPLE
 from gameqa.media.bitstream import frame_qps
 from gameqa.media.video import probe_video
 from gameqa.models.qp_head import QPHead
@@ -193,6 +194,10 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
                                      "cnn": read["pixel_overall"]}])[0]
     assert with_head.overall == pytest.approx(min(5.0, max(1.0, expected)), abs=1e-3)
     assert with_head.summary()["head"] == "quantiser (vp9)"
+    from gameqa.cluster.batch import ScoreSpec, score_chunk
+    (row,) = score_chunk([str(clip)], ScoreSpec(model=str(folder), sample=DEFAULT_SAMPLE))  # a batch row says it too
+    assert (row["overall"], row["pixel_overall"], row["head"]) == (with_head.overall, read["pixel_overall"],
+                                                                   "quantiser (vp9)")
     # The scorer reads a VP9 (or H.264) clip's quantiser in the decode that samples its frames, not in a second one.
     with monkeypatch.context() as patched:
         patched.setattr("gameqa.media.bitstream.frame_qps", lambda *a, **k: pytest.fail("the clip was decoded twice"))

@@ -124,6 +124,9 @@ def _result_row(result, spec: ScoreSpec) -> dict:
         "decode_s": result.timing.decode_s, "model_s": result.timing.model_s, "total_s": result.timing.total_s,
         "error": None, "gameqa_version": result.gameqa_version,
     }
+    if result.bitstream is not None:  # a model with a quantiser head: the pixel score and whether the head applied
+        summary = result.summary()
+        row.update(pixel_overall=summary["pixel_overall"], head=summary["head"])
     return row
 
 
@@ -281,6 +284,7 @@ def _arrow_schema():
         ("frames", pa.int64()), ("frame_indices", pa.list_(pa.int64())), ("timestamps", pa.list_(pa.float64())),
         ("frame_scores", pa.list_(pa.float64())), ("decode_s", pa.float64()), ("model_s", pa.float64()),
         ("total_s", pa.float64()), ("error", pa.string()), ("gameqa_version", pa.string()),
+        ("pixel_overall", pa.float64()), ("head", pa.string()),
     ])
 
 

@@ -80,11 +80,8 @@ class Scorer:
         overall = pool_scores(scores, self.pooling, self.card.lower_better)
         bitstream = None
         if self.head is not None:
-            if kind == "video":
-                overall, bitstream = self.head.apply(path, overall, self.pooling, self.card.score_range,
-                                                     quantiser.result() if quantiser else None)
-            else:
-                bitstream = {"pixel_overall": overall, "applied": False, "reason": "an image has no bitstream"}
+            overall, bitstream = self.head.apply(path, kind, overall, self.pooling, self.card.score_range,
+                                                 quantiser.result() if quantiser else None)
         return ScoreResult(
             path=path,
             kind=kind,

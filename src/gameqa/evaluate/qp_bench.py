@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -135,9 +136,7 @@ def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: dic
     heights = sorted({int(c["display_height"]) for c in fit})
     if len(heights) > 1:
         raise GameQAError(manifest, f"clips of display heights {heights}: a head is fitted at one display height")
-    counts: dict[str, int] = {}
-    for c in fit:
-        counts[c["codec"]] = counts.get(c["codec"], 0) + 1
+    counts = Counter(c["codec"] for c in fit)
     return QPHead(QPLinear.fit(fit, with_cnn=True), heights[0], "mean", {
         "manifest": str(manifest), "splits": list(splits), "clips": dict(sorted(counts.items())),
         "games": sorted({c["game"] for c in fit}), "runs": {g: str(r) for g, r in sorted(by_game.items())},

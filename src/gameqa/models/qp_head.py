@@ -99,19 +99,24 @@ class QPHead:
             stream.update(mean_qp=qps.mean, qp_level=qps.level)
         return stream
 
-    def apply(self, path: str | os.PathLike, pixel_score: float, pooling: str, score_range: tuple[float, float],
-              qps=None) -> tuple[float, dict]:
-        """The clip's score and what the head read; the pixel score itself where the head does not apply. ``qps``:
-        the stream's quantiser if the caller read it while decoding (else it is read here)."""
+    def apply(self, path: str | os.PathLike, kind: str, pixel_score: float, pooling: str,
+              score_range: tuple[float, float], qps=None) -> tuple[float, dict]:
+        """The clip's score and what the head read; the pixel score itself where the head does not apply (an
+        image, another pooling, a codec it was not fitted on). ``qps``: the stream's quantiser if the caller read it
+        while decoding (else it is read here)."""
         info: dict = {"pixel_overall": float(pixel_score)}
+
+        def kept(reason: str) -> tuple[float, dict]:
+            return pixel_score, {**info, "applied": False, "reason": reason}
+
+        if kind != "video":
+            return kept("an image has no bitstream")
         if pooling != self.pooling:
-            return pixel_score, {**info, "applied": False,
-                                 "reason": f"the head was fitted on {self.pooling} pooling, not {pooling}"}
+            return kept(f"the head was fitted on {self.pooling} pooling, not {pooling}")
         stream = self.read_stream(path, qps)
         info.update(codec=stream["codec"], kbps=round(stream["kbps"], 3))
         if "qp_level" not in stream:
-            return pixel_score, {**info, "applied": False, "reason": f"no quantiser head for {stream['codec']} "
-                                                                    f"(fitted: {', '.join(self.codecs)})"}
+            return kept(f"no quantiser head for {stream['codec']} (fitted: {', '.join(self.codecs)})")
         clip = {"codec": stream["codec"], "level": stream["qp_level"], "actual_kbps": stream["kbps"],
                 "height": min(stream["height"], self.display_height), "display_height": self.display_height,
                 "cnn": float(pixel_score)}

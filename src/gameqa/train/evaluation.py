@@ -63,7 +63,7 @@ def _bitstream_head(name: str):
     if not card.bitstream_head:
         return None
     head = QPHead.load(card.bitstream_head)
-    return lambda path, pooled, pooling: head.apply(path, pooled, pooling, card.score_range)[0]
+    return lambda path, pooled, pooling: head.apply(path, "video", pooled, pooling, card.score_range)[0]
 
 
 def _check_split(split: str, crop_mode: Optional[str]) -> None:

@@ -99,3 +99,16 @@ def test_the_collector_gives_nothing_for_a_codec_read_from_headers_or_a_decode_c
     frames = iter_frames(h264, "all", collector)
     next(frames), frames.close()  # the consumer stopped after one frame
     assert collector.result() is None
+
+
+def test_the_quantiser_read_while_sampling_a_720p_clip_is_the_same_every_time():
+    # Frame-threaded decoding exported QP maps that changed between runs on this clip; every read must equal the
+    # single-threaded header-to-end pass.
+    from pathlib import Path
+    import gameqa
+    clip = Path(gameqa.__file__).parent / "assets" / "wesnoth_720p30.mp4"
+    whole = frame_qps(clip)
+    for _ in range(3):
+        collector = QPCollector()
+        list(iter_frames(clip, "fps:2", collector))
+        assert collector.result() == whole

@@ -104,6 +104,7 @@ class QPCollector:
         if codec not in ("h264", "vp9"):
             return False
         self.codec = codec
+        stream.thread_type = "SLICE"  # frame threads hand back QP maps that differ from run to run (seen on 720p H.264)
         stream.codec_context.options = {**dict(stream.codec_context.options or {}), "export_side_data": "venc_params"}
         return True
 

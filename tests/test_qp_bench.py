@@ -235,3 +235,51 @@ def test_bench_qp_with_cnn_runs_reads_each_game_by_the_head_on_its_own_run(corpu
     (runs / "cells").rename(tmp_path / "aside")
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 1 and "no run holds out cells" in done.output
+
+
+def test_bench_qp_with_one_model_fits_the_head_on_its_pixel_scores(corpus, tmp_path, monkeypatch):
+    """--cnn-model: one model (here a folder that carries a head of its own) scores every clip by its pixels alone;
+    the test split is read by the quantiser alone, the CNN alone and a head fitted on train + val."""
+    import onnxgen
+    from gameqa.evaluate.metrics import srocc
+    from gameqa.train.evaluation import evaluate_split
+
+    monkeypatch.setenv("GAMEQA_CACHE", str(tmp_path / "cache"))
+    manifest = str(corpus / "manifests" / "corpus.csv")
+    bare = onnxgen.write_mean_model(tmp_path / "bare", name="qp-mean-bare")
+    folder = onnxgen.write_mean_model(tmp_path / "headed", name="qp-mean-headed", extra={"bitstream_head": "qp_head.json"})
+    own = QPHead(QPLinear({"h264": (9.0,) * (len(FEATURES) + 1), "vp9": (-9.0,) * (len(FEATURES) + 1)}, with_cnn=True), 96)
+    own.save(folder / "qp_head.json")
+    saved = tmp_path / "fitted.json"
+    out = tmp_path / "qp.json"
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(folder), "--json",
+                                    str(out), "--save-head", str(saved)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert f"the quantiser head on {folder}" in done.output and "head fitted on 50 clips of train, val" in done.output
+    result = json.loads(out.read_text())
+    pixels = {}
+    for split in ("train", "val", "test"):  # the model's pixel score alone: that of the same model without a head
+        read = evaluate_split(str(bare), manifest, split, bootstrap=1)
+        pixels.update(zip(read.clip_ids, read.predictions))
+    rows = read_manifest(manifest)
+    levels = json.loads((corpus / CACHE_NAME).read_text())
+    clips = [dict(r, level=levels[r["path"]]["level"], cnn=pixels[r["clip_id"]]) for r in rows]
+    fit = [c for c in clips if c["split"] != "test"]
+    test = [c for c in clips if c["split"] == "test"]
+    entry = result["test"]
+    assert entry["clips"] == entry["cnn"]["clips"] == entry["quantiser"]["clips"] == 10
+    assert entry["cnn"]["srocc"] == pytest.approx(srocc([c["cnn"] for c in test], [c["mos"] for c in test]), abs=1e-12)
+    by_hand = QPLinear.fit(fit, with_cnn=True)
+    assert entry["srocc"] == pytest.approx(srocc(by_hand.predict(test), [c["mos"] for c in test]), abs=1e-12)
+    assert entry["quantiser"]["srocc"] == pytest.approx(
+        srocc(QPLinear.fit(fit).predict(test), [c["mos"] for c in test]), abs=1e-12)
+    head = QPHead.load(saved)
+    assert all(head.linear.coefs[c] == pytest.approx(by_hand.coefs[c], abs=1e-9) for c in ("h264", "vp9"))
+    assert head.fitted_on["model"] == str(folder) and head.fitted_on["clips"] == {"h264": 25, "vp9": 25}
+    # the games are read by the quantiser alone, as without a model
+    alone = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--json", str(tmp_path / "alone.json")])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads((tmp_path / "alone.json").read_text())["games"] == result["games"]
+    both = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(folder),
+                                    "--cnn-runs", str(tmp_path / "runs*")])
+    assert both.exit_code == 1 and "give one" in both.output

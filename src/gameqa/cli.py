@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from gameqa.console import (BATCH_SIZE_HELP, MODEL_HELP, POOLING_HELP, SAMPLE_HELP, Table, check_choice, check_png,
-                            console, counting_bar, error_line, exit_on_failures, exit_on_terminate, fail as _fail)
+                            console, counting_bar, counting_bars, error_line, exit_on_failures, exit_on_terminate, fail as _fail)
 from gameqa.errors import GameQAError
 from gameqa.paths import bundled_clip
 from gameqa.sinks import json_safe
@@ -491,6 +491,10 @@ def bench_qp_cmd(
                                             "\"bitstream_head\"."),
     head_split: List[str] = typer.Option(["train", "val"], "--head-split", help="Splits the saved head is fitted "
                                          "on (repeat)."),
+    cnn_model: Optional[str] = typer.Option(None, "--cnn-model", help="Instead of --cnn-runs: one registered model "
+                                            "or model folder scores every clip (pixels alone, its own reading); the "
+                                            "test split is read by the head fitted on train + val. For a corpus the "
+                                            "model never trained on."),
 ) -> None:
     """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
 
@@ -502,15 +506,18 @@ def bench_qp_cmd(
 
     check_choice("--checkpoint", checkpoint, CHECKPOINTS)
     check_png(plot)
-    if save_head and not cnn_runs:
-        _fail("--save-head needs --cnn-runs: the head is fitted on the runs' scores")
+    if save_head and not (cnn_runs or cnn_model):
+        _fail("--save-head needs --cnn-runs or --cnn-model: the head is fitted on a CNN's scores")
+    if cnn_runs and cnn_model:
+        _fail("--cnn-runs and --cnn-model: give one (the CNN scores the head is fitted on)")
     try:
         runs = expand_group(f"runs={cnn_runs}")[1] if cnn_runs else None
-        with counting_bar("clips' quantisers") as clips:
+        with counting_bars("clips' quantisers", *(["clips scored"] if cnn_model else [])) as bars:
+            clips, scored = bars[0], (bars[1] if cnn_model else None)
             result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, cnn_runs=runs,
                               crop_mode=crop_mode, checkpoint=checkpoint,
-                              head_splits=tuple(head_split) if save_head else None, progress=clips,
-                              run_progress=_say_scoring)
+                              head_splits=tuple(head_split) if save_head else None, cnn_model=cnn_model,
+                              progress=clips, run_progress=_say_scoring, score_progress=scored)
         fitted = result.pop("head", None)
         if fitted is not None:
             fitted.save(save_head)
@@ -519,8 +526,9 @@ def bench_qp_cmd(
         exit_on_failures(exc.problems, None)
     except GameQAError as exc:
         _fail(str(exc))
-    head = runs is not None
-    what = "the quantiser head on each held-out CNN run" if head else "the quantiser alone"
+    head = runs is not None or cnn_model is not None
+    what = ("the quantiser head on each held-out CNN run" if runs is not None else
+            f"the quantiser head on {cnn_model}" if cnn_model else "the quantiser alone")
     table = Table(title=f"{what} on {Path(manifest).name} (fit per codec: {', '.join(result['features'])}"
                         f"{', CNN score' if head else ''})")
     names = ["read on", "fitted on", "clips"] + (["quantiser alone", "CNN alone"] if head else [])

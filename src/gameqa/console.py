@@ -54,20 +54,29 @@ def counting_bar(title: str) -> Iterator[Callable[[int, int], None]]:
     """A transient progress bar on stderr, moved by calls of ``update(done, total)`` (an evaluation's clips);
     lines printed on ``err`` meanwhile go above it. When stderr is no terminal (a log) there is no bar: a line
     ``title: done/total`` each time another tenth is done."""
+    with counting_bars(title) as (update,):
+        yield update
+
+
+@contextmanager
+def counting_bars(*titles: str) -> Iterator[list[Callable[[int, int], None]]]:
+    """One ``counting_bar`` per title, shown together (one live display)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if not err.is_terminal:
-        def log_tenths(done: int, total: int) -> None:
-            if total and done * 10 // total != (done - 1) * 10 // total:
-                log_line(f"{title}: {done}/{total}")
+        def log_tenths(title: str) -> Callable[[int, int], None]:
+            def update(done: int, total: int) -> None:
+                if total and done * 10 // total != (done - 1) * 10 // total:
+                    log_line(f"{title}: {done}/{total}")
+            return update
 
-        yield log_tenths
+        yield [log_tenths(t) for t in titles]
         return
-    with Progress(TextColumn(f"[bold]{escape(title)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as progress:
-        task = progress.add_task("", total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+        tasks = [progress.add_task(escape(t), total=None) for t in titles]
+        yield [lambda done, total, task=task: progress.update(task, completed=done, total=total) for task in tasks]
 
 
 SERVER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's

@@ -21,6 +21,7 @@ err = console(stderr=True)
 DEFAULT_LADDER = CONFIGS / "corpus" / "ladder.toml"
 DEFAULT_GAMES = CONFIGS / "corpus" / "games.toml"
 DEFAULT_CANDIDATES = CONFIGS / "corpus" / "candidates.toml"
+DEFAULT_OFFGRID = CONFIGS / "corpus" / "offgrid.toml"
 T = TypeVar("T")
 # a checkout's committed manifest; installed from a wheel, the corpus folder's own
 DEFAULT_MANIFEST = (REPO_ROOT if in_checkout() else corpus_dir()) / "manifests" / "corpus.csv"
@@ -294,6 +295,31 @@ def synth(
     sources = len({r["source_id"] for r in rows})
     out.print(f"{len(rows)} synthetic clips of {sources} scenes (train split, group synth), manifest written to "
               f"{manifest}; {len(failures)} failed. Join them: gameqa corpus merge CORPUS {out_dir} --out MERGED")
+    exit_on_failures(failures)
+
+
+@corpus_app.command("offgrid")
+def offgrid(
+    manifest: Path = typer.Option(..., "--manifest", help="Corpus manifest whose sources are encoded."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder of the off-ladder set (sources, clips, manifest)."),
+    grid: Path = typer.Option(DEFAULT_OFFGRID, "--grid", help="Encoder settings and quality values (TOML)."),
+    split: str = typer.Option("test", "--split", help="Split whose sources are encoded."),
+    group: list[str] = typer.Option(["game"], "--group", help="Manifest groups whose sources are encoded (repeat)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
+) -> None:
+    """Encodes outside the corpus ladder (constant quality, other presets, sizes, GOPs) of one split's sources,
+    labelled as the corpus is: a check of a model on rate control it was not fitted on (resumable).
+
+    Every clip is in the test split: `gameqa eval --model M --manifest OUT/manifests/corpus.csv --split test`."""
+    from gameqa.data.offgrid import build_offgrid, load_grid
+
+    if split not in ("train", "val", "test"):
+        _fail(f"split must be train, val or test, not {split!r}")
+    path, rows, failures = _with_clip_progress("off-ladder clips", lambda **report: build_offgrid(
+        manifest, out_dir, load_grid(grid), split=split, groups=tuple(group), workers=workers, **report))
+    sources = len({r["source_id"] for r in rows})
+    out.print(f"{len(rows)} off-ladder clips of {sources} {split} sources, manifest written to {path}; "
+              f"{len(failures)} failed")
     exit_on_failures(failures)
 
 

@@ -70,15 +70,22 @@ def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, 
 def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, groups: tuple[str, ...] = ("game",),
              bar: float = 0.90, bootstrap: int = 1000, cnn_runs: Optional[list[Path]] = None,
              crop_mode: Optional[str] = "texture", checkpoint: str = "last",
-             head_splits: Optional[tuple[str, ...]] = None,
+             head_splits: Optional[tuple[str, ...]] = None, cnn_model: Optional[str] = None,
              progress: Optional[Callable[[int, int], None]] = None,
-             run_progress: Optional[Callable[[str], None]] = None) -> dict:
+             run_progress: Optional[Callable[[str], None]] = None,
+             score_progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Fit on the train and val splits and read the test split; then, game by game, fit on every other game and
     read that one. Only rows of ``groups`` (the manifest's ``group`` column) take part. With ``cnn_runs`` (one
     run per game, each trained without it), each game is also read by the CNN alone and by the quantiser head on
     it, the bar then applying to the head; with ``head_splits`` too, ``result["head"]`` is the head fitted on every
     game's clips of those splits (each scored by the run that held its game out), to ship beside a model
-    (:class:`~gameqa.models.qp_head.QPHead`)."""
+    (:class:`~gameqa.models.qp_head.QPHead`). With ``cnn_model`` (a registered model or model folder, read as pixels
+    alone, with its own crops and sampling: its own head is not applied) instead, every clip is scored by that one model and the test split is read
+    by the quantiser alone, the CNN alone and the head fitted on the train and val splits; the games are then read
+    by the quantiser alone (a model trained on every game has no held-out reading of one), and ``result["head"]``
+    is fitted on ``head_splits``. Meant for a corpus the model never trained on (a new recording)."""
+    if cnn_model is not None and cnn_runs is not None:
+        raise GameQAError(None, "a quantiser head is fitted on one model's scores or on held-out runs', not both")
     folder = manifest_root(manifest, root)
     rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
     if not rows:
@@ -100,9 +107,23 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
         return entry
 
     result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups)}
+    if cnn_model is not None:
+        from gameqa.train.evaluation import score_rows
+
+        if run_progress:
+            run_progress(f"{cnn_model} on {len(clips)} clips")
+        pixels = score_rows(cnn_model, clips, bitstream_head=False, progress=score_progress)  # its own reading
+        clips = [{**c, "cnn": p} for c, p in zip(clips, pixels)]
+        result["cnn_model"] = cnn_model
+        if head_splits:
+            result["head"] = _fit_head(clips, head_splits, manifest, model=cnn_model)
     test = [c for c in clips if c["split"] == "test"]
     if test:
-        result["test"] = read([c for c in clips if c["split"] != "test"], test)
+        rest = [c for c in clips if c["split"] != "test"]
+        result["test"] = read(rest, test)
+        if cnn_model is not None:
+            result["test"] = {"quantiser": result["test"], "cnn": scored([c["cnn"] for c in test], test),
+                              **read(rest, test, with_cnn=True)}
     games = sorted({c["game"] for c in clips})
     if cnn_runs is not None:
         by_game = _runs_by_game(cnn_runs, games)
@@ -113,7 +134,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
         clips = [{**c, "cnn": scores[c["clip_id"]]} for c in clips]
         result["cnn_runs"] = {game: str(run) for game, run in sorted(by_game.items())}
         if head_splits:
-            result["head"] = _fit_head(clips, head_splits, manifest, by_game)
+            result["head"] = _fit_head(clips, head_splits, manifest, by_game=by_game)
     result["games"] = {}
     if len(games) > 1:
         for game in games:
@@ -127,7 +148,8 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
     return result
 
 
-def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: dict[str, Path]):
+def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: Optional[dict[str, Path]] = None,
+              model: Optional[str] = None):
     from gameqa.models.qp_head import QPHead
 
     fit = [c for c in clips if c["split"] in splits]
@@ -137,10 +159,12 @@ def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: dic
     if len(heights) > 1:
         raise GameQAError(manifest, f"clips of display heights {heights}: a head is fitted at one display height")
     counts = Counter(c["codec"] for c in fit)
+    scorer = ({"runs": {g: str(r) for g, r in sorted(by_game.items())},
+               "scores": "each clip scored by the run that held its game out"} if by_game is not None else
+              {"model": model, "scores": "each clip scored by this model's pixels alone"})
     return QPHead(QPLinear.fit(fit, with_cnn=True), heights[0], "mean", {
         "manifest": str(manifest), "splits": list(splits), "clips": dict(sorted(counts.items())),
-        "games": sorted({c["game"] for c in fit}), "runs": {g: str(r) for g, r in sorted(by_game.items())},
-        "scores": "each clip scored by the run that held its game out"})
+        "games": sorted({c["game"] for c in fit}), **scorer})
 
 
 def _runs_by_game(runs: list[Path], games: list[str]) -> dict[str, Path]:

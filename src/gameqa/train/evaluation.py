@@ -111,6 +111,39 @@ def score_sources(model: str, manifest: str | os.PathLike, split: str = "test", 
     return out
 
 
+def score_rows(model: str, rows: list[dict], *, sample: Optional[str] = None, frames_cache: Optional[str] = None,
+               pooling: Optional[str] = None, crops: Optional[int] = None, crop_mode: Optional[str] = None,
+               crop_size: Optional[int] = None, bitstream_head: bool = True,
+               progress: Optional[Callable[[int, int], None]] = None) -> list[float]:
+    """Each manifest row's clip score (``abs_path`` set; ``abs_source_path`` for a full-reference model): cached
+    display-size frames, crops averaged per frame, frames pooled; a model folder's quantiser head on the pooled score
+    unless ``bitstream_head`` is False (the pixel score alone)."""
+    finish = None  # a model folder's quantiser head on the pooled score
+    if model.endswith(".pt"):
+        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode, crop_size)
+    else:
+        score, full_ref, model_pooling, model_sample = _registry_scorer(model, crops, crop_mode, crop_size)
+        finish = _bitstream_head(model) if bitstream_head else None
+    cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")
+    preds = []
+    for done, row in enumerate(rows, start=1):
+        w, h = row["display_width"], row["display_height"]
+        clip = cache.clip_frames(row["abs_path"], w, h)
+        refs = None
+        if full_ref:
+            if not os.path.isfile(row["abs_source_path"]):
+                raise ConfigError(row["abs_source_path"], "the reference file is missing")
+            ref_entry = cache.reference_frames(row["abs_source_path"], clip.timestamps, w, h)
+            refs = [ref_entry.load(i) for i in range(len(ref_entry))]
+        frames = [clip.load(i) for i in range(len(clip))]
+        frame_scores = np.asarray(score(frames, refs), dtype=np.float64)
+        pooled = pool_scores(frame_scores, pooling or model_pooling)
+        preds.append(finish(row["abs_path"], pooled, pooling or model_pooling) if finish else pooled)
+        if progress:
+            progress(done, len(rows))
+    return preds
+
+
 def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test", *, root: Optional[str] = None,
                    logo_game: Optional[str] = None, sample: Optional[str] = None, frames_cache: Optional[str] = None,
                    pooling: Optional[str] = None, bootstrap: int = 1000, crops: Optional[int] = None,
@@ -133,30 +166,8 @@ def evaluate_split(model: str, manifest: str | os.PathLike, split: str = "test",
     chosen = split_of(manifest, split, logo_game, root)
     if len(chosen) < 2:
         raise ConfigError(manifest, f"the {split} split has {len(chosen)} clips; a correlation needs at least 2")
-    finish = None  # a model folder's quantiser head on the pooled score
-    if model.endswith(".pt"):
-        score, full_ref, model_pooling, model_sample = _checkpoint_scorer(model, crops, crop_mode, crop_size)
-    else:
-        score, full_ref, model_pooling, model_sample = _registry_scorer(model, crops, crop_mode, crop_size)
-        finish = _bitstream_head(model)
-    cache = FrameCache(Path(frames_cache) if frames_cache else cache_dir() / "frames", sample or model_sample or "uniform:8")
-    preds, mos, ids = [], [], []
-    for done, row in enumerate(chosen, start=1):
-        w, h = row["display_width"], row["display_height"]
-        clip = cache.clip_frames(row["abs_path"], w, h)
-        refs = None
-        if full_ref:
-            if not os.path.isfile(row["abs_source_path"]):
-                raise ConfigError(manifest, f"reference file {row['abs_source_path']} is missing")
-            ref_entry = cache.reference_frames(row["abs_source_path"], clip.timestamps, w, h)
-            refs = [ref_entry.load(i) for i in range(len(ref_entry))]
-        frames = [clip.load(i) for i in range(len(clip))]
-        frame_scores = np.asarray(score(frames, refs), dtype=np.float64)
-        pooled = pool_scores(frame_scores, pooling or model_pooling)
-        preds.append(finish(row["abs_path"], pooled, pooling or model_pooling) if finish else pooled)
-        mos.append(float(row["mos"]))
-        ids.append(row["clip_id"])
-        if progress:
-            progress(done, len(chosen))
+    preds = score_rows(model, chosen, sample=sample, frames_cache=frames_cache, pooling=pooling, crops=crops,
+                       crop_mode=crop_mode, crop_size=crop_size, progress=progress)
+    mos, ids = [float(r["mos"]) for r in chosen], [r["clip_id"] for r in chosen]
     table = correlation_table(preds, mos, bootstrap=bootstrap)
     return SplitEvaluation(ids, preds, mos, table)

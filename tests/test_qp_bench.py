@@ -283,3 +283,42 @@ def test_bench_qp_with_one_model_fits_the_head_on_its_pixel_scores(corpus, tmp_p
     both = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(folder),
                                     "--cnn-runs", str(tmp_path / "runs*")])
     assert both.exit_code == 1 and "give one" in both.output
+
+
+def test_a_head_read_by_slice_reads_h264_headers_and_decodes_as_usual(corpus, tmp_path, monkeypatch):
+    """--h264-qp slice: H.264 clips' quantisers come from their slice headers (cached apart from the macroblock
+    reading), the saved head says so, and the scorer reads an H.264 clip's headers instead of collecting the QP
+    of each decoded frame (its decode keeps its usual threads); VP9 is still collected while decoding."""
+    import onnxgen
+
+    monkeypatch.setenv("GAMEQA_CACHE", str(tmp_path / "cache"))
+    manifest = str(corpus / "manifests" / "corpus.csv")
+    bare = onnxgen.write_mean_model(tmp_path / "bare", name="qp-slice-bare")
+    saved, out = tmp_path / "slice-head.json", tmp_path / "slice.json"
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(bare), "--h264-qp",
+                                    "slice", "--save-head", str(saved), "--json", str(out)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert json.loads(out.read_text())["h264_qp"] == "slice"
+    head = QPHead.load(saved)
+    assert head.h264_qp == "slice" and head.decoded_codecs == ("vp9",)
+    cache = json.loads((corpus / CACHE_NAME).read_text())
+    h264 = next(r for r in read_manifest(manifest, root=corpus) if r["codec"] == "h264")
+    assert cache[h264["path"] + "#slice"]["level"] == pytest.approx(frame_qps(h264["abs_path"], h264="slice").level)
+    assert frame_qps(h264["abs_path"], h264="slice").qps != frame_qps(h264["abs_path"]).qps  # two readings
+
+    folder = onnxgen.write_mean_model(tmp_path / "slice-model", name="qp-slice-headed",
+                                      extra={"bitstream_head": "qp_head.json"})
+    shutil.copy(saved, folder / "qp_head.json")
+    with monkeypatch.context() as patched:  # no decoded frame's QP is read for H.264
+        patched.setattr("gameqa.media.bitstream._frame_qp", lambda *a: pytest.fail("an H.264 frame's QP was decoded"))
+        read = Scorer(str(folder)).score(h264["abs_path"]).bitstream
+    assert read["applied"] and read["qp_level"] == pytest.approx(frame_qps(h264["abs_path"], h264="slice").level,
+                                                                 abs=1e-5)
+    vp9 = next(r for r in read_manifest(manifest, root=corpus) if r["codec"] == "vp9")
+    with monkeypatch.context() as patched:  # VP9's quantiser is still read in the scorer's own decode
+        patched.setattr("gameqa.media.bitstream.frame_qps", lambda *a, **k: pytest.fail("the clip was decoded twice"))
+        assert Scorer(str(folder)).score(vp9["abs_path"]).bitstream["applied"]
+    bad = tmp_path / "bad-head.json"
+    bad.write_text(json.dumps({**head.to_dict(), "h264_qp": "blocks"}))
+    with pytest.raises(GameQAError, match="h264_qp must be one of macroblock, slice"):
+        QPHead.load(bad)

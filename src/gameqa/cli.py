@@ -495,16 +495,21 @@ def bench_qp_cmd(
                                             "or model folder scores every clip (pixels alone, its own reading); the "
                                             "test split is read by the head fitted on train + val. For a corpus the "
                                             "model never trained on."),
+    h264_qp: str = typer.Option("macroblock", "--h264-qp", help="How an H.264 clip's quantiser is read: macroblock "
+                                "(each macroblock's QP, decoded) or slice (each slice's QP, from the headers alone: "
+                                "no decoding); a saved head reads streams the same way."),
 ) -> None:
     """The quantiser alone (no pixels), fitted per codec: read on the test split and each game held out.
 
     A least-squares fit of the label on each clip's mean QP, its height and bitrate: the yardstick for a pixel
     model on encodes."""
     from gameqa.evaluate.qp_bench import QPFailures, plot_qp_bench, qp_bench
+    from gameqa.media.bitstream import H264_READERS
     from gameqa.evaluate.runs import CHECKPOINTS, expand_group
     from gameqa.sinks import write_atomic
 
     check_choice("--checkpoint", checkpoint, CHECKPOINTS)
+    check_choice("--h264-qp", h264_qp, H264_READERS)
     check_png(plot)
     if save_head and not (cnn_runs or cnn_model):
         _fail("--save-head needs --cnn-runs or --cnn-model: the head is fitted on a CNN's scores")
@@ -516,7 +521,7 @@ def bench_qp_cmd(
             clips, scored = bars[0], (bars[1] if cnn_model else None)
             result = qp_bench(manifest, root, groups=tuple(group), bar=bar, bootstrap=bootstrap, cnn_runs=runs,
                               crop_mode=crop_mode, checkpoint=checkpoint,
-                              head_splits=tuple(head_split) if save_head else None, cnn_model=cnn_model,
+                              head_splits=tuple(head_split) if save_head else None, cnn_model=cnn_model, h264=h264_qp,
                               progress=clips, run_progress=_say_scoring, score_progress=scored)
         fitted = result.pop("head", None)
         if fitted is not None:

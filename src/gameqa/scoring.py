@@ -118,7 +118,8 @@ class Scorer:
         scores: list[float] = []
         timing = Timing()
         ahead = _prefetched if self.prefetch else iter
-        quantiser = QPCollector() if self.head is not None else None  # read while decoding: one decode, not two
+        # read while decoding (one decode, not two) where the head reads the quantiser of decoded frames
+        quantiser = QPCollector(self.head.decoded_codecs) if self.head is not None else None
         batches = ahead(_timed(iter_batches(path, self.policy, self.batch_size, quantiser), timing))
         ref_batches = None
         if self.card.full_reference:

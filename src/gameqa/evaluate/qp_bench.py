@@ -32,10 +32,12 @@ class QPFailures(GameQAError):
         super().__init__(None, f"{len(problems)} clip(s) could not be read")
 
 
-def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
+def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, int], None]] = None,
+                h264: str = "macroblock") -> dict[str, float]:
     """clip_id -> mean QP as a share of the codec's top, for every row (``abs_path`` set); read from the cache in
     ``root`` where the file is unchanged. Every unreadable clip is tried before QPFailures names them all; what was
-    read is cached all the same."""
+    read is cached all the same. ``h264``: the H.264 reader (:data:`~gameqa.media.bitstream.H264_READERS`; with
+    ``slice``, every clip is cached under its path and ``#slice``)."""
     from gameqa.sinks import write_atomic
 
     cache_path = root / CACHE_NAME
@@ -48,11 +50,12 @@ def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, 
         try:
             stat = os.stat(row["abs_path"])
             stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            entry = cache.get(row["path"])
+            key = row["path"] + ("#slice" if h264 == "slice" else "")
+            entry = cache.get(key)
             if not entry or any(entry.get(k) != v for k, v in stamp.items()):
-                qps = frame_qps(row["abs_path"])
+                qps = frame_qps(row["abs_path"], h264=h264)
                 entry = {**stamp, "codec": qps.codec, "frames": len(qps.qps), "mean_qp": qps.mean, "level": qps.level}
-                cache[row["path"]], changed = entry, True
+                cache[key], changed = entry, True
             levels[row["clip_id"]] = entry["level"]
         except OSError as exc:
             problems.append(f"{row['abs_path']}: cannot read ({exc.strerror or exc})")
@@ -70,7 +73,7 @@ def clip_levels(rows: list[dict], root: Path, progress: Optional[Callable[[int, 
 def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None, *, groups: tuple[str, ...] = ("game",),
              bar: float = 0.90, bootstrap: int = 1000, cnn_runs: Optional[list[Path]] = None,
              crop_mode: Optional[str] = "texture", checkpoint: str = "last",
-             head_splits: Optional[tuple[str, ...]] = None, cnn_model: Optional[str] = None,
+             head_splits: Optional[tuple[str, ...]] = None, cnn_model: Optional[str] = None, h264: str = "macroblock",
              progress: Optional[Callable[[int, int], None]] = None,
              run_progress: Optional[Callable[[str], None]] = None,
              score_progress: Optional[Callable[[int, int], None]] = None) -> dict:
@@ -90,7 +93,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
     rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
     if not rows:
         raise GameQAError(manifest, f"no rows of group(s) {', '.join(groups)}")
-    levels = clip_levels(rows, folder, progress)
+    levels = clip_levels(rows, folder, progress, h264)
     clips = [{**r, "level": levels[r["clip_id"]]} for r in rows]
 
     def scored(pred, test: list[dict]) -> dict:
@@ -106,7 +109,8 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
             entry["cnn_weight"] = {codec: w[-1] for codec, w in model.coefs.items()}
         return entry
 
-    result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups)}
+    result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups),
+              "h264_qp": h264}
     if cnn_model is not None:
         from gameqa.train.evaluation import score_rows
 
@@ -116,7 +120,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
         clips = [{**c, "cnn": p} for c, p in zip(clips, pixels)]
         result["cnn_model"] = cnn_model
         if head_splits:
-            result["head"] = _fit_head(clips, head_splits, manifest, model=cnn_model)
+            result["head"] = _fit_head(clips, head_splits, manifest, model=cnn_model, h264=h264)
     test = [c for c in clips if c["split"] == "test"]
     if test:
         rest = [c for c in clips if c["split"] != "test"]
@@ -134,7 +138,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
         clips = [{**c, "cnn": scores[c["clip_id"]]} for c in clips]
         result["cnn_runs"] = {game: str(run) for game, run in sorted(by_game.items())}
         if head_splits:
-            result["head"] = _fit_head(clips, head_splits, manifest, by_game=by_game)
+            result["head"] = _fit_head(clips, head_splits, manifest, by_game=by_game, h264=h264)
     result["games"] = {}
     if len(games) > 1:
         for game in games:
@@ -149,7 +153,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
 
 
 def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: Optional[dict[str, Path]] = None,
-              model: Optional[str] = None):
+              model: Optional[str] = None, h264: str = "macroblock"):
     from gameqa.models.qp_head import QPHead
 
     fit = [c for c in clips if c["split"] in splits]
@@ -162,7 +166,7 @@ def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: Opt
     scorer = ({"runs": {g: str(r) for g, r in sorted(by_game.items())},
                "scores": "each clip scored by the run that held its game out"} if by_game is not None else
               {"model": model, "scores": "each clip scored by this model's pixels alone"})
-    return QPHead(QPLinear.fit(fit, with_cnn=True), heights[0], "mean", {
+    return QPHead(QPLinear.fit(fit, with_cnn=True), heights[0], "mean", h264_qp=h264, fitted_on={
         "manifest": str(manifest), "splits": list(splits), "clips": dict(sorted(counts.items())),
         "games": sorted({c["game"] for c in fit}), **scorer})
 

@@ -4,7 +4,9 @@ At one bitrate a level that is hard to encode (rain over the whole screen) is qu
 and the encoder drops what it cannot afford; the decoded frames then look clean, the quantiser does not. Read from
 the bitstream of the first video stream: H.264 (each macroblock's QP) and VP9 (each frame's base q index) from
 the encoding parameters libavcodec exports while decoding; HEVC (each picture's slice QP) and AV1 (each frame's
-base_q_idx) from the headers alone (:mod:`gameqa.media.hevc_qp`, :mod:`gameqa.media.av1_qp`).
+base_q_idx) from the headers alone (:mod:`gameqa.media.hevc_qp`, :mod:`gameqa.media.av1_qp`). H.264 has a second,
+header-only reader (``h264="slice"``: each picture's slice QP, :mod:`gameqa.media.h264_qp`): no decoding, so it
+costs a demux pass, where the macroblock reader costs a single-threaded decode.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import numpy as np
 
 from gameqa.errors import MediaError, naming
 from gameqa.media.av1_qp import Av1QpParser
+from gameqa.media.h264_qp import H264QpParser
 from gameqa.media.hevc_qp import HevcQpParser
 from gameqa.media.video import _reason, demux_video
 
 QP_MAX = {"h264": 51, "hevc": 51, "vp9": 255, "av1": 255}  # the top of each codec's quantiser scale
 _HEADER_PARSERS = {"hevc": HevcQpParser, "av1": Av1QpParser}
+H264_READERS = ("macroblock", "slice")  # each macroblock's QP (decoded), or each slice's (headers alone)
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,15 @@ class FrameQPs:
                 "qp_max": self.qp_max, "level": round(self.level, 5)}
 
 
-def frame_qps(path: str | os.PathLike, codec: str | None = None) -> FrameQPs:
-    """The quantiser of every coded frame of ``path`` (H.264, HEVC, VP9 or AV1; only ``codec`` when given).
+def frame_qps(path: str | os.PathLike, codec: str | None = None, h264: str = "macroblock") -> FrameQPs:
+    """The quantiser of every coded frame of ``path`` (H.264, HEVC, VP9 or AV1; only ``codec`` when given);
+    ``h264``: the H.264 reader (``H264_READERS``).
 
     A MediaError names the file when the stream is of another codec, or when its headers or packets are
-    corrupt or truncated. HEVC and AV1 need only demuxing; H.264 and VP9 are decoded (a few hundred frames a
-    second at 720p)."""
+    corrupt or truncated. HEVC, AV1 and H.264 read by slice need only demuxing; VP9 and H.264 read by macroblock
+    are decoded (a few hundred frames a second at 720p)."""
+    if h264 not in H264_READERS:
+        raise ValueError(f"h264 reader must be one of {H264_READERS}, not {h264!r}")
     path = os.fspath(path)
     qps: list[float] = []
     expected, codec = codec, None
@@ -64,8 +71,8 @@ def frame_qps(path: str | os.PathLike, codec: str | None = None) -> FrameQPs:
                 codec = stream.codec_context.codec.canonical_name
                 if expected and codec != expected:
                     raise MediaError(path, f"the video stream is {codec}, not {expected}")
-                if codec in _HEADER_PARSERS:
-                    parser = _HEADER_PARSERS[codec](stream.codec_context.extradata)
+                if codec in _HEADER_PARSERS or (codec == "h264" and h264 == "slice"):
+                    parser = _HEADER_PARSERS.get(codec, H264QpParser)(stream.codec_context.extradata)
                 elif codec in QP_MAX:
                     context = av.CodecContext.create(codec, "r")
                     context.extradata = stream.codec_context.extradata
@@ -92,7 +99,8 @@ class QPCollector:
     so that an H.264 or VP9 clip scored with a quantiser head is decoded once. ``result()`` is the stream's
     :class:`FrameQPs`, or None when the decode was of another codec or did not reach the end of the stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, codecs: tuple[str, ...] = ("h264", "vp9")) -> None:
+        self.codecs = codecs  # those of the two whose quantiser this decode reads
         self.codec: str | None = None
         self._qps: list[float] = []
         self._complete = False
@@ -101,7 +109,7 @@ class QPCollector:
         """Called before the first frame is decoded; True when this codec's quantiser is read while decoding (the
         decode then goes on to the stream's end)."""
         codec = stream.codec_context.codec.canonical_name
-        if codec not in ("h264", "vp9"):
+        if codec not in ("h264", "vp9") or codec not in self.codecs:
             return False
         self.codec = codec
         stream.thread_type = "SLICE"  # frame threads hand back QP maps that differ from run to run (seen on 720p H.264)

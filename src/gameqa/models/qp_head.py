@@ -6,7 +6,9 @@ codec the head was fitted on, the clip's score is a least-squares combination pe
 and what the bitstream says: the mean quantiser as a share of the codec's scale, the picture height as a share of
 the model's display height (capped at 1: a picture taller than the display is shown at full detail) and the
 measured bitrate (file size over duration). Images, other codecs and pooling other than the head's keep the
-frame model's score; the result says why. The head's file says what it was fitted on (``fitted_on``).
+frame model's score; the result says why. The head's file says what it was fitted on (``fitted_on``) and how an
+H.264 stream's quantiser is read (``h264_qp``: each macroblock's QP, decoded, or each slice's, from the headers
+alone; a file without the key was fitted on macroblocks).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from gameqa.errors import ConfigError, MediaError, read_config_text
 from gameqa.models.qp_linear import FEATURES, QPLinear
 
 FORMAT = "gameqa-qp-head/1"
-_KEYS = {"format", "features", "coefs", "display_height", "pooling", "fitted_on"}
+_KEYS = {"format", "features", "coefs", "display_height", "pooling", "fitted_on", "h264_qp"}
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,20 @@ class QPHead:
     display_height: int
     pooling: str = "mean"
     fitted_on: dict = field(default_factory=dict)
+    h264_qp: str = "macroblock"
 
     def __post_init__(self):
+        from gameqa.media.bitstream import H264_READERS
+
         if not self.linear.with_cnn:
             raise ValueError("a quantiser head needs a fit with the pixel score as a feature (with_cnn)")
+        if self.h264_qp not in H264_READERS:
+            raise ValueError(f"h264_qp must be one of {H264_READERS}, not {self.h264_qp!r}")
+
+    @property
+    def decoded_codecs(self) -> tuple[str, ...]:
+        """The codecs whose quantiser is read while decoding (a scorer collects it in its own decode)."""
+        return ("h264", "vp9") if self.h264_qp == "macroblock" else ("vp9",)
 
     @property
     def codecs(self) -> list[str]:
@@ -43,7 +55,8 @@ class QPHead:
     def to_dict(self) -> dict:
         return {"format": FORMAT, "features": [*FEATURES, "pixel score"],
                 "coefs": {c: list(w) for c, w in sorted(self.linear.coefs.items())},
-                "display_height": self.display_height, "pooling": self.pooling, "fitted_on": self.fitted_on}
+                "display_height": self.display_height, "pooling": self.pooling, "h264_qp": self.h264_qp,
+                "fitted_on": self.fitted_on}
 
     def save(self, path: str | os.PathLike) -> Path:
         from gameqa.sinks import write_atomic
@@ -77,8 +90,13 @@ class QPHead:
         height = spec.get("display_height")
         if not isinstance(height, int) or height <= 0:
             raise ConfigError(path, f"display_height must be a positive whole number, not {height!r}")
+        from gameqa.media.bitstream import H264_READERS
+
+        reader = spec.get("h264_qp", "macroblock")
+        if reader not in H264_READERS:
+            raise ConfigError(path, f"h264_qp must be one of {', '.join(H264_READERS)}, not {reader!r}")
         return cls(QPLinear({c: tuple(float(v) for v in w) for c, w in coefs.items()}, with_cnn=True), height,
-                   str(spec.get("pooling", "mean")), dict(spec.get("fitted_on") or {}))
+                   str(spec.get("pooling", "mean")), dict(spec.get("fitted_on") or {}), reader)
 
     def read_stream(self, path: str | os.PathLike, qps=None) -> dict:
         """What the head needs of a video file: codec, mean quantiser, level, height and measured kb/s; ``qps``
@@ -94,8 +112,8 @@ class QPHead:
         stream = {"codec": info.codec, "height": info.display_height,
                   "kbps": os.path.getsize(path) * 8 / 1000 / info.duration}
         if info.codec in self.linear.coefs:
-            if qps is None or qps.codec != info.codec:
-                qps = frame_qps(path, info.codec)
+            if qps is None or qps.codec != info.codec or qps.codec not in self.decoded_codecs:
+                qps = frame_qps(path, info.codec, h264=self.h264_qp)
             stream.update(mean_qp=qps.mean, qp_level=qps.level)
         return stream
 

@@ -283,6 +283,13 @@ def test_bench_qp_with_one_model_fits_the_head_on_its_pixel_scores(corpus, tmp_p
     both = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(folder),
                                     "--cnn-runs", str(tmp_path / "runs*")])
     assert both.exit_code == 1 and "give one" in both.output
+    # The model's scores are kept in the corpus: read again (by slice), no clip is scored again.
+    with monkeypatch.context() as patched:
+        patched.setattr("gameqa.train.evaluation.score_rows", lambda *a, **k: pytest.fail("scored again"))
+        again = CliRunner().invoke(app, ["bench", "qp", "--manifest", manifest, "--cnn-model", str(folder),
+                                         "--h264-qp", "slice", "--json", str(out)], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert json.loads(out.read_text())["test"]["cnn"] == result["test"]["cnn"]
 
 
 def test_a_head_read_by_slice_reads_h264_headers_and_decodes_as_usual(corpus, tmp_path, monkeypatch):

@@ -116,7 +116,7 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
 
         if run_progress:
             run_progress(f"{cnn_model} on {len(clips)} clips")
-        pixels = score_rows(cnn_model, clips, bitstream_head=False, progress=score_progress)  # its own reading
+        pixels = _model_scores(cnn_model, clips, folder, score_progress)
         clips = [{**c, "cnn": p} for c, p in zip(clips, pixels)]
         result["cnn_model"] = cnn_model
         if head_splits:
@@ -150,6 +150,40 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
             result["games"][game] = {**entry, "passes": bool(entry["srocc"] >= bar)}
     result["every_game_passes"] = bool(result["games"]) and all(g["passes"] for g in result["games"].values())
     return result
+
+
+SCORES_NAME = "cnn-scores.json"
+
+
+def _model_scores(model: str, clips: list[dict], root: Path,
+                  progress: Optional[Callable[[int, int], None]]) -> list[float]:
+    """Each clip's pooled pixel score by ``model`` (its own reading, its head left off), kept in
+    ``<corpus>/cnn-scores.json`` under the model's name, version and weights file, and each clip's size and mtime, so
+    a second reading (another H.264 reader, say) scores no clip again."""
+    from gameqa.models.registry import get_card
+    from gameqa.sinks import write_atomic
+    from gameqa.train.evaluation import score_rows
+
+    card = get_card(model)
+    weights = os.stat(card.weights) if card.weights else None
+    key = f"{card.name} {card.version} {weights.st_size if weights else 0} {weights.st_mtime_ns if weights else 0}"
+    path = root / SCORES_NAME
+    try:
+        store = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        store = {}  # a store that cannot be read is rebuilt
+    kept = store.setdefault(key, {})
+
+    def stamp(clip: dict) -> list[int]:
+        stat = os.stat(clip["abs_path"])
+        return [stat.st_size, stat.st_mtime_ns]
+
+    todo = [c for c in clips if kept.get(c["path"], {}).get("stamp") != stamp(c)]
+    if todo:
+        scores = score_rows(model, todo, bitstream_head=False, progress=progress)
+        kept.update({c["path"]: {"stamp": stamp(c), "score": s} for c, s in zip(todo, scores)})
+        write_atomic(json.dumps(store, sort_keys=True), str(path))
+    return [kept[c["path"]]["score"] for c in clips]
 
 
 def _fit_head(clips: list[dict], splits: tuple[str, ...], manifest, by_game: Optional[dict[str, Path]] = None,

@@ -307,10 +307,9 @@ def offgrid(
     group: list[str] = typer.Option(["game"], "--group", help="Manifest groups whose sources are encoded (repeat)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Clips built in parallel."),
 ) -> None:
-    """Encodes outside the corpus ladder (constant quality, other presets, sizes, GOPs) of one split's sources,
-    labelled as the corpus is: a check of a model on rate control it was not fitted on (resumable).
+    """Encodes outside the corpus ladder (constant quality, other presets, sizes, GOPs) of one split's sources.
 
-    Every clip is in the test split: `gameqa eval --model M --manifest OUT/manifests/corpus.csv --split test`."""
+    Labelled as the corpus is: a check of a model on rate control it was not fitted on (resumable). Every clip is in the test split: `gameqa eval --model M --manifest OUT/manifests/corpus.csv --split test`."""
     from gameqa.data.offgrid import build_offgrid, load_grid
 
     if split not in ("train", "val", "test"):

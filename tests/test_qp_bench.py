@@ -329,3 +329,31 @@ def test_a_head_read_by_slice_reads_h264_headers_and_decodes_as_usual(corpus, tm
     bad.write_text(json.dumps({**head.to_dict(), "h264_qp": "blocks"}))
     with pytest.raises(GameQAError, match="h264_qp must be one of macroblock, slice"):
         QPHead.load(bad)
+
+
+def test_model_scores_are_kept_chunk_by_chunk_and_a_stopped_reading_resumes(corpus, tmp_path, monkeypatch):
+    import onnxgen
+    import gameqa.train.evaluation as evaluation
+    from gameqa.evaluate import qp_bench
+
+    monkeypatch.setenv("GAMEQA_CACHE", str(tmp_path / "cache"))
+    model = str(onnxgen.write_mean_model(tmp_path / "m", name="qp-chunks"))
+    rows = read_manifest(corpus / "manifests" / "corpus.csv", root=corpus)
+    real = evaluation.score_rows
+    calls: list[int] = []
+
+    def stops_at_the_third(name, chunk, **kwargs):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(name, chunk, **kwargs)
+
+    monkeypatch.setattr(qp_bench, "_SCORES_CHUNK", 7)
+    monkeypatch.setattr(evaluation, "score_rows", stops_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        qp_bench._model_scores(model, rows, corpus, None)
+    calls.clear()
+    monkeypatch.setattr(evaluation, "score_rows", lambda name, chunk, **kw: calls.append(len(chunk)) or real(name, chunk, **kw))
+    scores = qp_bench._model_scores(model, rows, corpus, None)
+    assert sum(calls) == len(rows) - 14  # the two chunks written before the stop are not scored again
+    assert scores == pytest.approx(real(model, rows, bitstream_head=False), abs=1e-12)

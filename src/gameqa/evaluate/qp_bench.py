@@ -153,13 +153,15 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
 
 
 SCORES_NAME = "cnn-scores.json"
+_SCORES_CHUNK = 50  # clips scored between two writes of the store
 
 
 def _model_scores(model: str, clips: list[dict], root: Path,
                   progress: Optional[Callable[[int, int], None]]) -> list[float]:
     """Each clip's pooled pixel score by ``model`` (its own reading, its head left off), kept in
-    ``<corpus>/cnn-scores.json`` under the model's name, version and weights file, and each clip's size and mtime, so
-    a second reading (another H.264 reader, say) scores no clip again."""
+    ``<corpus>/cnn-scores.json`` under the model's name, version and weights file, and each clip's size and mtime,
+    written every ``_SCORES_CHUNK`` clips: a second reading (another H.264 reader, say) scores no clip again, and a
+    stopped one goes on where it stopped."""
     from gameqa.models.registry import get_card
     from gameqa.sinks import write_atomic
     from gameqa.train.evaluation import score_rows
@@ -179,9 +181,11 @@ def _model_scores(model: str, clips: list[dict], root: Path,
         return [stat.st_size, stat.st_mtime_ns]
 
     todo = [c for c in clips if kept.get(c["path"], {}).get("stamp") != stamp(c)]
-    if todo:
-        scores = score_rows(model, todo, bitstream_head=False, progress=progress)
-        kept.update({c["path"]: {"stamp": stamp(c), "score": s} for c, s in zip(todo, scores)})
+    for start in range(0, len(todo), _SCORES_CHUNK):  # kept chunk by chunk: a stopped reading resumes
+        chunk = todo[start:start + _SCORES_CHUNK]
+        step = (lambda done, _total, at=start: progress(at + done, len(todo))) if progress else None
+        scores = score_rows(model, chunk, bitstream_head=False, progress=step)
+        kept.update({c["path"]: {"stamp": stamp(c), "score": s} for c, s in zip(chunk, scores)})
         write_atomic(json.dumps(store, sort_keys=True), str(path))
     return [kept[c["path"]]["score"] for c in clips]
 

@@ -8,7 +8,8 @@ length-prefixed NAL units) and Annex B byte streams (start codes), parameter set
 
 Not seen: macroblock-level QP changes (mb_qp_delta, e.g. x264's adaptive quantisation): this is the QP each slice
 starts from. Not supported (a MediaError says so): slice groups (FMO, Baseline/Extended only), data partitioning,
-and the MVC/SVC extension NAL units (skipped: the base view is read).
+and the MVC/SVC extension NAL units (skipped: the base view is read). A picture's slices are expected in the packet
+that holds its first one (as demuxers give them); later slices in another packet are left out.
 """
 from __future__ import annotations
 
@@ -157,9 +158,9 @@ class H264QpParser:
                         if len(unit) <= 1 + _HEADER_GUESS:
                             raise
                         first, qp = self._slice_qp(_Bits(_unescape(unit[1:])), kind, ref_idc)
-                    if first or not pictures:
+                    if first:
                         pictures.append([qp])
-                    else:  # a later slice of a picture begun in this packet
+                    elif pictures:  # a later slice of a picture begun in this packet
                         pictures[-1].append(qp)
                 elif kind == _PARTITION_A:
                     raise MediaError(None, "data-partitioned slices (Extended profile) are not supported")

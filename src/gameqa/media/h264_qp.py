@@ -14,7 +14,7 @@ that holds its first one (as demuxers give them); later slices in another packet
 from __future__ import annotations
 
 from gameqa.errors import MediaError
-from gameqa.media.hevc_qp import _annexb_units, _Bits, _Truncated, _unescape
+from gameqa.media.hevc_qp import NalQpParser, _Bits, _Truncated, _unescape
 
 _NON_IDR, _PARTITION_A, _IDR, _SPS, _PPS = 1, 2, 5, 7, 8
 _P, _B, _I, _SP, _SI = 0, 1, 2, 3, 4
@@ -88,59 +88,22 @@ class _Pps:
         self.redundant_pic_cnt = bits.flag()
 
 
-class H264QpParser:
-    """Slice QPs of H.264 pictures, packet by packet; parameter sets are kept from the extradata and in-band ones."""
+class H264QpParser(NalQpParser):
+    """Slice QPs of H.264 pictures, packet by packet; parameter sets are kept from the extradata (an avcC record or
+    Annex B) and in-band ones."""
 
-    def __init__(self, extradata: bytes | None = None):
-        """``extradata``: an avcC record (packets are then length-prefixed NAL units), Annex B parameter sets, or
-        None (packets are then an Annex B byte stream)."""
-        self._sps: dict[int, _Sps] = {}
-        self._pps: dict[int, _Pps] = {}
-        self._length_size = 0  # 0: Annex B packets
-        data = bytes(extradata or b"")
-        if data and data[0] == 1:  # configurationVersion of an avcC record (Annex B starts with 00)
-            self._read_avcc(data)
-        else:
-            self._feed(_annexb_units(data), [])
+    RECORD = "avcC"
 
-    def packet(self, data: bytes) -> list[float]:
-        """The QPs, in decode order, of the pictures whose first slice is in this packet (a whole Annex B stream as
-        one packet gives all its pictures); parameter sets in it are kept for later ones."""
-        units = _annexb_units(bytes(data)) if not self._length_size else self._length_units(bytes(data))
-        pictures: list[list[int]] = []
-        self._feed(units, pictures)
-        return [sum(qps) / len(qps) for qps in pictures]
-
-    def _read_avcc(self, data: bytes) -> None:
+    def _read_config(self, data: bytes) -> list[bytes]:
         if len(data) < 7:
             raise MediaError(None, f"truncated avcC record in the codec extradata ({len(data)} bytes)")
-        self._length_size = (data[4] & 3) + 1
-        if self._length_size == 3:
-            raise MediaError(None, "invalid avcC record: a NAL unit length size of 3 bytes")
-        units, pos = [], 5
+        self._set_length_size(data[4])
+        units: list[bytes] = []
+        pos = 5
         for count_mask in (0x1F, 0xFF):  # numOfSequenceParameterSets, numOfPictureParameterSets
             if pos >= len(data):
                 raise MediaError(None, "truncated avcC record in the codec extradata")
-            count = data[pos] & count_mask
-            pos += 1
-            for _ in range(count):
-                size = int.from_bytes(data[pos:pos + 2], "big")
-                if pos + 2 + size > len(data):
-                    raise MediaError(None, "truncated avcC record in the codec extradata")
-                units.append(data[pos + 2:pos + 2 + size])
-                pos += 2 + size
-        self._feed(units, [])
-
-    def _length_units(self, data: bytes) -> list[bytes]:
-        units, pos, size_bytes = [], 0, self._length_size
-        while pos < len(data):
-            size = int.from_bytes(data[pos:pos + size_bytes], "big")
-            pos += size_bytes
-            if pos + size > len(data):
-                raise MediaError(None, f"garbled or truncated packet: a NAL unit of {size} bytes at byte "
-                                       f"{pos - size_bytes} of a {len(data)}-byte packet")
-            units.append(data[pos:pos + size])
-            pos += size
+            pos = self._sized_units(data, pos + 1, data[pos] & count_mask, units)
         return units
 
     def _feed(self, units: list[bytes], pictures: list[list[int]]) -> None:

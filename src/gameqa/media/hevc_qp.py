@@ -269,48 +269,54 @@ class _Pps:
             self.scc = bool(bits.u(8) & 0x10)  # pps_range/multilayer/3d/scc_extension_flag, pps_extension_4bits
 
 
-class HevcQpParser:
-    """Slice QPs of HEVC pictures, packet by packet; parameter sets are kept from the extradata and in-band ones."""
+class NalQpParser:
+    """What the H.264 and HEVC slice-QP readers share: a codec configuration record (avcC, hvcC) or Annex B
+    parameter sets as extradata, packets of length-prefixed NAL units or an Annex B byte stream, and pictures as
+    their slices' mean QP. A subclass reads its record (``_read_config``) and its NAL units (``_feed``)."""
+
+    RECORD = ""  # the configuration record's name, for errors
 
     def __init__(self, extradata: bytes | None = None):
-        """``extradata``: an hvcC record (packets are then length-prefixed NAL units), Annex B parameter sets,
-        or None (packets are then an Annex B byte stream)."""
-        self._sps: dict[int, _Sps] = {}
-        self._pps: dict[int, _Pps] = {}
+        """``extradata``: a configuration record (packets are then length-prefixed NAL units), Annex B parameter
+        sets, or None (packets are then an Annex B byte stream)."""
+        self._sps: dict = {}
+        self._pps: dict = {}
         self._length_size = 0  # 0: Annex B packets
         data = bytes(extradata or b"")
         if data and not (data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")):
-            self._read_hvcc(data)
+            self._feed(self._read_config(data), [])
         else:
             self._feed(_annexb_units(data), [])
 
     def packet(self, data: bytes) -> list[float]:
-        """The QPs, in decode order, of the pictures whose first slice segment is in this packet (a whole
+        """The QPs, in decode order, of the pictures whose first slice (segment) is in this packet (a whole
         Annex B stream as one packet gives all its pictures); parameter sets in it are kept for later ones."""
         units = _annexb_units(bytes(data)) if not self._length_size else self._length_units(bytes(data))
         pictures: list[list[int]] = []
         self._feed(units, pictures)
         return [sum(qps) / len(qps) for qps in pictures]
 
-    def _read_hvcc(self, data: bytes) -> None:
-        if len(data) < 23:
-            raise MediaError(None, f"truncated hvcC record in the codec extradata ({len(data)} bytes)")
-        self._length_size = (data[21] & 3) + 1
+    def _read_config(self, data: bytes) -> list[bytes]:
+        """The parameter sets of the configuration record; sets ``_length_size``."""
+        raise NotImplementedError
+
+    def _feed(self, units: list[bytes], pictures: list[list[int]]) -> None:
+        raise NotImplementedError
+
+    def _set_length_size(self, byte: int) -> None:
+        self._length_size = (byte & 3) + 1  # lengthSizeMinusOne
         if self._length_size == 3:
-            raise MediaError(None, "invalid hvcC record: a NAL unit length size of 3 bytes")
-        units, pos = [], 23
-        for _ in range(data[22]):  # numOfArrays
-            if pos + 3 > len(data):
-                raise MediaError(None, "truncated hvcC record in the codec extradata")
-            count = int.from_bytes(data[pos + 1:pos + 3], "big")  # after array_completeness, NAL_unit_type
-            pos += 3
-            for _ in range(count):
-                size = int.from_bytes(data[pos:pos + 2], "big")
-                if pos + 2 + size > len(data):
-                    raise MediaError(None, "truncated hvcC record in the codec extradata")
-                units.append(data[pos + 2:pos + 2 + size])
-                pos += 2 + size
-        self._feed(units, [])
+            raise MediaError(None, f"invalid {self.RECORD} record: a NAL unit length size of 3 bytes")
+
+    def _sized_units(self, data: bytes, pos: int, count: int, units: list[bytes]) -> int:
+        """Append ``count`` NAL units of the record, each after its 16-bit length, from ``pos``; the position after."""
+        for _ in range(count):
+            size = int.from_bytes(data[pos:pos + 2], "big")
+            if pos + 2 + size > len(data):
+                raise MediaError(None, f"truncated {self.RECORD} record in the codec extradata")
+            units.append(data[pos + 2:pos + 2 + size])
+            pos += 2 + size
+        return pos
 
     def _length_units(self, data: bytes) -> list[bytes]:
         units, pos, size_bytes = [], 0, self._length_size
@@ -322,6 +328,26 @@ class HevcQpParser:
                                        f"{pos - size_bytes} of a {len(data)}-byte packet")
             units.append(data[pos:pos + size])
             pos += size
+        return units
+
+
+class HevcQpParser(NalQpParser):
+    """Slice QPs of HEVC pictures, packet by packet; parameter sets are kept from the extradata (an hvcC record or
+    Annex B) and in-band ones."""
+
+    RECORD = "hvcC"
+
+    def _read_config(self, data: bytes) -> list[bytes]:
+        if len(data) < 23:
+            raise MediaError(None, f"truncated hvcC record in the codec extradata ({len(data)} bytes)")
+        self._set_length_size(data[21])
+        units: list[bytes] = []
+        pos = 23
+        for _ in range(data[22]):  # numOfArrays
+            if pos + 3 > len(data):
+                raise MediaError(None, "truncated hvcC record in the codec extradata")
+            count = int.from_bytes(data[pos + 1:pos + 3], "big")  # after array_completeness, NAL_unit_type
+            pos = self._sized_units(data, pos + 3, count, units)
         return units
 
     def _feed(self, units: list[bytes], pictures: list[list[int]]) -> None:

@@ -139,11 +139,35 @@ def build_clip(root: Path, source: Source, spec: EncodeSpec) -> ClipLabels:
     if not clip.is_file():
         encode_clip(str(source.path), spec, (source.width, source.height), source.fps, clip)
     labels = measure_labels(str(clip), str(source.path), (source.width, source.height), source.fps, spec.seconds)
-    fd, tmp = tempfile.mkstemp(dir=labels_path.parent, prefix=".labels-", suffix=".json")
+    write_labels(labels, labels_path)
+    return labels
+
+
+def write_labels(labels: ClipLabels, path: Path) -> None:
+    """A clip's labels file, written atomically (a temp file, then a rename): the clip counts as done once it exists."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".labels-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
         fh.write(labels.to_json())
-    os.replace(tmp, labels_path)
-    return labels
+    os.replace(tmp, path)
+
+
+def build_all(jobs: list, build: Callable, name: Callable[..., str], workers: int, warn: Callable[[str], None],
+              progress: Optional[Callable[[int, int], None]]) -> tuple[list, list[str]]:
+    """``build(*job)`` for every job, ``workers`` in parallel: (the results of those that went through, one line per
+    job that raised a GameQAError: ``name(*job)`` and the problem). Every failure is warned of as it comes."""
+    results, failures = [], []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(build, *job): job for job in jobs}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            job = futures[fut]
+            try:
+                results.append(fut.result())
+            except GameQAError as exc:
+                failures.append(f"{name(*job)}: {exc.problem}")
+                warn(f"failed {failures[-1]}")
+            if progress:
+                progress(done, len(jobs))
+    return results, failures
 
 
 def manifest_row(root: Path, source: Source, spec: EncodeSpec, labels: ClipLabels) -> dict:
@@ -185,20 +209,8 @@ def build_corpus(root: Path, ladder: Ladder, *, workers: int = 2, natural: bool 
     for r in previous or []:
         kept.setdefault(r["source_id"], set()).add(r["codec"])
     jobs = [(s, spec) for s in sources for spec in ladder.specs_for(s.source_id, sorted(kept.get(s.source_id, ())))]
-    rows, failures = [], []
-    done = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(build_clip, root, s, spec): (s, spec) for s, spec in jobs}
-        for fut in as_completed(futures):
-            s, spec = futures[fut]
-            try:
-                rows.append(manifest_row(root, s, spec, fut.result()))
-            except GameQAError as exc:
-                failures.append(f"{s.path} [{spec.spec_id}]: {exc.problem}")
-                warn(f"failed {s.path} [{spec.spec_id}]: {exc.problem}")
-            done += 1
-            if progress:
-                progress(done, len(jobs))
+    rows, failures = build_all(jobs, lambda s, spec: manifest_row(root, s, spec, build_clip(root, s, spec)),
+                               lambda s, spec: f"{s.path} [{spec.spec_id}]", workers, warn, progress)
     by_game: dict[str, list[str]] = {}
     for r in rows:
         by_game.setdefault(r["game"], []).append(r["content"])

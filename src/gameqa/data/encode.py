@@ -56,11 +56,18 @@ def encode_clip(source: str, spec: EncodeSpec, src_size: tuple[int, int], src_fp
     if spec.codec.encoder not in available_encoders():
         raise GameQAError(source, f"encoder {spec.codec.encoder} is missing from this ffmpeg; skipping {spec.codec.name}")
     size = encoded_size(src_size[0], src_size[1], spec.rung.height)
+    return encode_atomically(source, lambda tmp: encode_args(source, spec, size, src_fps, tmp), out, timeout=600)
+
+
+def encode_atomically(source: str, args, out: str | Path, timeout: float) -> Path:
+    """Run ffmpeg with ``args(tmp)`` (the argument list writing to ``tmp``, a temp file beside ``out``), then rename
+    it to ``out``: an interrupted or failed encode leaves no clip. Errors name ``source``."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".enc-", suffix=out.suffix)
     os.close(fd)
     try:
-        run_ffmpeg(encode_args(source, spec, size, src_fps, tmp), path=source, timeout=600)
+        run_ffmpeg(args(tmp), path=source, timeout=timeout)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import tomllib
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from gameqa.data.encode import CONTAINER, encoded_size
+from gameqa.data.corpus import build_all, write_labels
+from gameqa.data.encode import CONTAINER, encode_atomically, encoded_size
 from gameqa.data.labels import ClipLabels, measure_labels
 from gameqa.data.manifest import manifest_root, read_manifest, write_manifest
 from gameqa.errors import ConfigError, GameQAError, read_config_text
-from gameqa.ffmpeg import available_encoders, run_ffmpeg
+from gameqa.ffmpeg import available_encoders
 
 _TOP = {"seconds", "setting"}
 _SETTING = {"name", "codec", "encoder", "args", "quality", "values", "heights", "gop_seconds"}
@@ -140,23 +139,12 @@ def _build_one(out: Path, row: dict, encode: Encode, seconds: float) -> tuple[Pa
     w, h, fps = row["display_width"], row["display_height"], float(row["source_fps"])
     if not clip.is_file():
         size = encoded_size(w, h, encode.height)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".enc-", suffix=clip.suffix)
-        os.close(fd)
-        try:
-            run_ffmpeg(["-y", "-i", source, "-t", f"{seconds:g}", "-an", "-vf",
-                        f"scale={size[0]}:{size[1]}:flags=bicubic", "-pix_fmt", "yuv420p",
-                        "-c:v", encode.setting.encoder, *encode.args(),
-                        "-g", str(max(1, round(encode.setting.gop_seconds * fps))), tmp], path=source, timeout=900)
-            os.replace(tmp, clip)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        encode_atomically(source, lambda tmp: [
+            "-y", "-i", source, "-t", f"{seconds:g}", "-an", "-vf", f"scale={size[0]}:{size[1]}:flags=bicubic",
+            "-pix_fmt", "yuv420p", "-c:v", encode.setting.encoder, *encode.args(),
+            "-g", str(max(1, round(encode.setting.gop_seconds * fps))), tmp], clip, timeout=900)
     labels = measure_labels(str(clip), source, (w, h), fps, seconds)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".labels-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(labels.to_json())
-    os.replace(tmp, labels_path)
+    write_labels(labels, labels_path)
     return clip, labels
 
 
@@ -198,20 +186,10 @@ def build_offgrid(manifest: str | Path, out: str | Path, grid: Grid, *, split: s
         _link(src, local)
         base = {**r, "abs_source_path": str(local), "source_path": str(local.relative_to(out)), "source_fps": info.fps}
         jobs += [(base, Encode(s, h, v)) for s in grid.settings for h in s.heights for v in s.values]
-    built, done = [], 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(_build_one, out, base, enc, grid.seconds): (base, enc) for base, enc in jobs}
-        for fut in as_completed(futures):
-            base, enc = futures[fut]
-            try:
-                clip, labels = fut.result()
-                built.append(_row(out, base, enc, clip, labels, grid.seconds))
-            except GameQAError as exc:
-                failures.append(f"{base['abs_source_path']} [{enc.name}]: {exc.problem}")
-                log(f"failed {failures[-1]}")
-            done += 1
-            if progress:
-                progress(done, len(jobs))
+    built, failed = build_all(jobs, lambda base, enc: _row(out, base, enc, *_build_one(out, base, enc, grid.seconds),
+                                                          grid.seconds),
+                              lambda base, enc: f"{base['abs_source_path']} [{enc.name}]", workers, log, progress)
+    failures += failed
     path = out / "manifests" / "corpus.csv"
     if built:
         write_manifest(built, path)

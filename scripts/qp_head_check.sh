@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A quantiser head for the bundled eraque, fitted and checked from nothing, in one resumable command:
 #   1. the corpus (`gameqa corpus rebuild --root $GAMEQA_CACHE/corpus`: a new recording, which eraque never saw);
-#   2. the off-ladder set of its test sources (`gameqa corpus offgrid`: CRF encodes, other presets, sizes, GOPs);
-#   3. one head per H.264 reader (macroblock, slice) on eraque's pixel scores of the train + val clips
-#      (`gameqa bench qp --cnn-model eraque --h264-qp R --save-head`), each put beside eraque in a model folder;
-#   4. eraque alone and with each head, read on the test split and on the off-ladder set (`gameqa eval --by codec`).
+#   2. one head per H.264 reader (macroblock, slice) on eraque's pixel scores of the train + val clips
+#      (`gameqa bench qp --cnn-model eraque --h264-qp R --save-head`: the test split's SROCCs, head beside CNN alone),
+#      each put beside eraque in a model folder;
+#   3. the off-ladder set of its test sources (`gameqa corpus offgrid`: CRF encodes, other presets, sizes, GOPs);
+#   4. eraque alone and with each head, read on the off-ladder set, then on the test split (`gameqa eval --by codec`).
+# The cheap, deciding readings come first: a head that fails on the test split needs no off-ladder set.
 # Everything lands in $GAMEQA_CACHE/qp-head/ (heads, model folders, logs, eval tables). Interrupted anywhere, run it
 # again: the rebuild and the off-ladder set go on where they stopped, eraque's clip scores are kept in the corpus
 # (cnn-scores.json) and the QP readings too (qp-levels.json). Needs the games (scripts/install_games.sh, root).
@@ -26,8 +28,6 @@ if [ ! -f "$MANIFEST" ] || [ "${REBUILD:-0}" = 1 ]; then
     say "corpus"
     "$GAMEQA" corpus rebuild --root "$CORPUS"
 fi
-say "off-ladder set"
-"$GAMEQA" corpus offgrid --manifest "$MANIFEST" --out "$OFFGRID" 2>&1 | tail -5 || say "off-ladder clips failed (named above); going on with the others"
 for reader in macroblock slice; do
     say "head, H.264 by $reader"
     "$GAMEQA" bench qp --manifest "$MANIFEST" --cnn-model eraque --h264-qp "$reader" \
@@ -44,8 +44,11 @@ spec.update(name=f"eraque-qp-{os.environ['READER']}", bitstream_head="qp_head.js
 json.dump(spec, open(path, "w"), indent=2)
 PY
 done
-for model in eraque "$OUT/eraque-qp-macroblock" "$OUT/eraque-qp-slice"; do
-    for manifest in "$MANIFEST" "$OFFGRID/manifests/corpus.csv"; do
+say "off-ladder set"
+"$GAMEQA" corpus offgrid --manifest "$MANIFEST" --out "$OFFGRID" 2>&1 | tail -5 || say "off-ladder clips failed (named above); going on with the others"
+# Off the ladder first (check 2 has no other reading); the test split's SROCCs are in qp-*.txt already.
+for manifest in "$OFFGRID/manifests/corpus.csv" "$MANIFEST"; do
+    for model in eraque "$OUT/eraque-qp-slice" "$OUT/eraque-qp-macroblock"; do
         tag=$(basename "$model")-$(basename "$(dirname "$(dirname "$manifest")")")
         say "eval $tag"
         "$GAMEQA" eval --model "$model" --manifest "$manifest" --split test --by codec --by group > "$OUT/eval-$tag.txt"

@@ -110,6 +110,13 @@ def test_bench_qp_names_every_clip_it_cannot_read(corpus, tmp_path):
     assert len(json.loads((bad / CACHE_NAME).read_text())) == 58  # what was read is kept for the rerun
 
 
+def test_bench_qp_names_an_unknown_model_before_reading_any_clip(corpus, monkeypatch):
+    monkeypatch.setattr("gameqa.evaluate.qp_bench.clip_levels", lambda *a, **k: pytest.fail("clips were read first"))
+    done = CliRunner().invoke(app, ["bench", "qp", "--manifest", str(corpus / "manifests" / "corpus.csv"),
+                                    "--cnn-model", "nosuchmodel"])
+    assert done.exit_code == 1 and "unknown model 'nosuchmodel'" in done.output, done.output
+
+
 def test_qp_linear_fits_per_codec_and_refuses_what_it_cannot_fit():
     # Labels made by a known linear rule of the features: the fit gives them back exactly.
     clips = [{"codec": "hevc", "level": lv, "height": h, "display_height": 720, "actual_kbps": kb,

@@ -89,6 +89,10 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
     is fitted on ``head_splits``. Meant for a corpus the model never trained on (a new recording)."""
     if cnn_model is not None and cnn_runs is not None:
         raise GameQAError(None, "a quantiser head is fitted on one model's scores or on held-out runs', not both")
+    if cnn_model is not None:
+        from gameqa.models.registry import get_card
+
+        get_card(cnn_model)  # an unknown model or a bad folder is named before any clip is read
     folder = manifest_root(manifest, root)
     rows = [r for r in read_manifest(manifest, root=folder, check_files=True) if r["group"] in groups]
     if not rows:

@@ -327,3 +327,29 @@ def test_a_pruned_copy_of_the_teacher_learns_block_by_block_and_exports(corpus, 
         DistillTrainer(student(corpus, tmp_path / "m", teacher, "train.max_steps=1", "distill.block_weight=1.0",
                                "model.backbone=mobilenetv2-0.5"), log=quiet).fit()
     assert not (tmp_path / "m" / "run").exists()
+
+
+def test_block_term_under_torchrun_two_processes_agree(corpus, tmp_path):  # noqa: F811
+    """The pruned student's block term (student blocks called outside DDP's forward) under torchrun with 2 CPU
+    processes (gloo): it trains, both ranks end with the same weights, and the block term was logged."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from test_eraque import _to_toml, torchrun_two
+    from tinycorpus import tiny_tree
+
+    from gameqa.train.trainer import Trainer
+
+    lite = ["model.backbone=efficientnet-lite0", "model.pretrained=true", "model.head_hidden=8", "model.dropout=0.0"]
+    teacher = Trainer(tiny_config(corpus, tmp_path / "t", ["train.max_steps=1", "name=teacher", *lite]),
+                      log=quiet).fit().run_dir / "best.pt"
+    tree = tiny_tree(corpus, tmp_path / "s", train={"max_steps": 2, "threads": 1})
+    tree["model"].update({"backbone": "efficientnet-lite0-p0.25", "pretrained": False, "head_hidden": 8,
+                          "dropout": 0.0})
+    tree["distill"] = {"teacher": str(teacher), "init_from_teacher": True, "block_weight": 1.0,
+                       "feature_weight": 0.0}
+    config = tmp_path / "ddp-pruned.toml"
+    config.write_text(_to_toml(tree))
+    results = torchrun_two("distill", config, timeout=300)
+    assert results[0]["steps"] == 2
+    assert results[0]["digest"] == results[1]["digest"]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "s" / "run" / "metrics.csv").read_text())))
+    assert [float(r["distill_blocks"]) > 0 for r in rows if r["train_loss"]] == [True, True]

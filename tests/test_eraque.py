@@ -324,19 +324,26 @@ def test_pristine_anchors_add_each_train_source_labelled_top(corpus, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def torchrun_two(command: str, config: Path, timeout: int = 180) -> list:
+    """``gameqa.train.cli COMMAND CONFIG`` under torchrun with 2 CPU processes (gloo): the JSON line each rank
+    printed, after checking that both ran to the end."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "gameqa.train.cli", command, str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    return results
+
+
 def test_torchrun_two_processes_agree(corpus, tmp_path):
     """The unchanged trainer under torchrun with 2 CPU processes (gloo): both ranks end with the same weights."""
     config = tmp_path / "ddp.toml"
     tree = tiny_tree(corpus, tmp_path, train={"max_steps": 2, "threads": 1})
 
     config.write_text(_to_toml(tree))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "gameqa.train.cli", "train", str(config)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert sorted(r["rank"] for r in results) == [0, 1]
+    results = torchrun_two("train", config)
     assert results[0]["digest"] == results[1]["digest"]
     assert results[0]["last_val"] == results[1]["last_val"] and results[0]["steps"] == 2
     assert (tmp_path / "run" / "best.pt").is_file()

@@ -264,7 +264,7 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
     assert len(re.findall(r"^  \S+\.(mkv|mp4) \[broken_\d+p", first.stderr, re.M)) == 6, first.stderr[-3000:]
     for stage in ("capture", "corpus build"):
         assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", first.stdout), first.stdout[-3000:]
-    rows = list(csv.DictReader(manifest.open()))
+    rows = list(csv.DictReader(manifest.read_text().splitlines()))
     games_seen = {r["game"] for r in rows}
     assert "scroller" in games_seen and {r["codec"] for r in rows} == {"h264"}
     mine = [r for r in rows if r["game"] == "scroller"]
@@ -281,11 +281,11 @@ def test_corpus_rebuild_goes_from_nothing_to_a_manifest_then_adds_the_plus_cache
     # the same six clips fail again, and every stage after them still runs
     assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".mkv", ".mp4")} == clips
-    assert list(csv.DictReader(manifest.open())) == rows
+    assert list(csv.DictReader(manifest.read_text().splitlines())) == rows
     for stage in ("capture of the candidate games", "candidate games' build",
                   "soft, JPEG-blocked and synthetic contents"):
         assert re.search(rf"== \d\d:\d\d {stage}: \d+\.\d min", again.stdout), again.stdout[-3000:]
-    merged = list(csv.DictReader((tmp_path / "corpus-plus-sj" / "manifests" / "corpus.csv").open()))
+    merged = list(csv.DictReader((tmp_path / "corpus-plus-sj" / "manifests" / "corpus.csv").read_text().splitlines()))
     assert {r["game"] for r in merged} == games_seen | {"scroller2", "synthetic"}
     assert {r["group"] for r in merged} >= {"game", "natural", "soft", "synth"} and len(merged) > len(rows) + 2
     assert {r["content"] for r in merged if r["group"] == "synth"} == {"synthetic--scene-000"}

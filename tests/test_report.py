@@ -368,4 +368,5 @@ def test_quantiser_section_matches_bench_qp(report):
     for game, e in res["games"].items():
         assert e["srocc"] == pytest.approx(again["games"][game]["srocc"])
         assert f"| {game} | every other game | {e['clips']} | {e['srocc']:.3f} [" in md
-    assert res["test"]["clips"] == sum(1 for r in csv.DictReader(report["manifest"].open()) if r["split"] == "test")
+    rows = csv.DictReader(report["manifest"].read_text().splitlines())
+    assert res["test"]["clips"] == sum(1 for r in rows if r["split"] == "test")

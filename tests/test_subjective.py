@@ -485,7 +485,7 @@ def test_manifest_and_rich_table(tmp_path):
     table = VoteTable(("w", "x", "y", "z"), ("o1", "o2", "o3", "o4"), scores,
                       ("c1", "c1", "c2", "c2"))
     written = write_manifest(mos(table), tmp_path / "out" / "mos.csv")
-    rows = list(csv.DictReader(written.open()))
+    rows = list(csv.DictReader(written.read_text().splitlines()))
     assert [r["stimulus"] for r in rows] == ["w", "x", "y", "z"]
     assert float(rows[0]["mean"]) == pytest.approx(2.0) and rows[1]["n"] == "3"
     assert rows[3]["std"] == "" and rows[3]["ci_low"] == ""  # one vote: no spread
@@ -496,7 +496,7 @@ def test_manifest_and_rich_table(tmp_path):
     assert mle_subject_model(small_study).collapsed
     fit = mle_subject_model(small_study, min_inconsistency=0.2)
     assert not fit.collapsed and np.all(fit.observer_inconsistency >= 0.2)
-    rows = list(csv.DictReader(write_manifest(fit, tmp_path / "mle.csv").open()))
+    rows = list(csv.DictReader(write_manifest(fit, tmp_path / "mle.csv").read_text().splitlines()))
     assert len(rows) == 30
     assert {"quality", "quality_ci_low", "quality_ci_high", "ambiguity"} <= set(rows[0])
     for row, quality in zip(rows, fit.quality):

@@ -212,18 +212,18 @@ def _write_scene(plan: dict, seconds: float, dest: Path, size: tuple[int, int]) 
     args = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{size[0]}x{size[1]}", "-r", str(FPS), "-i", "-", "-an", "-c:v", "libx264", "-qp", "0",
             "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "matroska", str(dest)]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for frame in scene_frames(plan, int(round((seconds + 1) * FPS)), *size):
-            proc.stdin.write(frame.tobytes())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    except BaseException:  # a frame that could not be drawn: stop ffmpeg before it writes what it was given
-        proc.kill()
-        proc.wait()
-        raise
-    err = proc.stderr.read().decode(errors="replace").strip()
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # closes the pipes
+        try:
+            for frame in scene_frames(plan, int(round((seconds + 1) * FPS)), *size):
+                proc.stdin.write(frame.tobytes())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:  # a frame that could not be drawn: stop ffmpeg before it writes what it was given
+            proc.kill()
+            proc.wait()
+            raise
+        err = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
         raise GameQAError(dest, f"ffmpeg could not write the scene: {err.splitlines()[-1] if err else 'no message'}")
 

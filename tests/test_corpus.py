@@ -603,3 +603,27 @@ def test_synth_scenes_are_reproducible_and_built_into_the_train_split(tiny_corpu
     (tmp_path / "a-file").write_text("")
     result = CliRunner().invoke(app, ["corpus", "synth", "--out", str(tmp_path / "a-file"), "--count", "1"])
     assert result.exit_code == 1 and "a-file/sources: cannot make the sources folder" in result.output
+
+
+def test_synth_scene_writer_names_ffmpegs_error_and_leaves_no_pipe_open(tmp_path):
+    """ffmpeg that stops before it has every frame (here: an output folder that does not exist) is named in a
+    GameQAError with ffmpeg's own message, not a broken pipe, and the pipes to it are closed (no ResourceWarning
+    once the error and its traceback are gone)."""
+    import gc
+    import warnings
+
+    from gameqa.data.synth import _write_scene, scene_plan
+    from gameqa.errors import GameQAError
+
+    dest = tmp_path / "missing" / "scene.mkv"
+    message = ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        try:
+            _write_scene(scene_plan(0), 2.0, dest, (320, 240))
+        except GameQAError as error:
+            message = str(error)
+        gc.collect()
+    assert "scene.mkv: ffmpeg could not write the scene:" in message and "No such file" in message, message
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert not dest.parent.exists()

@@ -25,6 +25,7 @@ game is ``synthetic``, held out by no leave-one-game-out run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -217,8 +218,9 @@ def _write_scene(plan: dict, seconds: float, dest: Path, size: tuple[int, int]) 
             for frame in scene_frames(plan, int(round((seconds + 1) * FPS)), *size):
                 proc.stdin.write(frame.tobytes())
             proc.stdin.close()
-        except BrokenPipeError:
-            pass
+        except BrokenPipeError:  # ffmpeg stopped early: its message below says why
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()  # what it could not take is dropped (the file closes even so)
         except BaseException:  # a frame that could not be drawn: stop ffmpeg before it writes what it was given
             proc.kill()
             proc.wait()

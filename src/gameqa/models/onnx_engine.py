@@ -222,13 +222,23 @@ def display_crops(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count
 
 
 def normalise_input(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:
-    """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels)."""
-    x = np.stack(patches).astype(np.float32) / float(preprocess.get("scale", 255.0))
-    x = x.transpose(0, 3, 1, 2)
-    reps = x.shape[1] // 3
-    mean = np.asarray(list(preprocess.get("mean", [0.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(list(preprocess.get("std", [1.0] * 3)) * reps, np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((x - mean) / std)
+    """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels).
+    uint8 crops are looked up in a table of the 256 values per channel, computed with the same float32 steps:
+    the same numbers, several times faster than the arithmetic on every pixel (which other inputs get)."""
+    x = np.stack(patches)
+    reps = x.shape[-1] // 3
+    scale = np.float32(preprocess.get("scale", 255.0))
+    mean = np.asarray(list(preprocess.get("mean", [0.0] * 3)) * reps, np.float32)
+    std = np.asarray(list(preprocess.get("std", [1.0] * 3)) * reps, np.float32)
+    planes = x.transpose(0, 3, 1, 2)
+    if x.dtype != np.uint8:
+        y = planes.astype(np.float32) / scale
+        return np.ascontiguousarray((y - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1))
+    table = (np.arange(256, dtype=np.float32)[None, :] / scale - mean[:, None]) / std[:, None]
+    out = np.empty(planes.shape, np.float32)
+    for c in range(planes.shape[1]):
+        np.take(table[c], planes[:, c], out=out[:, c], mode="clip")  # uint8 indices: always in range
+    return out
 
 
 def _resize(frame: np.ndarray, hw: Sequence[int], bicubic: bool = False) -> np.ndarray:

@@ -105,8 +105,10 @@ class InputConfig(_Section):
     hflip: bool = True
     crops_per_frame: int = Field(4, ge=1)   # at inference (exported model.json)
     crop_mode: Literal["grid", "texture", "typical"] = "grid"  # where those go, also in validation (texture: most detail)
-    train_crops: Literal["random", "texture", "mixed"] = "random"  # texture: near one of the 4 most detailed
-    #                                                   windows; mixed: texture or random at even odds
+    train_crops: Literal["random", "texture", "mixed", "frame"] = "random"  # texture: near one of the 4 most
+    # detailed windows; mixed: texture or random at even odds; frame: each sample is the frame as inference reads
+    # it (its crops_per_frame crops by crop_mode, moved by up to 1/8 of the crop) scored by the mean of its
+    # crops, so train.batch_size counts frames and a step reads crops_per_frame times the crops
 
     @field_validator("crop_size")
     @classmethod

@@ -310,8 +310,7 @@ class DistillTrainer(Trainer):
             for _ in range(k):
                 frames = self.unlabelled[int(rng.integers(len(self.unlabelled)))]
                 fi = int(rng.integers(len(frames)))
-                patches.append(random_crop(frames.load(fi), None, self.cfg.input.crop_size, rng, self.cfg.input.hflip,
-                                           self.cfg.input.train_crops, self.cfg.model.context_rows))
+                patches.extend(self.sample_crops(frames.load(fi), None, rng))
                 if frame_target:
                     teacher.append(self.frame_targets[frames.key][fi])
             x = torch.cat([x, normalise_crops(patches)])
@@ -325,14 +324,14 @@ class DistillTrainer(Trainer):
         y, frame_target = (y[:, 0], y[:, 1]) if y.ndim == 2 else (y, None)
         labelled = ~torch.isnan(y)
         pred, fmap = model(x, features=True)
-        pred = pred.reshape(-1)
+        pred = self.sample_scores(pred)
         parts = self.ground_truth_loss(pred[labelled], y[labelled])
         t_map = None
         if frame_target is None or self._adapter_run is not None or dcfg.block_weight > 0:
             with torch.no_grad():  # the teacher reads the crop (without the student's context strip)
                 t_pred, t_map = self.teacher(x[:, :, :x.shape[3]], features=True)
         total = parts.total
-        target = t_pred.reshape(-1) if frame_target is None else frame_target
+        target = self.sample_scores(t_pred) if frame_target is None else frame_target
         out_term = output_distance(pred, target, dcfg.output_loss)
         if dcfg.output_weight > 0:
             total = total + dcfg.output_weight * out_term

@@ -43,7 +43,7 @@ from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
 from gameqa.models.backbones import lite0_keep
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
-from gameqa.models.onnx_engine import context_strip, crop_patches, with_context
+from gameqa.models.onnx_engine import choose_boxes, context_strip, crop_patches, cut_patches, with_context
 from gameqa.models.pooling import pool_scores
 from gameqa.sinks import save_figure
 from gameqa.train.config import EraqueConfig, build_config, config_changes
@@ -188,9 +188,10 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     """One size x size crop (the same place in the reference), maybe mirrored left-right; with ``context`` rows
     the frame's context strip under it (``onnx_engine.with_context``), mirrored with it.
 
-    ``placement`` "random": anywhere; "texture": one of the ``TEXTURE_POOL`` most detailed windows
-    (``texture_boxes``), moved by up to 1/8 of the crop, so that training sees what texture inference picks;
-    "mixed": either of the two, at even odds (the detailed windows without losing the rest of the frame)."""
+    ``placement`` "random" (also "frame", whose samples ``frame_view`` cuts): anywhere; "texture": one of the
+    ``TEXTURE_POOL`` most detailed windows (``texture_boxes``), moved by up to 1/8 of the crop, so that training
+    sees what texture inference picks; "mixed": either of the two, at even odds (the detailed windows without
+    losing the rest of the frame)."""
     h, w = frame.shape[:2]
     if placement == "mixed":
         placement = "texture" if rng.random() < 0.5 else "random"
@@ -212,6 +213,22 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     if context:
         patch = with_context(patch, context_strip(frame, context, size))
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
+
+
+def frame_view(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int, mode: str,
+               rng: np.random.Generator, hflip: bool, context: int = 0) -> list[np.ndarray]:
+    """The frame as inference reads it, for ``train_crops = "frame"``: its ``count`` crops placed by ``mode``
+    (``choose_boxes``), each moved by up to 1/8 of the crop, all mirrored left-right together or none (the mean
+    of the crops' scores is that of the mirrored frame)."""
+    h, w = frame.shape[:2]
+    jitter = size // 8
+    boxes = [(int(np.clip(y + rng.integers(-jitter, jitter + 1), 0, h - size)),
+              int(np.clip(x + rng.integers(-jitter, jitter + 1), 0, w - size)))
+             for y, x in choose_boxes(frame, size, count, mode)]
+    patches = cut_patches(frame, ref, size, boxes, context)
+    if hflip and rng.random() < 0.5:
+        patches = [p[:, ::-1] for p in patches]
+    return [np.ascontiguousarray(p) for p in patches]
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -527,10 +544,28 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, epoch, 2, pos])
             frame = clip.frames.load(fi)
             ref = clip.refs.load(fi) if clip.refs is not None else None
-            patches.append(random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip, cfg.input.train_crops,
-                                       cfg.model.context_rows))
+            patches.extend(self.sample_crops(frame, ref, rng))
             targets.append(clip.mos)
         return normalise_crops(patches), torch.tensor(targets, dtype=torch.float32)
+
+    @property
+    def view_crops(self) -> int:
+        """Crops per training sample: the inference view's ``crops_per_frame`` with ``train_crops = "frame"``,
+        else 1."""
+        return self.cfg.input.crops_per_frame if self.cfg.input.train_crops == "frame" else 1
+
+    def sample_crops(self, frame: np.ndarray, ref: Optional[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """The crops of one training sample: one random crop, or the whole inference view (``frame_view``)."""
+        cfg = self.cfg
+        if cfg.input.train_crops == "frame":
+            return frame_view(frame, ref, cfg.input.crop_size, cfg.input.crops_per_frame, cfg.input.crop_mode, rng,
+                              cfg.input.hflip, cfg.model.context_rows)
+        return [random_crop(frame, ref, cfg.input.crop_size, rng, cfg.input.hflip, cfg.input.train_crops,
+                            cfg.model.context_rows)]
+
+    def sample_scores(self, crop_scores: torch.Tensor) -> torch.Tensor:
+        """One score per training sample: the mean over its ``view_crops`` crops, as a frame's score is read."""
+        return crop_scores.reshape(-1, self.view_crops).mean(dim=1)
 
     # -- validation -----------------------------------------------------------------------------------------------
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -552,7 +587,7 @@ class Trainer:
 
     def step_loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         """Ground-truth loss of one batch: regression plus the hard pairwise ranking loss."""
-        return self.ground_truth_loss(model(x).reshape(-1), y)
+        return self.ground_truth_loss(self.sample_scores(model(x)), y)
 
     def ground_truth_loss(self, pred: torch.Tensor, y: torch.Tensor):
         """``[loss]`` of predicted vs labelled scores: regression plus the hard pairwise ranking loss."""
@@ -807,7 +842,7 @@ def _timed_step(cfg: EraqueConfig, model: EraqueNet, optimizer: torch.optim.Opti
     model.train()
     if cfg.model.freeze_bn:
         model.freeze_batchnorm()
-    loss = eraque_loss(model(x).reshape(-1), y, regression=cfg.loss.regression,
+    loss = eraque_loss(model(x).reshape(len(y), -1).mean(dim=1), y, regression=cfg.loss.regression,
                        rank_threshold=cfg.loss.rank_threshold).total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -820,7 +855,8 @@ def _synthetic_run(cfg: EraqueConfig, layout_channels_last: bool = True):
     torch.manual_seed(cfg.seed)
     model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
                       head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
-    x = torch.randn(cfg.train.batch_size, model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
+    view = cfg.input.crops_per_frame if cfg.input.train_crops == "frame" else 1  # crops per sample
+    x = torch.randn(cfg.train.batch_size * view, model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
     if layout_channels_last:
         model, x = channels_last(model), channels_last(x)
     return model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x
@@ -845,7 +881,7 @@ def measure_step_seconds(cfg: EraqueConfig, steps: int = 5) -> dict[str, float]:
     with torch.no_grad():
         t0 = time.perf_counter()
         model(x)
-        per_crop = (time.perf_counter() - t0) / batch
+        per_crop = (time.perf_counter() - t0) / len(x)
     steady = {layout: sorted(run[3][1:]) for layout, run in runs.items()}
     median = {layout: t[len(t) // 2] for layout, t in steady.items()}
     return {"step_s_median": median["channels_last"], "step_s_min": steady["channels_last"][0],

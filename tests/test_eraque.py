@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -483,6 +484,44 @@ def test_truncated_lite0_is_the_full_nets_first_blocks():
     for bad in ("efficientnet-lite0-b0", "efficientnet-lite0-b17", "efficientnet-lite0-bx"):
         with pytest.raises(ValueError, match="unknown backbone"):
             check_backbone(bad)
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_folded_lite0_is_lite0_on_the_block_averaged_crop_and_starts_from_a_plain_one(r, tmp_path):
+    """efficientnet-lite0-s2d<r>: the whole Lite0 with its stem on r x r blocks of pixels. With ImageNet weights,
+    or started from a plain Lite0 network (model.init's copy_weights), it gives what the plain one gives on the
+    r x r-averaged crop; its ONNX export matches torch."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    ort = pytest.importorskip("onnxruntime")
+    from gameqa.models.backbones import backbone_stride
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.train.trainer import copy_weights
+
+    torch.set_num_threads(1)
+    name = "efficientnet-lite0" + ("-s2d" if r == 2 else f"-s2d{r}")
+    assert backbone_stride(name) == 32 * r
+    x = torch.randn(2, 3, 64 * r, 96 * r)
+    shrunk = torch.nn.functional.avg_pool2d(x, r)
+    plain = EraqueNet("efficientnet-lite0", pretrained=True).eval()
+    folded = EraqueNet(name, pretrained=True).eval()
+    assert folded.backbone.net._conv_stem.weight.shape == (32, 3 * r * r, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.backbone(x), plain.backbone(shrunk), atol=1e-4, rtol=1e-4)
+    torch.manual_seed(1)
+    teacher = EraqueNet("efficientnet-lite0", pretrained=False).eval()  # weights unlike ImageNet's
+    student = EraqueNet(name, pretrained=True)
+    assert copy_weights(student, teacher) == len(student.state_dict())
+    student.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student(x), teacher(shrunk), atol=1e-4, rtol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(student, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                          input_names=["crops"], output_names=["score"])
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"crops": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - student(x).numpy()).max() < 1e-4
 
 
 def test_pruned_lite0_keeps_the_channels_that_carry_the_output():

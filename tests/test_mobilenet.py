@@ -50,7 +50,8 @@ def test_full_reference_stem_starts_blind_to_the_difference():
 
 @pytest.mark.parametrize("name", ["mobilenetv2-", "mobilenetv2-x", "mobilenetv2-9", "resnet50", "mobilenetv2-s2d",
                                   "mobilenetv2-1.0-s3d", "mobilenetv2-1.0-s2d5", "mobilenetv2-1.0-s2d4-s2d",
-                                  "efficientnet-lite0-s2d"])
+                                  "efficientnet-lite0-s2d5", "efficientnet-lite0-b8-s2d3",
+                                  "efficientnet-lite0-p0.5-s2d"])
 def test_unknown_backbones_are_refused(name):
     with pytest.raises(ModelError, match="unknown backbone"):
         EraqueNet(name, pretrained=False)

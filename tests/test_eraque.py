@@ -486,13 +486,27 @@ def test_truncated_lite0_is_the_full_nets_first_blocks():
             check_backbone(bad)
 
 
+def onnx_gap(model: torch.nn.Module, x: torch.Tensor, folder) -> float:
+    """Largest difference between ``model`` exported to ONNX (run by ONNX Runtime) and the torch model on ``x``."""
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(folder / "m.onnx"), dynamo=False, opset_version=17,
+                          input_names=["crops"], output_names=["score"])
+    got = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"crops": x.numpy()})[0]
+    with torch.no_grad():
+        return float(np.abs(got - model(x).numpy()).max())
+
+
 @pytest.mark.parametrize("r", [2, 3])
 def test_folded_lite0_is_lite0_on_the_block_averaged_crop_and_starts_from_a_plain_one(r, tmp_path):
     """efficientnet-lite0-s2d<r>: the whole Lite0 with its stem on r x r blocks of pixels. With ImageNet weights,
     or started from a plain Lite0 network (model.init's copy_weights), it gives what the plain one gives on the
     r x r-averaged crop; its ONNX export matches torch."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from gameqa.models.backbones import backbone_stride
     from gameqa.models.eraque import EraqueNet
     from gameqa.train.trainer import copy_weights
@@ -514,14 +528,7 @@ def test_folded_lite0_is_lite0_on_the_block_averaged_crop_and_starts_from_a_plai
     student.eval()
     with torch.no_grad():
         torch.testing.assert_close(student(x), teacher(shrunk), atol=1e-4, rtol=1e-4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(student, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
-                          input_names=["crops"], output_names=["score"])
-    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"crops": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.abs(got - student(x).numpy()).max() < 1e-4
+    assert onnx_gap(student, x, tmp_path) < 1e-4
 
 
 def test_pooled_stem_lite0_averages_the_stem_activations_and_loads_a_plain_lite0(tmp_path):
@@ -529,7 +536,7 @@ def test_pooled_stem_lite0_averages_the_stem_activations_and_loads_a_plain_lite0
     Lite0's blocks: what a plain Lite0 (whose weights it loads under the same names) gives on those averaged
     activations; its ONNX export matches torch; unknown factors are refused."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from gameqa.models.backbones import backbone_stride, check_backbone
     from gameqa.models.eraque import EraqueNet
     from gameqa.train.trainer import copy_weights
@@ -550,14 +557,7 @@ def test_pooled_stem_lite0_averages_the_stem_activations_and_loads_a_plain_lite0
         wanted = lite._swish(lite._bn1(lite._conv_head(y)))
         torch.testing.assert_close(pooled.backbone(x), wanted, atol=1e-5, rtol=1e-5)
         assert wanted.shape[-2:] == (2, 3) and plain.backbone(x).shape[-2:] == (6, 9)  # a third of the size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(pooled, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
-                          input_names=["crops"], output_names=["score"])
-    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"crops": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.abs(got - pooled(x).numpy()).max() < 1e-4
+    assert onnx_gap(pooled, x, tmp_path) < 1e-4
     for bad in ("efficientnet-lite0-pool5", "efficientnet-lite0-pool"):
         with pytest.raises(ValueError, match="unknown backbone"):
             check_backbone(bad)

@@ -46,15 +46,20 @@ def mobilenet_width(backbone: str) -> Optional[float]:
     return None if parsed is None else parsed[0]
 
 
+def _lite0_variant(backbone: str, suffixes: dict[str, int]) -> Optional[int]:
+    """The factor of ``efficientnet-lite0<suffix>`` for a suffix of ``suffixes``, else None."""
+    return next((r for s, r in suffixes.items() if backbone == "efficientnet-lite0" + s), None)
+
+
 def _lite0_folded(backbone: str) -> Optional[int]:
     """The space-to-depth factor of ``efficientnet-lite0-s2d|-s2d3|-s2d4``, else None."""
-    return next((r for s, r in SPACE_TO_DEPTH.items() if backbone == "efficientnet-lite0" + s), None)
+    return _lite0_variant(backbone, SPACE_TO_DEPTH)
 
 
 def stem_pool(backbone: str) -> int:
     """r for ``efficientnet-lite0-pool<r>`` (r = 2, 3, 4: the stem's activations averaged over r x r blocks before
     the first block), else 1."""
-    return next((r for s, r in STEM_POOLS.items() if backbone == "efficientnet-lite0" + s), 1)
+    return _lite0_variant(backbone, STEM_POOLS) or 1
 
 
 def space_to_depth(backbone: str) -> int:
@@ -67,7 +72,7 @@ def space_to_depth(backbone: str) -> int:
 def _lite0_name(backbone: str) -> Optional[tuple[int, float]]:
     """(blocks, keep) of an EfficientNet-Lite0 name: plain (16, 1.0), ``-b<K>`` (K, 1.0), ``-p<keep>`` (16, keep);
     None for any other name or a count or fraction out of range."""
-    if backbone == "efficientnet-lite0" or _lite0_folded(backbone) or stem_pool(backbone) > 1:
+    if backbone == "efficientnet-lite0" or _lite0_folded(backbone) or _lite0_variant(backbone, STEM_POOLS):
         return LITE0_BLOCKS, 1.0
     prefix = "efficientnet-lite0-b"
     if backbone.startswith(prefix) and backbone[len(prefix):].isdigit():

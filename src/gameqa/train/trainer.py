@@ -239,6 +239,11 @@ def view_crops(cfg: EraqueConfig) -> int:
     return cfg.input.crops_per_frame if cfg.input.train_crops == "frame" else 1
 
 
+def sample_scores(crop_scores: torch.Tensor, crops: int) -> torch.Tensor:
+    """One score per training sample of ``crops`` consecutive crops: their mean, as a frame's score is read."""
+    return crop_scores.reshape(-1, crops).mean(dim=1)
+
+
 def spread(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n)."""
     if k >= n:
@@ -577,8 +582,8 @@ class Trainer:
                             cfg.model.context_rows)]
 
     def sample_scores(self, crop_scores: torch.Tensor) -> torch.Tensor:
-        """One score per training sample: the mean over its ``view_crops`` crops, as a frame's score is read."""
-        return crop_scores.reshape(-1, self.view_crops).mean(dim=1)
+        """One score per training sample: the mean over its ``view_crops`` crops (``sample_scores``)."""
+        return sample_scores(crop_scores, self.view_crops)
 
     # -- validation -----------------------------------------------------------------------------------------------
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -855,7 +860,7 @@ def _timed_step(cfg: EraqueConfig, model: EraqueNet, optimizer: torch.optim.Opti
     model.train()
     if cfg.model.freeze_bn:
         model.freeze_batchnorm()
-    loss = eraque_loss(model(x).reshape(len(y), -1).mean(dim=1), y, regression=cfg.loss.regression,
+    loss = eraque_loss(sample_scores(model(x), view_crops(cfg)), y, regression=cfg.loss.regression,
                        rank_threshold=cfg.loss.rank_threshold).total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

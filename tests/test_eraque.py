@@ -808,3 +808,35 @@ def test_shipped_training_configs_load():
     assert loaded["eraque/fr.toml"].model.init_path().name == "best.pt"
     assert loaded["distill/student.toml"].train.epochs == 12 and loaded["distill/student.toml"].distill.teacher
     assert loaded["eraque/student-lite.toml"].model.backbone == "efficientnet-lite0-b11"
+
+
+def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
+    """model.detail_channels: a small branch on every pixel beside a folded Lite0. Started from a folded network
+    without it (model.init's copy_weights, head included) it scores exactly as that network does; one training
+    step moves its map off zero and changes the scores; its ONNX export matches torch; it refuses a context strip."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("onnxruntime")
+    from gameqa.errors import ModelError
+    from gameqa.models.eraque import EraqueNet
+    from gameqa.train.trainer import copy_weights
+
+    torch.set_num_threads(1)
+    torch.manual_seed(2)
+    plain = EraqueNet("efficientnet-lite0-s2d3", pretrained=False).eval()
+    with torch.no_grad():
+        plain.head[-1].bias.fill_(2.5)  # a head unlike a new one's
+    detail = EraqueNet("efficientnet-lite0-s2d3", pretrained=False, detail_channels=4)
+    assert copy_weights(detail, plain) == len(plain.state_dict())
+    detail.eval()
+    x = torch.randn(2, 3, 192, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(detail(x), plain(x))
+    optimiser = torch.optim.SGD(detail.parameters(), lr=0.1)
+    (detail(x) - torch.tensor([[1.0], [5.0]])).abs().mean().backward()
+    optimiser.step()
+    assert detail.detail_map.weight.abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(detail(x), plain(x))
+    assert onnx_gap(detail.eval(), x, tmp_path) < 1e-4
+    with pytest.raises(ModelError, match="detail_channels and context_rows"):
+        EraqueNet("efficientnet-lite0-s2d3", pretrained=False, detail_channels=4, context_rows=96)

@@ -170,14 +170,30 @@ def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool, unshuf
     return net, net.out_channels
 
 
+def detail_branch(in_channels: int, channels: int) -> tuple[nn.Module, int]:
+    """A small network on every pixel of the crop (a 4 x 4 stride-4 conv, then two 3 x 3 stride-2 ones; ``channels``,
+    2x, 2x wide; then the mean over the crop): what a backbone that reads the crop at a coarser grid (``-s2d3``)
+    does not see. Returns the branch and its output width."""
+    n = int(channels)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, n, 4, stride=4), nn.ReLU(inplace=True),
+        nn.Conv2d(n, 2 * n, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(2 * n, 2 * n, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ), 2 * n
+
+
 class EraqueNet(nn.Module):
     """Backbone -> global average pool -> MLP head -> one score per crop (shape N x 1).
 
     Input: N x C x H x W float, already normalised (``normalise_crops``); C is 3, or 6 for ``reference="full"``.
+    ``detail_channels`` > 0 adds ``detail_branch`` on the crop's pixels, joining the head's hidden layer through a
+    map that starts at zero.
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", reference: str = "none", pretrained: bool = True,
-                 head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0, context_rows: int = 0):
+                 head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0, context_rows: int = 0,
+                 detail_channels: int = 0):
         super().__init__()
         try:
             check_backbone(backbone)
@@ -214,6 +230,15 @@ class EraqueNet(nn.Module):
             self.context = nn.Linear(features, head_hidden, bias=False)
             with torch.no_grad():
                 self.context.weight.zero_()
+        self.detail_channels = int(detail_channels)
+        self.detail = self.detail_map = None
+        if self.detail_channels:
+            if self.context_rows:
+                raise ModelError(None, "detail_channels and context_rows cannot be combined")
+            self.detail, width = detail_branch(in_channels, self.detail_channels)
+            self.detail_map = nn.Linear(width, head_hidden, bias=False)
+            with torch.no_grad():  # starts without effect: the network begins as the one it was loaded from
+                self.detail_map.weight.zero_()
 
     @property
     def in_channels(self) -> int:
@@ -232,6 +257,9 @@ class EraqueNet(nn.Module):
 
         With context the input is the crop with the frame's strip under it (``input_height`` rows)."""
         fmap = self.backbone(x)
+        if self.detail is not None:
+            score = self.head_score(self.head_hidden(self.pool(fmap)) + self.detail_map(self.detail(x)))
+            return (score, fmap) if features else score
         if self.context is None:
             score = self.head(self.pool(fmap))
             return (score, fmap) if features else score

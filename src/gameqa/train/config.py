@@ -74,6 +74,7 @@ class ModelConfig(_Section):
     freeze_bn: bool = True
     init: str = ""   # a trained checkpoint (.pt) whose weights start the network where they fit (see init_path)
     context_rows: int = Field(0, ge=0)  # > 0: the whole frame as a strip of this many rows under each crop
+    detail_channels: int = Field(0, ge=0)  # > 0: a small full-resolution branch beside the backbone (eraque.detail_branch)
 
     def init_path(self) -> Optional[Path]:
         """The ``init`` checkpoint; ``${GAMEQA_CACHE}`` stands for the cache folder even when the variable is unset."""

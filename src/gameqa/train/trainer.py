@@ -349,7 +349,8 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
             widened = target.clone()
             widened[:, : value.shape[1]] = value
             copy[key] = widened
-    head = [k for k in mine if not k.startswith("backbone.")]
+    # the detail branch is new to any source and starts without effect (its map at zero): not part of the head
+    head = [k for k in mine if not k.startswith(("backbone.", "detail.", "detail_map."))]
     whole_head = all(k in copy for k in head)
     copy = {k: v for k, v in copy.items() if k.startswith("backbone.") or whole_head}
     if not copy:
@@ -363,7 +364,8 @@ def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
     another network are a ConfigError."""
     cfg = build_config(ckpt["config"])
     model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, head_hidden=cfg.model.head_hidden,
-                      dropout=cfg.model.dropout, context_rows=cfg.model.context_rows)
+                      dropout=cfg.model.dropout, context_rows=cfg.model.context_rows,
+                      detail_channels=cfg.model.detail_channels)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -499,7 +501,7 @@ class Trainer:
         model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
                           head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout,
                           init_score=float(np.mean([c.mos for c in self.clips["train"]])),
-                          context_rows=cfg.model.context_rows)
+                          context_rows=cfg.model.context_rows, detail_channels=cfg.model.detail_channels)
         init = cfg.model.init_path()
         if init is not None:
             source, _ = model_from_checkpoint(load_checkpoint(init))
@@ -508,7 +510,7 @@ class Trainer:
                 self.log(f"initialised {copied} of {len(model.state_dict())} tensors from {init}")
         channels_last(model.to(self.device))
         backbone = list(model.backbone.parameters())
-        head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]  # head (and context map)
+        head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]  # head (context, detail)
         groups = [{"params": head, "lr": cfg.train.lr, "base_lr": cfg.train.lr}]
         if cfg.train.backbone_lr_scale > 0:
             lr = cfg.train.lr * cfg.train.backbone_lr_scale

@@ -816,8 +816,9 @@ def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
     step moves its map off zero and changes the scores; its ONNX export matches torch; it refuses a context strip."""
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("onnxruntime")
-    from gameqa.errors import ModelError
+    from gameqa.errors import ConfigError, ModelError
     from gameqa.models.eraque import EraqueNet
+    from gameqa.train.config import build_config
     from gameqa.train.trainer import copy_weights
 
     torch.set_num_threads(1)
@@ -840,3 +841,6 @@ def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
     assert onnx_gap(detail.eval(), x, tmp_path) < 1e-4
     with pytest.raises(ModelError, match="detail_channels and context_rows"):
         EraqueNet("efficientnet-lite0-s2d3", pretrained=False, detail_channels=4, context_rows=96)
+    assert build_config({"model": {"detail_channels": 8}}).model.detail_channels == 8
+    with pytest.raises(ConfigError, match="detail_channels and context_rows cannot be combined"):
+        build_config({"model": {"context_rows": 96, "detail_channels": 8}})

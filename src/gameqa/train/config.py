@@ -98,6 +98,14 @@ class ModelConfig(_Section):
             context_feature_rows(backbone, value)
         return value
 
+    @field_validator("detail_channels")
+    @classmethod
+    def _detail_without_context(cls, value: int, info: ValidationInfo) -> int:
+        """The detail branch reads the crop alone: no context strip under it (declared, so validated, before it)."""
+        if value and info.data.get("context_rows"):
+            raise ValueError("detail_channels and context_rows cannot be combined")
+        return value
+
 
 class InputConfig(_Section):
     """Crops at full (display) resolution: no resize, no blur; flips only."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gameqa.errors import ModelError
-from gameqa.models.eraque import IMAGENET_MEAN, IMAGENET_STD, PIXEL_SCALE, normalise_crops
+from gameqa.models.eraque import NORMALISATION, normalise_crops
 from gameqa.models.onnx_engine import crop_patches
 from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
@@ -104,7 +104,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
             f"regression + hard pairwise ranking (step {ckpt.get('step', '?')})"),
         "pooling": cfg.export.pooling,
         "input": {
-            "layout": "NCHW", "scale": PIXEL_SCALE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "layout": "NCHW", **NORMALISATION,
             "crops": {"size": size, "count": cfg.input.crops_per_frame,
                       **({"mode": crop_mode} if crop_mode != "grid" else {}),
                       **({"context": model.context_rows} if model.context_rows else {})},

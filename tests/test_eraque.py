@@ -842,5 +842,13 @@ def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
     with pytest.raises(ModelError, match="detail_channels and context_rows"):
         EraqueNet("efficientnet-lite0-s2d3", pretrained=False, detail_channels=4, context_rows=96)
     assert build_config({"model": {"detail_channels": 8}}).model.detail_channels == 8
+    from gameqa.train.trainer import _synthetic_run, measure_step_seconds, network_from_config
+
+    for side in ({"detail_channels": 4}, {"context_rows": 16}):  # the step timer times the configured network
+        cfg = build_config({"model": {"backbone": "tiny", "pretrained": False, **side}, "input": {"crop_size": 32},
+                            "train": {"batch_size": 2}})
+        assert repr(network_from_config(cfg)) == repr(_synthetic_run(cfg)[0])
+        assert (_synthetic_run(cfg)[0].detail is None) == ("context_rows" in side)
+        assert measure_step_seconds(cfg, steps=1)["step_s_median"] > 0
     with pytest.raises(ConfigError, match="detail_channels and context_rows cannot be combined"):
         build_config({"model": {"context_rows": 96, "detail_channels": 8}})

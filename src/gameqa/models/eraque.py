@@ -259,16 +259,17 @@ class EraqueNet(nn.Module):
 
         With context the input is the crop with the frame's strip under it (``input_height`` rows)."""
         fmap = self.backbone(x)
-        if self.detail is not None:
-            score = self.head_score(self.head_hidden(self.pool(fmap)) + self.detail_map(self.detail(x)))
-            return (score, fmap) if features else score
-        if self.context is None:
+        side = None  # what the context strip or the detail branch adds to the head's hidden layer
+        if self.context is not None:
+            k = self.context_feature_rows
+            fmap, strip = fmap[:, :, :-k], fmap[:, :, -k:]
+            side = self.context(self.head_input(self.pool(strip)))
+        elif self.detail is not None:
+            side = self.detail_map(self.detail(x))
+        if side is None:
             score = self.head(self.pool(fmap))
-            return (score, fmap) if features else score
-        k = self.context_feature_rows
-        fmap, strip = fmap[:, :, :-k], fmap[:, :, -k:]
-        hidden = self.head_hidden(self.pool(fmap)) + self.context(self.head_input(self.pool(strip)))
-        score = self.head_score(hidden)
+        else:
+            score = self.head_score(self.head_hidden(self.pool(fmap)) + side)
         return (score, fmap) if features else score
 
     # The head is one Sequential (Flatten, Dropout, Linear, ReLU, Linear), kept so for the checkpoints' keys; its

@@ -359,13 +359,19 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
     return len(copy)
 
 
+def network_from_config(cfg: EraqueConfig, pretrained: Optional[bool] = None, init_score: float = 3.0) -> EraqueNet:
+    """The network ``cfg.model`` describes (``pretrained``: the config's unless given; a rebuilt checkpoint needs none)."""
+    m = cfg.model
+    return EraqueNet(m.backbone, m.reference, pretrained=m.pretrained if pretrained is None else pretrained,
+                     head_hidden=m.head_hidden, dropout=m.dropout, init_score=init_score,
+                     context_rows=m.context_rows, detail_channels=m.detail_channels)
+
+
 def model_from_checkpoint(ckpt: dict) -> tuple[EraqueNet, EraqueConfig]:
     """Rebuild the network of a checkpoint (no pretrained download or read needed) in eval mode; weights of
     another network are a ConfigError."""
     cfg = build_config(ckpt["config"])
-    model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=False, head_hidden=cfg.model.head_hidden,
-                      dropout=cfg.model.dropout, context_rows=cfg.model.context_rows,
-                      detail_channels=cfg.model.detail_channels)
+    model = network_from_config(cfg, pretrained=False)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -498,10 +504,7 @@ class Trainer:
     def _build(self):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
-                          head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout,
-                          init_score=float(np.mean([c.mos for c in self.clips["train"]])),
-                          context_rows=cfg.model.context_rows, detail_channels=cfg.model.detail_channels)
+        model = network_from_config(cfg, init_score=float(np.mean([c.mos for c in self.clips["train"]])))
         init = cfg.model.init_path()
         if init is not None:
             source, _ = model_from_checkpoint(load_checkpoint(init))
@@ -873,9 +876,9 @@ def _timed_step(cfg: EraqueConfig, model: EraqueNet, optimizer: torch.optim.Opti
 def _synthetic_run(cfg: EraqueConfig, layout_channels_last: bool = True):
     """(model, AdamW, synthetic batch) for timing ``cfg``'s training step: seeded, in the given layout."""
     torch.manual_seed(cfg.seed)
-    model = EraqueNet(cfg.model.backbone, cfg.model.reference, pretrained=cfg.model.pretrained,
-                      head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout)
-    x = torch.randn(cfg.train.batch_size * view_crops(cfg), model.in_channels, cfg.input.crop_size, cfg.input.crop_size)
+    model = network_from_config(cfg)
+    x = torch.randn(cfg.train.batch_size * view_crops(cfg), model.in_channels, model.input_height(cfg.input.crop_size),
+                    cfg.input.crop_size)
     if layout_channels_last:
         model, x = channels_last(model), channels_last(x)
     return model, torch.optim.AdamW(model.parameters(), lr=cfg.train.lr), x

@@ -314,7 +314,7 @@ def test_context_model_trains_exports_and_the_engine_feeds_it_the_frame_strip(co
     """model.context_rows: each crop goes in with the whole frame squeezed under it. The strip really is the
     frame (a frame changed outside the crop changes the score, the crop alone does not), and every exported
     format gets the same input from the engine as torch does."""
-    from gameqa.models.eraque import EraqueNet
+    from gameqa.models.eraque import EraqueNet, normalise_crops
     from gameqa.models.onnx_engine import context_strip, crop_patches
     from gameqa.train.trainer import Trainer, copy_weights, load_checkpoint, model_from_checkpoint
 
@@ -326,10 +326,16 @@ def test_context_model_trains_exports_and_the_engine_feeds_it_the_frame_strip(co
     model, _ = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))
     assert model.context_rows == 16 and model.context is not None
     # a context model started from a crop-only one reads the crop alone like it at first: the strip's map is zero
-    start = EraqueNet("tiny", pretrained=False, context_rows=16).eval()
     source, _ = model_from_checkpoint(load_checkpoint(tiny_run["ckpt"]))
+    start = EraqueNet("tiny", pretrained=False, context_rows=16, head_hidden=source.head[2].out_features).eval()
     copy_weights(start, source)
     assert float(start.context.weight.detach().abs().sum()) == 0.0
+    for mine, theirs in zip(start.head.parameters(), source.head.parameters()):  # the crop-only model's head
+        assert torch.equal(mine, theirs)
+    strip_input = normalise_crops(crop_patches(np.full((72, 128, 3), 90, np.uint8), None, 32, 1, "grid", 16))
+    with torch.no_grad():  # its score: the source's head on the crop's rows of the feature map, the strip adds nothing
+        fmap = start.backbone(strip_input)[:, :, :-start.context_feature_rows]
+        assert torch.equal(start(strip_input), source.head(start.pool(fmap)))
     # and after training the strip matters: same crop, different frame around it -> different score
     frame = np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8)
     other = frame.copy()
@@ -337,8 +343,6 @@ def test_context_model_trains_exports_and_the_engine_feeds_it_the_frame_strip(co
     (a,), (b,) = crop_patches(frame, None, 32, 1, "grid", 16), crop_patches(other, None, 32, 1, "grid", 16)
     assert a.shape == (48, 32, 3) and np.array_equal(a[:32], frame[20:52, 48:80]) and np.array_equal(a[:32], b[:32])
     assert np.array_equal(a[32:], context_strip(frame, 16, 32)) and not np.array_equal(a[32:], b[32:])
-    from gameqa.models.eraque import normalise_crops
-
     with torch.no_grad():
         sa, sb = model(normalise_crops([a, b])).reshape(-1).tolist()
     assert sa != sb

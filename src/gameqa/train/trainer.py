@@ -323,7 +323,7 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
     the others keep their start (zeros for the full-reference difference channels: the model starts as its
     no-reference source); a space-to-depth stem takes a plain source stem's filters folded (``folded_filters``: it
     starts as the source reading the block-averaged crop); the head is copied when all of it fits, else it stays
-    new. A pruned EfficientNet-Lite0 (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's
+    new (a detail branch or context map the source lacks does not count: each starts at zero). A pruned EfficientNet-Lite0 (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's
     most important channels (``gameqa.models.pruning.pruned_copy``; by their activity on the crops ``calibration()``
     gives, when given, else by their weights). Nothing shared is an error: the option would silently do nothing."""
     keep = lite0_keep(getattr(model, "backbone_name", ""))
@@ -349,8 +349,9 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
             widened = target.clone()
             widened[:, : value.shape[1]] = value
             copy[key] = widened
-    # the detail branch is new to any source and starts without effect (its map at zero): not part of the head
-    head = [k for k in mine if not k.startswith(("backbone.", "detail.", "detail_map."))]
+    # the detail branch and the context strip's map are new to a crop-only source and start without effect (their
+    # maps at zero): not part of the head, which is copied so the network begins as its source
+    head = [k for k in mine if not k.startswith(("backbone.", "detail.", "detail_map.", "context."))]
     whole_head = all(k in copy for k in head)
     copy = {k: v for k, v in copy.items() if k.startswith("backbone.") or whole_head}
     if not copy:

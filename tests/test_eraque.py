@@ -235,7 +235,7 @@ def test_onnx_evaluation_path_does_not_import_torch():
 
 @pytest.mark.parametrize("backbone", ["tiny", "mobilenetv2-0.5", "efficientnet-lite0", "efficientnet-lite0-b1",
                                       "efficientnet-lite0-b4", "efficientnet-lite0-b11", "efficientnet-lite0-b12",
-                                      "efficientnet-lite0-p0.25"])
+                                      "efficientnet-lite0-p0.25", "plain-8"])
 def test_backbone_stride_table_matches_the_networks(backbone):
     """The torch-free stride table (which validates model.context_rows) is what each backbone really does."""
     import torch
@@ -852,3 +852,23 @@ def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
         assert measure_step_seconds(cfg, steps=1)["step_s_median"] > 0
     with pytest.raises(ConfigError, match="detail_channels and context_rows cannot be combined"):
         build_config({"model": {"context_rows": 96, "detail_channels": 8}})
+
+
+def test_plain_cnn_is_five_dense_stride_two_convs_and_exports(tmp_path):
+    """model.backbone = "plain-<w>": the purpose-built small student, five 3 x 3 stride-2 convs of w .. 16w channels;
+    names out of range are refused; its ONNX export matches torch."""
+    from gameqa.models.backbones import check_backbone
+    from gameqa.models.eraque import EraqueNet
+
+    net = EraqueNet("plain-8", pretrained=False).eval()
+    convs = [m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.groups) for c in convs] == [
+        (8 * 2 ** i, (3, 3), (2, 2), 1) for i in range(5)]
+    assert net.feature_channels == 128
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert net.backbone(x).shape == (2, 128, 2, 2) and net(x).shape == (2, 1)
+    assert onnx_gap(net, x, tmp_path) < 1e-4
+    for bad in ("plain-3", "plain-65", "plain-x", "plain-"):
+        with pytest.raises(ValueError, match="unknown backbone"):
+            check_backbone(bad)

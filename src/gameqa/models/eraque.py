@@ -25,6 +25,8 @@ This module imports torch: the scoring path (registry, ONNX engine) never import
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -150,28 +152,22 @@ class _Lite0Features(nn.Module):
         return x
 
 
-def _tiny_backbone(in_channels: int) -> tuple[nn.Module, int]:
-    """A 3-layer CNN for tests and smoke runs (random init, no download, milliseconds per step)."""
-    layers: list[nn.Module] = []
-    width = in_channels
-    for out in (8, 16, 32):
-        layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-        width = out
-    return nn.Sequential(*layers), width
-
-
-def _plain_backbone(in_channels: int, width: int) -> tuple[nn.Module, int]:
-    """A purpose-built small CNN: five dense 3 x 3 stride-2 convs with ReLU, ``width`` to 16 x ``width`` channels
-    (He-initialised; no pretrained weights of this shape exist offline). Dense convs run near the CPU's peak, where
-    a narrow depthwise network at full resolution is held back by memory traffic."""
+def _stride_two_convs(in_channels: int, widths: Sequence[int], batchnorm: bool) -> tuple[nn.Module, int]:
+    """3 x 3 stride-2 convs with ReLU, one per width, randomly started: with BatchNorm and no bias (``tiny``: a
+    3-layer CNN for tests and smoke runs, milliseconds per step), or with a bias and He's start (``plain-<w>``: a
+    purpose-built small CNN; dense convs run near the CPU's peak, where a narrow depthwise network at full resolution
+    is held back by memory traffic). No pretrained weights of either shape exist offline."""
     layers: list[nn.Module] = []
     c = in_channels
-    for i in range(PLAIN_LAYERS):
-        out = width * 2 ** i
-        conv = nn.Conv2d(c, out, 3, stride=2, padding=1)
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
-        layers += [conv, nn.ReLU(inplace=True)]
+    for out in widths:
+        conv = nn.Conv2d(c, out, 3, stride=2, padding=1, bias=not batchnorm)
+        if batchnorm:
+            layers += [conv, nn.BatchNorm2d(out)]
+        else:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers.append(conv)
+        layers.append(nn.ReLU(inplace=True))
         c = out
     return nn.Sequential(*layers), c
 
@@ -217,16 +213,17 @@ class EraqueNet(nn.Module):
             check_backbone(backbone)
         except ValueError as exc:
             raise ModelError(None, str(exc)) from None
-        width = mobilenet_width(backbone)
+        width, plain = mobilenet_width(backbone), plain_width(backbone)
         if reference not in ("none", "full"):
             raise ModelError(None, f"reference must be 'none' or 'full', not {reference!r}")
         self.backbone_name = backbone
         self.reference = reference
         in_channels = 6 if reference == "full" else 3
         if backbone == "tiny":
-            self.backbone, features = _tiny_backbone(in_channels)
-        elif plain_width(backbone) is not None:
-            self.backbone, features = _plain_backbone(in_channels, plain_width(backbone))
+            self.backbone, features = _stride_two_convs(in_channels, (8, 16, 32), batchnorm=True)
+        elif plain is not None:
+            self.backbone, features = _stride_two_convs(in_channels, [plain * 2 ** i for i in range(PLAIN_LAYERS)],
+                                                        batchnorm=False)
         elif width is not None:
             self.backbone, features = _mobilenet_backbone(width, in_channels, pretrained, space_to_depth(backbone))
         else:

@@ -205,6 +205,10 @@ class EraqueNet(nn.Module):
     map that starts at zero.
     """
 
+    #: state-dict prefixes of the side paths (detail branch, its map, the context strip's map): each starts without
+    #: effect, so a checkpoint that lacks them still starts the network as itself (``gameqa.train.trainer.copy_weights``)
+    SIDE_PATHS = ("detail.", "detail_map.", "context.")
+
     def __init__(self, backbone: str = "efficientnet-lite0", reference: str = "none", pretrained: bool = True,
                  head_hidden: int = 128, dropout: float = 0.2, init_score: float = 3.0, context_rows: int = 0,
                  detail_channels: int = 0):

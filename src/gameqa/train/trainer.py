@@ -352,7 +352,7 @@ def copy_weights(model: torch.nn.Module, source: torch.nn.Module,
             copy[key] = widened
     # the detail branch and the context strip's map are new to a crop-only source and start without effect (their
     # maps at zero): not part of the head, which is copied so the network begins as its source
-    head = [k for k in mine if not k.startswith(("backbone.", "detail.", "detail_map.", "context."))]
+    head = [k for k in mine if not k.startswith(("backbone.", *EraqueNet.SIDE_PATHS))]
     whole_head = all(k in copy for k in head)
     copy = {k: v for k, v in copy.items() if k.startswith("backbone.") or whole_head}
     if not copy:

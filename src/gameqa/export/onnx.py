@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from gameqa.errors import ModelError
-from gameqa.models.eraque import NORMALISATION, normalise_crops
-from gameqa.models.onnx_engine import crop_patches
+from gameqa.models.eraque import normalise_crops
+from gameqa.models.onnx_engine import IMAGENET_NORMALISATION, crop_patches
 from gameqa.train.trainer import load_checkpoint, model_from_checkpoint, torch_frame_scores
 
 OPSET = 17
@@ -104,7 +104,7 @@ def export_onnx(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, na
             f"regression + hard pairwise ranking (step {ckpt.get('step', '?')})"),
         "pooling": cfg.export.pooling,
         "input": {
-            "layout": "NCHW", **NORMALISATION,
+            "layout": "NCHW", **IMAGENET_NORMALISATION,
             "crops": {"size": size, "count": cfg.input.crops_per_frame,
                       **({"mode": crop_mode} if crop_mode != "grid" else {}),
                       **({"context": model.context_rows} if model.context_rows else {})},

@@ -30,8 +30,6 @@ import numpy as np
 
 from gameqa.errors import ModelError, naming
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DEFAULT_MAX_SIDE = 512
 MIN_SIDE = 32
 Z95 = 1.959963984540054
@@ -62,9 +60,10 @@ def resize_for_model(rgb: np.ndarray, max_side: int = DEFAULT_MAX_SIDE, min_side
 
 
 def normalise_image(rgb: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8 -> 1 x 3 x H x W float32 (/255, ImageNet mean/std)."""
-    x = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    """H x W x 3 uint8 -> 1 x 3 x H x W float32 (/255, ImageNet mean/std: the engine's ``normalise_input``)."""
+    from gameqa.models.onnx_engine import IMAGENET_NORMALISATION, normalise_input
+
+    return normalise_input([rgb], IMAGENET_NORMALISATION)
 
 
 def prepare_image(image, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:

@@ -36,12 +36,8 @@ from gameqa.models.backbones import (BACKBONES as _BACKBONES, LITE0_BLOCK_CHANNE
                                      check_backbone, context_feature_rows, lite0_blocks, lite0_keep, mobilenet_width,
                                      plain_width, space_to_depth, stem_pool)
 from gameqa.models.mobilenet import folded_filters, pixel_kernel
-from gameqa.models.onnx_engine import normalise_input
+from gameqa.models.onnx_engine import IMAGENET_NORMALISATION, normalise_input
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PIXEL_SCALE = 255.0
-NORMALISATION = {"scale": PIXEL_SCALE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # model.json "input"
 BACKBONES = _BACKBONES
 
 
@@ -322,4 +318,4 @@ def full_reference_patch(dist: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def normalise_crops(patches: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """N x H x W x C uint8 -> N x C x H x W float32: /255 then ImageNet mean/std (tiled over 6 channels), through the
     engine's own ``onnx_engine.normalise_input``: training, export checks and scoring feed the same numbers."""
-    return torch.from_numpy(normalise_input(patches, NORMALISATION))
+    return torch.from_numpy(normalise_input(patches, IMAGENET_NORMALISATION))

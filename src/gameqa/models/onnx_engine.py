@@ -221,6 +221,11 @@ def display_crops(frame: np.ndarray, ref: Optional[np.ndarray], size: int, count
     return crop_patches(frame, ref, size, count, mode, context)
 
 
+# ImageNet normalisation of 8-bit RGB (model.json "input": scale, mean, std): what every ImageNet-started backbone here
+# was trained on; ERAQUE training, its export and the aesthetic scorer take it from here
+IMAGENET_NORMALISATION = {"scale": 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
 def normalise_input(patches: Sequence[np.ndarray], preprocess: dict) -> np.ndarray:
     """N x C x H x W float32, the engine's normalisation (``/scale``, then mean/std tiled over the channels).
     uint8 crops are looked up in a table of the 256 values per channel, computed with the same float32 steps:

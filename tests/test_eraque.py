@@ -852,6 +852,7 @@ def test_detail_branch_starts_without_effect_learns_and_exports(tmp_path):
         assert measure_step_seconds(cfg, steps=1)["step_s_median"] > 0
     with pytest.raises(ConfigError, match="detail_channels and context_rows cannot be combined"):
         build_config({"model": {"context_rows": 96, "detail_channels": 8}})
+
     # EraqueNet.SIDE_PATHS (what copy_weights leaves out of the head) names exactly the side modules it builds
     def tops(**side):
         return {k.split(".")[0] + "." for k in EraqueNet("tiny", pretrained=False, **side).state_dict()}

@@ -252,8 +252,8 @@ class EraqueNet(nn.Module):
         if self.detail_channels:
             if self.context_rows:
                 raise ModelError(None, "detail_channels and context_rows cannot be combined")
-            self.detail, width = detail_branch(in_channels, self.detail_channels)
-            self.detail_map = nn.Linear(width, head_hidden, bias=False)
+            self.detail, detail_width = detail_branch(in_channels, self.detail_channels)
+            self.detail_map = nn.Linear(detail_width, head_hidden, bias=False)
             with torch.no_grad():  # starts without effect: the network begins as the one it was loaded from
                 self.detail_map.weight.zero_()
 
